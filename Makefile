@@ -1,0 +1,45 @@
+# tokenbill: `make demo` runs the pipeline on embedded defaults, `make test` runs the suite.
+# Both create .venv and install the project on first use; nothing needs installing by hand.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tokenbill-installed
+MANIFEST := dbt_project/target/manifest.json
+
+# Nothing phones home: dbt and Dagster telemetry off.
+export DO_NOT_TRACK := 1
+export DAGSTER_DISABLE_TELEMETRY := 1
+
+.PHONY: install demo test ui lint format manifest clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+manifest: $(STAMP)
+	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
+
+demo: $(STAMP) manifest
+	$(BIN)/python -m orchestration.demo $(ARGS)
+
+test: $(STAMP) manifest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP) manifest
+	$(BIN)/python -m orchestration.demo --ui $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf .tokenbill dbt_project/target dbt_project/logs

@@ -1,0 +1,443 @@
+"""The usage-event contract: one event per model-call attempt.
+
+The pandera schema built here is the single source of truth for what a producer may send.
+It validates the *wire* form of an event (every field as the text it arrived as, extracted
+from the JSON line), so that a wrong type, a negative count or a broken subset invariant is
+reported per line and per field instead of failing a whole cast. The JSON Schema published
+for producers (``usage_event.schema.json``) is generated from it by ``python -m
+contracts.usage_event``; a test keeps the committed file in sync.
+
+Field semantics follow the OpenTelemetry GenAI conventions (see README, "The event
+contract"): ``input_tokens`` and ``output_tokens`` are inclusive totals;
+``cached_input_tokens`` and ``cache_write_tokens`` are subsets of input and
+``reasoning_tokens`` a subset of output.
+
+Every check is named after the quarantine reason code it produces, so a failed check maps
+to a reason without a lookup table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+
+#: Token counts (and ``attempt``) must be below this bound; anything larger is a producer bug.
+MAX_COUNT = 10**9
+
+STATUSES = ("success", "failed", "retried", "cancelled")
+
+# Fields by kind. Order is the column order of the landed raw table.
+REQUIRED_IDENTIFIERS = ("event_id", "customer_id", "model")
+OPTIONAL_IDENTIFIERS = (
+    "subscription_id",
+    "plan",
+    "feature",
+    "provider",
+    "environment",
+    "region",
+    "request_group_id",
+    "trace_id",
+)
+REQUIRED_COUNTS = ("input_tokens", "output_tokens")
+OPTIONAL_COUNTS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+TOKEN_FIELDS = REQUIRED_COUNTS + OPTIONAL_COUNTS
+WIRE_FIELDS = (
+    "event_id",
+    "timestamp",
+    "customer_id",
+    "subscription_id",
+    "plan",
+    "feature",
+    "provider",
+    "model",
+    "environment",
+    "region",
+    "status",
+    "attempt",
+    "request_group_id",
+    "trace_id",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "metadata",
+)
+REQUIRED_FIELDS = ("event_id", "timestamp", "customer_id", "model", "input_tokens", "output_tokens")
+
+#: Context column added by ingestion: the UTC hour named by the object's key.
+SOURCE_HOUR = "source_hour"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    what: str
+    remedy: str
+
+
+_REASON_LIST = [
+    Reason(
+        "invalid_json",
+        "the line is not a JSON object",
+        "send one JSON object per line (JSON Lines), UTF-8, no blank lines",
+    ),
+    Reason(
+        "missing_required_field",
+        "a required field is absent, null or empty",
+        "send event_id, timestamp, customer_id, model, input_tokens and output_tokens on "
+        "every event",
+    ),
+    Reason(
+        "wrong_type",
+        "a field has the wrong type",
+        "send token counts and attempt as integers or numeric strings, identifiers as "
+        "strings (at most 256 characters), metadata as an object",
+    ),
+    Reason("negative_count", "a count is negative", "token counts and attempt are >= 0"),
+    Reason(
+        "count_out_of_range",
+        f"a count is out of range (token counts < {MAX_COUNT:,}; attempt from 1)",
+        "check the producer's unit (tokens, not characters or bytes)",
+    ),
+    Reason(
+        "subset_invariant_broken",
+        "cached_input_tokens + cache_write_tokens > input_tokens, or reasoning_tokens > "
+        "output_tokens",
+        "send inclusive totals: input_tokens includes cache reads and writes, output_tokens "
+        "includes reasoning (see usage-event semantics in the README)",
+    ),
+    Reason(
+        "unparseable_timestamp",
+        "timestamp is not RFC 3339 with an offset",
+        "send e.g. 2026-10-05T07:12:00.123Z or 2026-10-05T09:12:00+02:00",
+    ),
+    Reason(
+        "timestamp_outside_hour",
+        "the event's UTC hour differs from the hour in the object's key",
+        "write each event under <prefix>/dt=YYYY-MM-DD/hour=HH/ of its own UTC hour",
+    ),
+    Reason(
+        "unknown_status",
+        f"status is not one of {', '.join(STATUSES)}",
+        "map the producer's status onto one of the four values",
+    ),
+    Reason(
+        "unreadable_object",
+        "the object could not be read (corrupt gzip or Parquet, or not UTF-8)",
+        "re-upload the object; then re-run its hour partition",
+    ),
+    Reason(
+        "unsupported_format",
+        "the object's name does not end in .jsonl, .jsonl.gz or .parquet",
+        "rename or convert the object; then re-run its hour partition",
+    ),
+]
+REASONS: dict[str, Reason] = {r.code: r for r in _REASON_LIST}
+OBJECT_REASONS = ("unreadable_object", "unsupported_format")
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorised parsing helpers shared by the checks and by the typed conversion.
+
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def parse_timestamp(expr: pl.Expr) -> pl.Expr:
+    """RFC 3339 text with an offset -> UTC datetime (null where it does not parse)."""
+    normalised = expr.str.replace(r"[Zz]$", "+00:00").str.replace(
+        r"^(\d{4}-\d{2}-\d{2})[ t]", "${1}T"
+    )
+    return (
+        pl.when(expr.str.contains(_RFC3339))
+        .then(
+            normalised.str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
+            )
+        )
+        .otherwise(None)
+    )
+
+
+def parse_count(expr: pl.Expr) -> pl.Expr:
+    """Integer text -> Int64 (null where it is not an integer or overflows)."""
+    return pl.when(expr.str.contains(r"^-?\d{1,18}$")).then(expr.cast(pl.Int64, strict=False))
+
+
+def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], **stats) -> pa.Check:
+    """A vectorised column check named after its reason code; null values pass."""
+
+    def fn(data) -> pl.LazyFrame:
+        col = pl.col(data.key)
+        return data.lazyframe.select(predicate(col).fill_null(True))
+
+    return pa.Check(fn, name=name, statistics=stats or None)
+
+
+def _count_checks(minimum: int) -> list[pa.Check]:
+    return [
+        _check("wrong_type", lambda c: c.str.contains(r"^-?\d+$"), type="integer"),
+        _check("negative_count", lambda c: ~c.str.contains(r"^-0*[1-9]\d*$"), minimum=0),
+        _check(
+            "count_out_of_range",
+            lambda c: (
+                pl.when(c.str.contains(r"^\d+$"))
+                .then(parse_count(c).is_between(minimum, MAX_COUNT - 1).fill_null(False))
+                .otherwise(True)
+            ),
+            minimum=minimum,
+            exclusive_maximum=MAX_COUNT,
+        ),
+    ]
+
+
+def _identifier_checks(required: bool) -> list[pa.Check]:
+    checks = [
+        _check(
+            "wrong_type",
+            lambda c: ~c.str.contains(r"^[\[{]") & (c.str.len_chars() <= 256),
+            type="string",
+            maxLength=256,
+        )
+    ]
+    if required:
+        checks.append(_check("missing_required_field", lambda c: c.str.len_chars() > 0))
+    return checks
+
+
+def _column(name: str, checks: list[pa.Check], description: str) -> pa.Column:
+    return pa.Column(
+        pl.String,
+        checks=checks,
+        nullable=name not in REQUIRED_FIELDS,
+        required=True,
+        description=description,
+    )
+
+
+_DESCRIPTIONS = {
+    "event_id": "Idempotency key of the attempt, derived deterministically by the producer "
+    "(e.g. provider response id + attempt). A resend with the same id is a duplicate.",
+    "timestamp": "When the attempt finished: RFC 3339 with an offset; stored as UTC.",
+    "customer_id": "The billed customer.",
+    "subscription_id": "The customer's subscription, when the product knows it.",
+    "plan": "The plan name the product believes the customer is on.",
+    "feature": "Product feature that made the call (chat, code-review, ...).",
+    "provider": "Model provider (openai, anthropic, gcp.gemini, aws.bedrock, ...).",
+    "model": "Model name as requested (e.g. gpt-4o-mini, claude-sonnet-4-5).",
+    "environment": "production, staging, ...",
+    "region": "Provider region or deployment.",
+    "status": "Outcome of the attempt; default success.",
+    "attempt": "1 for the first attempt, 2 for the first retry, ...; default 1.",
+    "request_group_id": "Shared by the retries of one logical call.",
+    "trace_id": "Shared by every call of one agent run or trace.",
+    "input_tokens": "Every prompt token, cache reads and cache writes included.",
+    "cached_input_tokens": "Subset of input_tokens read from the provider's prompt cache.",
+    "cache_write_tokens": "Subset of input_tokens written to the provider's prompt cache.",
+    "output_tokens": "Every generated token, reasoning included.",
+    "reasoning_tokens": "Subset of output_tokens spent on reasoning; null when not reported.",
+    "metadata": "String map of anything else. Unknown top-level fields are merged into it.",
+}
+
+
+def _columns() -> dict[str, pa.Column]:
+    cols: dict[str, pa.Column] = {}
+    for name in WIRE_FIELDS:
+        if name in REQUIRED_IDENTIFIERS or name in OPTIONAL_IDENTIFIERS:
+            checks = _identifier_checks(required=name in REQUIRED_IDENTIFIERS)
+        elif name in TOKEN_FIELDS:
+            checks = _count_checks(minimum=0)
+        elif name == "attempt":
+            checks = _count_checks(minimum=1)
+        elif name == "status":
+            checks = [
+                _check("unknown_status", lambda c: c.is_in(list(STATUSES)), enum=list(STATUSES))
+            ]
+        elif name == "timestamp":
+            checks = [
+                _check("missing_required_field", lambda c: c.str.len_chars() > 0),
+                _check(
+                    "unparseable_timestamp",
+                    lambda c: parse_timestamp(c).is_not_null() | (c.str.len_chars() == 0),
+                    format="date-time",
+                ),
+            ]
+        elif name == "metadata":
+            checks = [_check("wrong_type", lambda c: c.str.starts_with("{"), type="object")]
+        else:  # pragma: no cover - guards WIRE_FIELDS edits
+            raise AssertionError(f"no checks defined for {name}")
+        cols[name] = _column(name, checks, _DESCRIPTIONS[name])
+    cols[SOURCE_HOUR] = pa.Column(
+        pl.Datetime("us", "UTC"),
+        nullable=False,
+        description="Ingestion context: the UTC hour named by the object key.",
+    )
+    return cols
+
+
+def _subset_invariant(data) -> pl.LazyFrame:
+    # Only judged where every count is a valid non-negative integer: other reasons cover the rest.
+    n = {f: parse_count(pl.col(f)).clip(lower_bound=0) for f in TOKEN_FIELDS}
+    ok = (n["cached_input_tokens"].fill_null(0) + n["cache_write_tokens"].fill_null(0)) <= n[
+        "input_tokens"
+    ]
+    ok = ok & (n["reasoning_tokens"].fill_null(0) <= n["output_tokens"])
+    return data.lazyframe.select(ok.fill_null(True))
+
+
+def _timestamp_in_hour(data) -> pl.LazyFrame:
+    ts = parse_timestamp(pl.col("timestamp"))
+    return data.lazyframe.select((ts.dt.truncate("1h") == pl.col(SOURCE_HOUR)).fill_null(True))
+
+
+USAGE_EVENT_SCHEMA = pa.DataFrameSchema(
+    columns=_columns(),
+    checks=[
+        pa.Check(_subset_invariant, name="subset_invariant_broken"),
+        pa.Check(_timestamp_in_hour, name="timestamp_outside_hour"),
+    ],
+    strict=False,
+    name="usage_event",
+    description="One LLM usage event per model-call attempt (wire form, before typing).",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: split a frame of wire events into typed valid rows and reasons per failed row.
+
+
+def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate a frame of wire events (all ``WIRE_FIELDS`` as text plus ``source_hour``).
+
+    Returns ``(valid, failures)``: ``valid`` is the typed subset of rows that pass every
+    check (see :func:`to_typed`); ``failures`` has one row per failed input row with its
+    position ``row`` in ``wire``, the sorted reason codes and a human-readable detail
+    naming each field, the check and the offending value.
+    """
+    failures = pl.DataFrame(
+        schema={"row": pl.Int64, "reason_codes": pl.List(pl.String), "reason_detail": pl.String}
+    )
+    if wire.height:
+        try:
+            USAGE_EVENT_SCHEMA.validate(wire, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            failures = _summarise_failures(exc.failure_cases)
+    valid_mask = ~pl.int_range(wire.height, eager=True).is_in(failures["row"])
+    return to_typed(wire.filter(valid_mask)), failures
+
+
+def _summarise_failures(cases: pl.DataFrame) -> pl.DataFrame:
+    if cases.filter(pl.col("index").is_null()).height:
+        # A failure without a row index is a schema-level problem (a missing column):
+        # that is a bug in ingestion, not bad input, so it must not be quarantined.
+        raise RuntimeError(f"usage-event schema failed structurally:\n{cases}")
+    reason = (
+        pl.when(pl.col("check") == "not_nullable")
+        .then(pl.lit("missing_required_field"))
+        .otherwise(pl.col("check"))
+    )
+    what = reason.replace_strict({code: r.what for code, r in REASONS.items()})
+    detail = (
+        pl.when(pl.col("schema_context") == "Column")
+        .then(
+            pl.format("{}={}: {}", pl.col("column"), pl.col("failure_case").fill_null("null"), what)
+        )
+        .otherwise(what)
+    )
+    return (
+        cases.with_columns(reason=reason, detail=detail, row=pl.col("index").cast(pl.Int64))
+        .sort("row", "reason", "detail")
+        .group_by("row", maintain_order=True)
+        .agg(
+            reason_codes=pl.col("reason").unique(maintain_order=True),
+            reason_detail=pl.col("detail").unique(maintain_order=True).str.join("; "),
+        )
+    )
+
+
+def to_typed(wire: pl.DataFrame) -> pl.DataFrame:
+    """Convert validated wire rows to their landed types (defaults applied).
+
+    Columns that are not wire fields (ingestion's line references) are kept, first."""
+    exprs: list[pl.Expr] = [pl.col(c) for c in wire.columns if c not in (*WIRE_FIELDS, SOURCE_HOUR)]
+    for name in WIRE_FIELDS:
+        col = pl.col(name)
+        if name == "timestamp":
+            exprs.append(parse_timestamp(col).dt.replace_time_zone(None).alias("event_ts"))
+        elif name in TOKEN_FIELDS:
+            exprs.append(parse_count(col).alias(name))
+        elif name == "attempt":
+            exprs.append(parse_count(col).fill_null(1).alias(name))
+        elif name == "status":
+            exprs.append(col.fill_null("success").alias(name))
+        else:
+            exprs.append(col)
+    return wire.select(exprs)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Schema for producers, generated from the pandera schema above.
+
+SCHEMA_PATH = Path(__file__).with_name("usage_event.schema.json")
+
+
+def json_schema() -> dict:
+    props: dict[str, dict] = {}
+    for name in WIRE_FIELDS:
+        column = USAGE_EVENT_SCHEMA.columns[name]
+        stats: dict = {}
+        for check in column.checks:
+            stats.update(check.statistics or {})
+        prop: dict = {"description": column.description}
+        kind = stats.get("type")
+        if kind == "integer":
+            bounds = {"minimum": stats["minimum"], "exclusiveMaximum": stats["exclusive_maximum"]}
+            prop["anyOf"] = [
+                {"type": "integer", **bounds},
+                {"type": "string", "pattern": r"^\d+$", "description": "numeric string"},
+            ]
+        elif kind == "object":
+            prop["type"] = "object"
+            prop["additionalProperties"] = {"type": "string"}
+        elif "enum" in stats:
+            prop["type"] = "string"
+            prop["enum"] = stats["enum"]
+            prop["default"] = "success"
+        elif stats.get("format") == "date-time":
+            prop["type"] = "string"
+            prop["format"] = "date-time"
+            prop["pattern"] = _RFC3339
+        else:
+            prop["type"] = "string"
+            prop["minLength"] = 1
+            prop["maxLength"] = stats["maxLength"]
+        if name == "attempt":
+            prop["default"] = 1
+        props[name] = prop
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "tokenbill/usage_event.schema.json",
+        "title": "tokenbill usage event",
+        "description": USAGE_EVENT_SCHEMA.description
+        + " Generated from contracts/usage_event.py; do not edit by hand. Invariants: "
+        "cached_input_tokens + cache_write_tokens <= input_tokens; reasoning_tokens <= "
+        "output_tokens; the event's UTC hour matches its object key's hour.",
+        "type": "object",
+        "required": list(REQUIRED_FIELDS),
+        "properties": props,
+        "additionalProperties": True,
+    }
+
+
+def render_json_schema() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(render_json_schema())
+    print(f"wrote {SCHEMA_PATH}")

@@ -1,0 +1,7 @@
+{#- Generic test: at most one row per combination of the columns (nulls compare equal). -#}
+{% test unique_grain(model, columns) %}
+select {{ columns | join(', ') }}, count(*) as row_count
+from {{ model }}
+group by {{ columns | join(', ') }}
+having count(*) > 1
+{% endtest %}

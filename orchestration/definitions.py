@@ -1,0 +1,63 @@
+"""The code location: assembles each domain's assets, jobs and resources. No logic here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dagster import Definitions, define_asset_job
+from dagster_dbt import DbtCliResource
+
+from orchestration.defs.dbt.assets import dbt_daily, dbt_hourly, dbt_monthly
+from orchestration.defs.dbt.project import tokenbill_dbt_project
+from orchestration.defs.ingestion.assets import raw_usage_events
+from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
+from orchestration.defs.resources import S3UsageBucket, Warehouse
+from orchestration.settings import env_or_default
+
+hourly_job = define_asset_job(
+    "hourly_usage_job",
+    selection=[raw_usage_events, dbt_hourly],
+    partitions_def=hourly_partitions,
+    description="Ingest an hour (or a range of hours) from S3 and rebuild its hourly marts.",
+)
+daily_job = define_asset_job(
+    "daily_usage_job",
+    selection=[dbt_daily],
+    partitions_def=daily_partitions,
+    description="Roll a day (or a range of days) up from the hourly marts.",
+)
+monthly_job = define_asset_job(
+    "monthly_usage_job",
+    selection=[dbt_monthly],
+    partitions_def=monthly_partitions,
+    description="Roll a month up from the daily marts.",
+)
+
+
+def build_defs(
+    bucket: str | None = None, prefix: str | None = None, warehouse_path: str | None = None
+) -> Definitions:
+    """The code location. Arguments override the environment (tests, the demo)."""
+    return Definitions(
+        assets=[raw_usage_events, dbt_hourly, dbt_daily, dbt_monthly],
+        jobs=[hourly_job, daily_job, monthly_job],
+        resources={
+            "s3": S3UsageBucket(
+                bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),
+                prefix=prefix if prefix is not None else env_or_default("TOKENBILL_S3_PREFIX"),
+            ),
+            "warehouse": Warehouse(
+                path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH")
+            ),
+            "dbt": DbtCliResource(
+                project_dir=tokenbill_dbt_project(),
+                profiles_dir=str(tokenbill_dbt_project().profiles_dir),
+                # The dbt installed beside this interpreter, whether or not the venv is on PATH.
+                dbt_executable=str(Path(sys.executable).parent / "dbt"),
+            ),
+        },
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,152 @@
+"""``raw_usage_events``: one hour of S3 objects -> valid, duplicate and quarantined rows."""
+
+from collections import Counter
+from datetime import timedelta
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from contracts.usage_event import REASONS
+from orchestration.defs.ingestion.landing import ensure_raw_schema, land_hour
+from orchestration.defs.ingestion.parsing import fetch_bodies, list_hour_objects, route_hour
+from orchestration.defs.partitions import hourly_partitions
+from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
+from orchestration.settings import load_settings
+
+ASSET = "raw_usage_events"
+AUDIT_COLUMNS = (
+    "object_count",
+    "unreadable_object_count",
+    "lines_read",
+    "valid_count",
+    "duplicate_count",
+    "quarantined_count",
+)
+
+
+@asset(
+    name=ASSET,
+    group_name="ingestion",
+    description=(
+        "Usage events of one UTC hour read from S3 (<prefix>/dt=YYYY-MM-DD/hour=HH/), "
+        "validated against the usage-event contract and landed in raw.usage_events. Every "
+        "line also lands in exactly one of raw.usage_event_duplicates or "
+        "raw.usage_event_quarantine when it is not valid; raw.ingestion_audit counts them."
+    ),
+    partitions_def=hourly_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    kinds={"s3", "duckdb", "polars"},
+    check_specs=[
+        AssetCheckSpec(
+            "lines_reconcile",
+            asset=ASSET,
+            description="Every line read is valid, duplicate or quarantined: "
+            "lines_read = valid + duplicates + quarantined, per hour.",
+        ),
+        AssetCheckSpec(
+            "quarantine_rate",
+            asset=ASSET,
+            description="The quarantined share of lines stays below "
+            "TOKENBILL_QUARANTINE_WARN_RATE (a WARN: the producer needs attention).",
+        ),
+    ],
+)
+def raw_usage_events(
+    context: AssetExecutionContext, s3: S3UsageBucket, warehouse: Warehouse
+) -> MaterializeResult:
+    window = context.partition_time_window
+    hours = []
+    hour = window.start
+    while hour < window.end:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+
+    client = s3.client()
+    audits, reasons, samples = [], Counter(), []
+    with warehouse.connect() as con:
+        ensure_raw_schema(con)
+        for hour in hours:
+            objects = list_hour_objects(
+                client, s3.bucket, s3.hour_prefix(hour.strftime("%Y-%m-%d"), hour.hour)
+            )
+            bodies = fetch_bodies(client, s3.bucket, objects)
+            batch = route_hour(hour, objects, bodies)
+            audits.append(land_hour(con, batch))
+            for codes in batch.quarantine["reason_codes"].to_list():
+                reasons.update(codes)
+            if len(samples) < 5 and batch.quarantine.height:
+                samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
+        if len(hours) > 1:
+            context.log.info(f"landed {len(hours)} hours from {hours[0]} to {hours[-1]}")
+
+    audit = pl.DataFrame(audits)
+    totals = {c: int(audit[c].sum()) for c in AUDIT_COLUMNS}
+    broken = audit.filter(
+        pl.col("lines_read")
+        != pl.col("valid_count") + pl.col("duplicate_count") + pl.col("quarantined_count")
+    )
+    rate = totals["quarantined_count"] / totals["lines_read"] if totals["lines_read"] else 0.0
+    warn_rate = load_settings().quarantine_warn_rate
+    metadata = {
+        **{k: MetadataValue.int(v) for k, v in totals.items()},
+        "hours": MetadataValue.int(len(hours)),
+        "quarantine_rate": MetadataValue.float(rate),
+        "quarantine_by_reason": MetadataValue.md(_reason_table(reasons)),
+    }
+    if samples:
+        metadata["quarantine_sample"] = MetadataValue.md(_sample_table(samples))
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            AssetCheckResult(
+                check_name="lines_reconcile",
+                passed=broken.height == 0,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "hours_checked": len(hours),
+                    "hours_not_reconciling": broken.height,
+                    "lines_read": totals["lines_read"],
+                    "valid+duplicates+quarantined": totals["valid_count"]
+                    + totals["duplicate_count"]
+                    + totals["quarantined_count"],
+                },
+            ),
+            AssetCheckResult(
+                check_name="quarantine_rate",
+                passed=rate <= warn_rate,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"quarantine_rate": rate, "threshold": warn_rate},
+            ),
+        ],
+    )
+
+
+def _reason_table(reasons: Counter) -> str:
+    if not reasons:
+        return "nothing quarantined"
+    rows = [
+        f"| {code} | {n:,} | {REASONS[code].what} | {REASONS[code].remedy} |"
+        for code, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return "| reason | lines | what | what to do |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def _sample_table(samples: list[dict]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+
+    rows = [
+        f"| {cell(s['source_key'])} | {s['line_number']} | {cell(s['reason_detail'])} |"
+        for s in samples
+    ]
+    return "| object | line | detail |\n|---|---|---|\n" + "\n".join(rows)

@@ -1,0 +1,70 @@
+"""One place that maps the environment to tokenbill's settings.
+
+Every setting is an environment variable with a default that runs the local demo; the README
+lists them. Nothing else in the code base reads ``os.environ`` for these.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import EnvVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: name -> (default, what it is). The README's configuration table is written from this.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "TOKENBILL_S3_BUCKET": ("tokenbill-usage", "S3 bucket holding the usage-event objects."),
+    "TOKENBILL_S3_PREFIX": (
+        "usage",
+        "Key prefix; objects live at <prefix>/dt=YYYY-MM-DD/hour=HH/<name>.",
+    ),
+    "TOKENBILL_WAREHOUSE_PATH": (
+        str(REPO_ROOT / ".tokenbill" / "warehouse.duckdb"),
+        "The DuckDB warehouse file (created if missing).",
+    ),
+    "TOKENBILL_FIRST_PARTITION": (
+        "2026-01-01",
+        "First hour/day/month partition (UTC date). Earlier events are never read.",
+    ),
+    "TOKENBILL_QUARANTINE_WARN_RATE": (
+        "0.01",
+        "Quarantined share of lines above which the quarantine_rate check warns.",
+    ),
+}
+
+
+def setting(name: str) -> str:
+    """The value of one tokenbill setting: the environment's, else the default."""
+    default, _ = SETTINGS[name]
+    return os.environ.get(name) or default
+
+
+def env_or_default(name: str) -> str | EnvVar:
+    """Bind a resource field to ``EnvVar(name)`` when it is set, else to its default.
+
+    ``EnvVar`` is resolved at run launch, so a deployment can change it without code; the
+    default keeps the demo and tests runnable on a clean machine with nothing set.
+    """
+    return EnvVar(name) if os.environ.get(name) else SETTINGS[name][0]
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    prefix: str
+    warehouse_path: str
+    first_partition: str
+    quarantine_warn_rate: float
+
+
+def load_settings() -> Settings:
+    return Settings(
+        bucket=setting("TOKENBILL_S3_BUCKET"),
+        prefix=setting("TOKENBILL_S3_PREFIX").strip("/"),
+        warehouse_path=setting("TOKENBILL_WAREHOUSE_PATH"),
+        first_partition=setting("TOKENBILL_FIRST_PARTITION"),
+        quarantine_warn_rate=float(setting("TOKENBILL_QUARANTINE_WARN_RATE")),
+    )

@@ -1,0 +1,150 @@
+"""The usage-event contract: one test per quarantine reason, coercions and invariants."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from contracts.usage_event import (
+    REASONS,
+    SCHEMA_PATH,
+    SOURCE_HOUR,
+    WIRE_FIELDS,
+    render_json_schema,
+    validate_wire_events,
+)
+
+HOUR = datetime(2026, 10, 5, 7, tzinfo=UTC)
+
+
+def wire(**overrides: str | None) -> dict[str, str | None]:
+    row: dict[str, str | None] = dict.fromkeys(WIRE_FIELDS)
+    row.update(
+        event_id="evt_1",
+        timestamp="2026-10-05T07:12:00Z",
+        customer_id="cus_1",
+        model="gpt-4o",
+        input_tokens="100",
+        output_tokens="10",
+    )
+    row.update(overrides)
+    return row
+
+
+def validate(*rows: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    frame = pl.DataFrame(list(rows), schema=dict.fromkeys(WIRE_FIELDS, pl.String))
+    frame = frame.with_columns(pl.lit(HOUR).cast(pl.Datetime("us", "UTC")).alias(SOURCE_HOUR))
+    return validate_wire_events(frame)
+
+
+def reasons_of(**overrides: str | None) -> list[str]:
+    valid, failures = validate(wire(**overrides))
+    assert valid.height + failures.height == 1
+    return failures["reason_codes"].to_list()[0] if failures.height else []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"customer_id": None}, "missing_required_field"),
+        ({"event_id": ""}, "missing_required_field"),
+        ({"timestamp": None}, "missing_required_field"),
+        ({"output_tokens": None}, "missing_required_field"),
+        ({"input_tokens": "12.5"}, "wrong_type"),
+        ({"input_tokens": "true"}, "wrong_type"),
+        ({"model": '{"name":"gpt-4o"}'}, "wrong_type"),
+        ({"metadata": '"a string"'}, "wrong_type"),
+        ({"input_tokens": "-1"}, "negative_count"),
+        ({"input_tokens": "1000000000"}, "count_out_of_range"),
+        ({"output_tokens": "123456789012345678901234"}, "count_out_of_range"),
+        ({"attempt": "0"}, "count_out_of_range"),
+        ({"cached_input_tokens": "60", "cache_write_tokens": "41"}, "subset_invariant_broken"),
+        ({"reasoning_tokens": "11"}, "subset_invariant_broken"),
+        ({"timestamp": "2026-10-05 07:12"}, "unparseable_timestamp"),
+        ({"timestamp": "2026-10-05T07:12:00"}, "unparseable_timestamp"),  # no offset
+        ({"timestamp": "2026-02-30T07:12:00Z"}, "unparseable_timestamp"),
+        ({"timestamp": "2026-10-05T08:00:00Z"}, "timestamp_outside_hour"),
+        ({"timestamp": "2026-10-05T07:59:59-01:00"}, "timestamp_outside_hour"),
+        ({"status": "ok"}, "unknown_status"),
+    ],
+)
+def test_each_bad_field_is_quarantined_with_its_reason(overrides, reason):
+    assert reasons_of(**overrides) == [reason]
+
+
+def test_every_line_level_reason_is_exercised_above():
+    line_reasons = set(REASONS) - {"invalid_json", "unreadable_object", "unsupported_format"}
+    exercised = {
+        "missing_required_field", "wrong_type", "negative_count", "count_out_of_range",
+        "subset_invariant_broken", "unparseable_timestamp", "timestamp_outside_hour",
+        "unknown_status",
+    }  # fmt: skip
+    assert line_reasons == exercised
+
+
+def test_several_problems_on_one_line_are_all_reported():
+    _, failures = validate(wire(input_tokens="-3", status="ok", customer_id=None))
+    assert failures["reason_codes"].to_list() == [
+        ["missing_required_field", "negative_count", "unknown_status"]
+    ]
+    assert failures["reason_detail"].to_list() == [
+        "customer_id=null: a required field is absent, null or empty; "
+        "input_tokens=-3: a count is negative; "
+        "status=ok: status is not one of success, failed, retried, cancelled"
+    ]
+
+
+def test_numeric_strings_and_integers_are_coerced_to_int64():
+    valid, failures = validate(
+        wire(input_tokens="2546", cached_input_tokens="0046", reasoning_tokens="3")
+    )
+    assert failures.height == 0
+    row = valid.row(0, named=True)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["reasoning_tokens"]) == (
+        2546,
+        46,
+        3,
+    )
+    assert valid.schema["input_tokens"] == pl.Int64
+
+
+def test_defaults_and_utc_conversion():
+    valid, _ = validate(wire(timestamp="2026-10-05T09:12:00.5+02:00"))
+    row = valid.row(0, named=True)
+    assert row["event_ts"] == datetime(2026, 10, 5, 7, 12, 0, 500000)
+    assert (row["status"], row["attempt"]) == ("success", 1)
+
+
+def test_subsets_may_equal_their_totals():
+    assert (
+        reasons_of(cached_input_tokens="60", cache_write_tokens="40", reasoning_tokens="10") == []
+    )
+
+
+def test_count_bound_is_exclusive():
+    assert reasons_of(input_tokens="999999999") == []
+
+
+def test_valid_rows_keep_their_order_and_failures_their_row_position():
+    valid, failures = validate(
+        wire(event_id="a"), wire(event_id="b", status="x"), wire(event_id="c")
+    )
+    assert valid["event_id"].to_list() == ["a", "c"]
+    assert failures["row"].to_list() == [1]
+
+
+def test_published_json_schema_is_generated_from_the_pandera_schema():
+    assert SCHEMA_PATH.read_text() == render_json_schema(), (
+        "contracts/usage_event.schema.json is stale: run python -m contracts.usage_event"
+    )
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema["required"] == [
+        "event_id", "timestamp", "customer_id", "model", "input_tokens", "output_tokens"
+    ]  # fmt: skip
+    assert schema["properties"]["status"]["enum"] == ["success", "failed", "retried", "cancelled"]
+    assert schema["properties"]["input_tokens"]["anyOf"][0] == {
+        "type": "integer", "minimum": 0, "exclusiveMaximum": 1_000_000_000
+    }  # fmt: skip

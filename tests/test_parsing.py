@@ -1,0 +1,132 @@
+"""Objects to routed lines, without a warehouse: formats, unreadable objects, duplicates."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from datetime import UTC, datetime
+
+import polars as pl
+
+from orchestration.defs.ingestion.parsing import S3Object, list_hour_objects, route_hour
+
+HOUR = datetime(2026, 10, 5, 7, tzinfo=UTC)
+LINE = (
+    '{{"event_id":"{id}","timestamp":"2026-10-05T07:00:0{s}Z","customer_id":"c",'
+    '"model":"m","input_tokens":{i},"output_tokens":1}}'
+)
+
+
+def route(objects: dict[str, bytes]):
+    keys = [S3Object(k, "etag", len(v)) for k, v in objects.items()]
+    return route_hour(HOUR, keys, list(objects.values()))
+
+
+def test_jsonl_gzip_and_parquet_land_the_same_events():
+    text = LINE.format(id="a", s=1, i=5) + "\n" + LINE.format(id="b", s=2, i=6) + "\n"
+    frame = pl.DataFrame(
+        {
+            "event_id": ["c"],
+            "timestamp": [datetime(2026, 10, 5, 7, 0, 3, tzinfo=UTC)],
+            "customer_id": ["c"],
+            "model": ["m"],
+            "input_tokens": [7],
+            "output_tokens": [1],
+        }
+    )
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    batch = route(
+        {
+            "p/1.jsonl": text.encode(),
+            "p/2.jsonl.gz": gzip.compress(LINE.format(id="d", s=4, i=8).encode()),
+            "p/3.parquet": buf.getvalue(),
+        }
+    )
+    assert batch.valid.select("source_key", "line_number", "event_id", "input_tokens").rows() == [
+        ("p/1.jsonl", 1, "a", 5),
+        ("p/1.jsonl", 2, "b", 6),
+        ("p/2.jsonl.gz", 1, "d", 8),
+        ("p/3.parquet", 1, "c", 7),
+    ]
+    assert batch.valid["event_ts"].to_list()[3] == datetime(2026, 10, 5, 7, 0, 3)
+    assert batch.audit() == {
+        "object_count": 3,
+        "unreadable_object_count": 0,
+        "lines_read": 4,
+        "valid_count": 4,
+        "duplicate_count": 0,
+        "quarantined_count": 0,
+    }
+
+
+def test_blank_and_truncated_lines_are_invalid_json_with_their_line_numbers():
+    body = LINE.format(id="a", s=1, i=5) + "\n\n" + '{"event_id": "x"\r\n' + "[1, 2]\n"
+    batch = route({"p/1.jsonl": body.encode()})
+    assert batch.quarantine.select("line_number", "reason_codes", "raw_line").rows() == [
+        (2, ["invalid_json"], ""),
+        (3, ["invalid_json"], '{"event_id": "x"'),
+        (4, ["invalid_json"], "[1, 2]"),
+    ]
+    assert batch.audit()["lines_read"] == 4
+
+
+def test_corrupt_objects_are_quarantined_whole_and_the_others_still_land():
+    batch = route(
+        {
+            "p/bad.jsonl.gz": b"not gzip at all",
+            "p/bad.parquet": b"PAR1 nope",
+            "p/latin1.jsonl": "caf\xe9".encode("latin-1"),
+            "p/good.jsonl": LINE.format(id="a", s=1, i=5).encode(),
+            "p/notes.csv": b"a,b",
+        }
+    )
+    assert batch.valid["event_id"].to_list() == ["a"]
+    assert batch.quarantine.select("source_key", "line_number", "reason_codes").rows() == [
+        ("p/bad.jsonl.gz", None, ["unreadable_object"]),
+        ("p/bad.parquet", None, ["unreadable_object"]),
+        ("p/latin1.jsonl", None, ["unreadable_object"]),
+        ("p/notes.csv", None, ["unsupported_format"]),
+    ]
+    assert batch.audit()["unreadable_object_count"] == 4
+    assert batch.audit()["quarantined_count"] == 0  # no line of a readable object
+
+
+def test_first_occurrence_wins_in_key_then_line_order_and_conflicts_are_flagged():
+    batch = route(
+        {
+            "p/b.jsonl": (
+                LINE.format(id="x", s=1, i=5) + "\n" + LINE.format(id="x", s=1, i=9)
+            ).encode(),
+            "p/a.jsonl": LINE.format(id="x", s=1, i=5).encode(),
+        }
+    )
+    assert batch.valid.select("source_key", "line_number").rows() == [("p/a.jsonl", 1)]
+    assert batch.duplicates.rows() == [
+        ("p/b.jsonl", 1, "x", "p/a.jsonl", 1, False),
+        ("p/b.jsonl", 2, "x", "p/a.jsonl", 1, True),
+    ]
+
+
+def test_an_invalid_copy_does_not_hide_a_valid_one():
+    bad = LINE.format(id="x", s=1, i=-1)
+    good = LINE.format(id="x", s=1, i=5)
+    batch = route({"p/a.jsonl": f"{bad}\n{good}".encode()})
+    assert batch.valid.select("line_number", "input_tokens").rows() == [(2, 5)]
+    assert batch.quarantine["line_number"].to_list() == [1]
+    assert batch.duplicates.height == 0
+
+
+def test_empty_hour_routes_nothing():
+    batch = route({})
+    assert (batch.valid.height, batch.duplicates.height, batch.quarantine.height) == (0, 0, 0)
+    assert batch.audit()["lines_read"] == 0
+
+
+def test_listing_is_paginated_and_sorted(s3_client, bucket):
+    for i in reversed(range(1005)):
+        s3_client.put_object(Bucket=bucket, Key=f"u/dt=2026-10-05/hour=07/{i:04d}.jsonl", Body=b"")
+    s3_client.put_object(Bucket=bucket, Key="u/dt=2026-10-05/hour=08/x.jsonl", Body=b"")
+    found = list_hour_objects(s3_client, bucket, "u/dt=2026-10-05/hour=07/")
+    assert len(found) == 1005
+    assert found[0].key.endswith("0000.jsonl") and found[-1].key.endswith("1004.jsonl")

@@ -1,0 +1,254 @@
+"""End to end: a real S3 server, real Dagster runs on a real instance, a real dbt build.
+
+The hand-made data set is in ``pipeline_data.py``; every expected number is derived there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import boto3
+import duckdb
+import pytest
+from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
+
+from orchestration.definitions import build_defs
+from orchestration.runner import run_job_range, run_period
+from tests import pipeline_data as data
+
+MEASURES = (
+    "event_count, input_tokens, cached_input_tokens, cache_write_tokens, "
+    "uncached_input_tokens, output_tokens, reasoning_tokens, total_tokens"
+)
+TABLES = (
+    "raw.usage_events",
+    "raw.usage_event_duplicates",
+    "raw.usage_event_quarantine",
+    "raw.ingested_objects",
+    "raw.ingestion_audit",
+    "marts.fct_token_usage_hourly",
+    "marts.fct_token_usage_daily",
+    "marts.fct_token_usage_monthly",
+)
+
+
+class Pipeline:
+    """One warehouse + bucket + instance, and the means to run the graph over them."""
+
+    def __init__(self, root, bucket: str):
+        self.bucket = bucket
+        self.warehouse = str(root / "warehouse.duckdb")
+        self.defs = build_defs(bucket=bucket, prefix=data.PREFIX, warehouse_path=self.warehouse)
+        (root / "home").mkdir()
+        self.instance = DagsterInstance.local_temp(str(root / "home"))
+
+    def run_period(self, start: datetime = data.PERIOD_START, end: datetime = data.PERIOD_END):
+        return run_period(self.defs, start, end, self.instance)
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(self.warehouse, read_only=True) as con:
+            return con.sql(sql).fetchall()
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        return {t: self.query(f"select * from {t} order by all") for t in TABLES}
+
+
+def _new_pipeline(tmp_path_factory, s3_endpoint: str) -> Pipeline:
+    root = tmp_path_factory.mktemp("pipeline")
+    bucket = f"tb-{root.name.replace('_', '-').lower()}"
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    data.upload(client, bucket)
+    return Pipeline(root, bucket)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, s3_endpoint) -> Pipeline:
+    """The hand-made period, backfilled once at every grain."""
+    pipeline = _new_pipeline(tmp_path_factory, s3_endpoint)
+    runs = pipeline.run_period()
+    assert [r.result.success for r in runs] == [True, True, True]
+    return pipeline
+
+
+def test_audit_counts_every_line_of_each_hour(built):
+    assert built.query(
+        "select strftime(partition_hour, '%d %H'), object_count, unreadable_object_count, "
+        "lines_read, valid_count, duplicate_count, quarantined_count "
+        "from raw.ingestion_audit where object_count > 0 order by 1"
+    ) == [
+        ("05 07", 2, 0, 10, 5, 1, 4),
+        ("05 08", 3, 2, 2, 2, 0, 0),
+        ("06 00", 1, 0, 1, 1, 0, 0),
+    ]
+    # Hours with no objects are audited too, as zeros: 48 hours in the period.
+    assert built.query("select count(*), sum(lines_read) from raw.ingestion_audit") == [(48, 13)]
+
+
+def test_quarantine_names_object_line_and_reason(built):
+    rows = built.query(
+        "select split_part(source_key, '/', 4), line_number, event_id, reason_codes "
+        "from raw.usage_event_quarantine order by all"
+    )
+    assert rows == [
+        ("a.jsonl", 4, None, ["invalid_json"]),
+        ("a.jsonl", 6, "e4", ["negative_count"]),
+        ("b.jsonl.gz", 3, "e7", ["subset_invariant_broken"]),
+        ("b.jsonl.gz", 4, "e8", ["timestamp_outside_hour"]),
+        ("corrupt.jsonl.gz", None, None, ["unreadable_object"]),
+        ("readme.txt", None, None, ["unsupported_format"]),
+    ]
+    (detail,) = built.query(
+        "select reason_detail from raw.usage_event_quarantine where event_id = 'e4'"
+    )[0]
+    assert detail == "input_tokens=-5: a count is negative"
+
+
+def test_duplicate_points_at_the_first_occurrence(built):
+    assert built.query(
+        "select split_part(source_key, '/', 4), line_number, event_id, "
+        "split_part(first_source_key, '/', 4), first_line_number, is_conflicting "
+        "from raw.usage_event_duplicates"
+    ) == [("a.jsonl", 3, "e1", "a.jsonl", 1, False)]
+
+
+def test_landed_events_are_typed_with_unknown_fields_in_metadata(built):
+    assert built.query(
+        "select event_id, strftime(event_ts, '%Y-%m-%d %H:%M:%S.%f'), input_tokens, "
+        "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, status, "
+        "attempt, metadata from raw.usage_events where event_id in ('e2', 'e3', 'e5') "
+        "order by event_id"
+    ) == [
+        ("e2", "2026-10-05 07:02:00.250000", 500, None, 100, 50, None, "success", 1, None),
+        (
+            "e3",
+            "2026-10-05 07:30:00.000000",
+            300,
+            None,
+            None,
+            30,
+            10,
+            "success",
+            1,
+            '{"team":"search","sdk_version":"1.2.3"}',
+        ),
+        ("e5", "2026-10-05 07:10:00.000000", 0, None, None, 0, None, "failed", 1, None),
+    ]
+
+
+def test_hourly_mart_has_exact_totals(built):
+    assert built.query(
+        f"select strftime(usage_hour, '%d %H'), customer_id, feature, model, status, {MEASURES} "
+        "from marts.fct_token_usage_hourly order by all"
+    ) == [
+        ("05 07", "cus_a", "chat", "gpt-4o", "success", 2, 1500, 200, 100, 1200, 150, 0, 1650),
+        ("05 07", "cus_b", "agent", "claude-sonnet-4-5", "failed", 1, 0, 0, 0, 0, 0, 0, 0),
+        (
+            "05 07", "cus_b", "agent", "claude-sonnet-4-5", "success",
+            2, 1000, 300, 100, 600, 100, 10, 1100,
+        ),
+        ("05 08", "cus_a", "chat", "gpt-4o", "success", 1, 2000, 1000, 0, 1000, 200, 0, 2200),
+        (
+            "05 08", "cus_a", "code-assist", "gpt-4o-mini", "success",
+            1, 4000, 0, 0, 4000, 400, 0, 4400,
+        ),
+        ("06 00", "cus_a", "chat", "gpt-4o", "success", 1, 100, 0, 0, 100, 10, 0, 110),
+    ]  # fmt: skip
+
+
+def test_daily_and_monthly_marts_roll_up_exactly(built):
+    assert built.query(
+        "select usage_date::varchar, customer_id, sum(event_count), sum(input_tokens), "
+        "sum(total_tokens) from marts.fct_token_usage_daily group by all order by all"
+    ) == [
+        ("2026-10-05", "cus_a", 4, 7500, 8250),
+        ("2026-10-05", "cus_b", 3, 1000, 1100),
+        ("2026-10-06", "cus_a", 1, 100, 110),
+    ]
+    sums = ", ".join(f"sum({m})" for m in MEASURES.split(", "))
+    assert built.query(
+        f"select usage_month::varchar, customer_id, {sums} "
+        "from marts.fct_token_usage_monthly group by all order by all"
+    ) == [
+        ("2026-10-01", "cus_a", 5, 7600, 1200, 100, 6300, 760, 0, 8360),
+        ("2026-10-01", "cus_b", 3, 1000, 300, 100, 600, 100, 10, 1100),
+    ]
+
+
+def test_range_backfill_is_one_run_and_one_dbt_build_per_grain(built):
+    runs = built.instance.get_runs()
+    assert sorted((r.job_name, r.tags["dagster/asset_partition_range_start"],
+                   r.tags["dagster/asset_partition_range_end"]) for r in runs) == [
+        ("daily_usage_job", "2026-10-05", "2026-10-06"),
+        ("hourly_usage_job", "2026-10-05-00:00", "2026-10-06-23:00"),
+        ("monthly_usage_job", "2026-10-01", "2026-10-01"),
+    ]  # fmt: skip
+    for run in runs:
+        logs = built.instance.all_logs(run.run_id)
+        dbt_commands = [e for e in logs if "Finished dbt command" in (e.user_message or "")]
+        assert len(dbt_commands) == 1, run.job_name
+
+
+def test_checks_pass_including_dbt_tests(built):
+    records = built.instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    )
+    results = {
+        (
+            r.event_log_entry.dagster_event.event_specific_data.asset_key.to_user_string(),
+            r.event_log_entry.dagster_event.event_specific_data.check_name,
+        ): r.event_log_entry.dagster_event.event_specific_data.passed
+        for r in records
+    }
+    assert results[("raw_usage_events", "lines_reconcile")] is True
+    assert results[("marts/fct_token_usage_daily", "daily_reconciles_with_hourly")] is True
+    assert results[("marts/fct_token_usage_monthly", "monthly_reconciles_with_daily")] is True
+    # 13 lines, 4 quarantined: above the default 1% rate, so the WARN check fails.
+    assert results[("raw_usage_events", "quarantine_rate")] is False
+    assert all(passed for key, passed in results.items() if key[1] != "quarantine_rate")
+
+
+def test_rerunning_the_period_gives_identical_tables(tmp_path_factory, s3_endpoint):
+    pipeline = _new_pipeline(tmp_path_factory, s3_endpoint)
+    pipeline.run_period()
+    first = pipeline.snapshot()
+    pipeline.run_period()
+    assert pipeline.snapshot() == first
+    assert sum(len(rows) for rows in first.values()) > 0
+
+
+def test_late_object_changes_exactly_its_hour_day_and_month(tmp_path_factory, s3_endpoint):
+    pipeline = _new_pipeline(tmp_path_factory, s3_endpoint)
+    pipeline.run_period()
+    before = pipeline.snapshot()
+
+    data.upload(boto3.client("s3"), pipeline.bucket, {data.LATE_KEY: data.LATE_BODY})
+    for job, key in (
+        ("hourly_usage_job", "2026-10-05-07:00"),
+        ("daily_usage_job", "2026-10-05"),
+        ("monthly_usage_job", "2026-10-01"),
+    ):
+        assert run_job_range(pipeline.defs, job, key, key, pipeline.instance).success
+    after = pipeline.snapshot()
+
+    def changed(table):
+        return sorted(set(after[table]) ^ set(before[table]))
+
+    hourly = changed("marts.fct_token_usage_hourly")
+    assert [(r[0].strftime("%d %H"), r[1], r[9]) for r in hourly] == [
+        ("05 07", "cus_a", 2),
+        ("05 07", "cus_a", 3),
+    ]
+    assert {r[0].isoformat() for r in changed("marts.fct_token_usage_daily")} == {"2026-10-05"}
+    assert {r[0].isoformat() for r in changed("marts.fct_token_usage_monthly")} == {"2026-10-01"}
+    assert pipeline.query(
+        f"select {MEASURES} from marts.fct_token_usage_hourly "
+        "where usage_hour = '2026-10-05 07:00' and customer_id = 'cus_a'"
+    ) == [(3, 1540, 200, 100, 1240, 154, 0, 1694)]
+    assert pipeline.query(
+        "select sum(total_tokens) from marts.fct_token_usage_monthly where customer_id = 'cus_a'"
+    ) == [(8360 + 44,)]
+    assert pipeline.query(
+        "select lines_read, valid_count from raw.ingestion_audit "
+        "where partition_hour = '2026-10-05 07:00'"
+    ) == [(11, 6)]

@@ -327,7 +327,7 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
             USAGE_EVENT_SCHEMA.validate(wire, lazy=True)
         except pa.errors.SchemaErrors as exc:
             failures = _summarise_failures(exc.failure_cases)
-    valid_mask = ~pl.int_range(wire.height, eager=True).is_in(failures["row"])
+    valid_mask = ~pl.int_range(wire.height, eager=True).is_in(failures["row"].implode())
     return to_typed(wire.filter(valid_mask)), failures
 
 

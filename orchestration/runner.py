@@ -36,6 +36,7 @@ def run_job_range(
     last_key: str,
     instance: DagsterInstance,
     raise_on_error: bool = True,
+    log_level: str = "INFO",
 ) -> ExecuteInProcessResult:
     """One run of ``job_name`` over the partition range [first_key, last_key]."""
     job = defs.get_job_def(job_name)
@@ -43,21 +44,40 @@ def run_job_range(
         "dagster/asset_partition_range_start": first_key,
         "dagster/asset_partition_range_end": last_key,
     }
-    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
+    return job.execute_in_process(
+        instance=instance,
+        tags=tags,
+        raise_on_error=raise_on_error,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
 
 
 def run_period(
-    defs: Definitions, start: datetime, end: datetime, instance: DagsterInstance
+    defs: Definitions,
+    start: datetime,
+    end: datetime,
+    instance: DagsterInstance,
+    log_level: str = "INFO",
 ) -> list[GrainRun]:
     """Backfill [start, end) at every grain: hours, then days, then months, one run each.
 
     A day or month only partly inside the period is rebuilt whole (its rollup is stale too).
     """
     runs = []
-    last_moment = end - timedelta(microseconds=1)
-    for job_name, partitions_def in GRAIN_JOBS:
-        first_key = partitions_def.get_partition_key_for_timestamp(start.timestamp())
-        last_key = partitions_def.get_partition_key_for_timestamp(last_moment.timestamp())
-        result = run_job_range(defs, job_name, first_key, last_key, instance)
+    for job_name, first_key, last_key in plan_period(start, end):
+        result = run_job_range(defs, job_name, first_key, last_key, instance, log_level=log_level)
         runs.append(GrainRun(job_name, first_key, last_key, result))
     return runs
+
+
+def plan_period(start: datetime, end: datetime) -> list[tuple[str, str, str]]:
+    """(job, first partition key, last partition key) per grain covering [start, end)."""
+    last_moment = end - timedelta(microseconds=1)
+    return [
+        (
+            job_name,
+            partitions_def.get_partition_key_for_timestamp(start.timestamp()),
+            partitions_def.get_partition_key_for_timestamp(last_moment.timestamp()),
+        )
+        for job_name, partitions_def in GRAIN_JOBS
+    ]

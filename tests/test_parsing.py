@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from orchestration.defs.ingestion.parsing import S3Object, list_hour_objects, route_hour
+from orchestration.defs.ingestion.parsing import (
+    HourInput,
+    S3Object,
+    list_hour_objects,
+    route_hours,
+)
 
 HOUR = datetime(2026, 10, 5, 7, tzinfo=UTC)
 LINE = (
@@ -19,7 +24,12 @@ LINE = (
 
 def route(objects: dict[str, bytes]):
     keys = [S3Object(k, "etag", len(v)) for k, v in objects.items()]
-    return route_hour(HOUR, keys, list(objects.values()))
+    return route_hours([HourInput(HOUR, keys, list(objects.values()))])
+
+
+def audit_of(batch) -> dict:
+    (row,) = batch.audit().drop("partition_hour").to_dicts()
+    return row
 
 
 def test_jsonl_gzip_and_parquet_land_the_same_events():
@@ -50,7 +60,7 @@ def test_jsonl_gzip_and_parquet_land_the_same_events():
         ("p/3.parquet", 1, "c", 7),
     ]
     assert batch.valid["event_ts"].to_list()[3] == datetime(2026, 10, 5, 7, 0, 3)
-    assert batch.audit() == {
+    assert audit_of(batch) == {
         "object_count": 3,
         "unreadable_object_count": 0,
         "lines_read": 4,
@@ -68,7 +78,7 @@ def test_blank_and_truncated_lines_are_invalid_json_with_their_line_numbers():
         (3, ["invalid_json"], '{"event_id": "x"'),
         (4, ["invalid_json"], "[1, 2]"),
     ]
-    assert batch.audit()["lines_read"] == 4
+    assert audit_of(batch)["lines_read"] == 4
 
 
 def test_corrupt_objects_are_quarantined_whole_and_the_others_still_land():
@@ -88,8 +98,8 @@ def test_corrupt_objects_are_quarantined_whole_and_the_others_still_land():
         ("p/latin1.jsonl", None, ["unreadable_object"]),
         ("p/notes.csv", None, ["unsupported_format"]),
     ]
-    assert batch.audit()["unreadable_object_count"] == 4
-    assert batch.audit()["quarantined_count"] == 0  # no line of a readable object
+    assert audit_of(batch)["unreadable_object_count"] == 4
+    assert audit_of(batch)["quarantined_count"] == 0  # no line of a readable object
 
 
 def test_first_occurrence_wins_in_key_then_line_order_and_conflicts_are_flagged():
@@ -102,7 +112,7 @@ def test_first_occurrence_wins_in_key_then_line_order_and_conflicts_are_flagged(
         }
     )
     assert batch.valid.select("source_key", "line_number").rows() == [("p/a.jsonl", 1)]
-    assert batch.duplicates.rows() == [
+    assert batch.duplicates.drop("partition_hour").rows() == [
         ("p/b.jsonl", 1, "x", "p/a.jsonl", 1, False),
         ("p/b.jsonl", 2, "x", "p/a.jsonl", 1, True),
     ]
@@ -120,7 +130,7 @@ def test_an_invalid_copy_does_not_hide_a_valid_one():
 def test_empty_hour_routes_nothing():
     batch = route({})
     assert (batch.valid.height, batch.duplicates.height, batch.quarantine.height) == (0, 0, 0)
-    assert batch.audit()["lines_read"] == 0
+    assert audit_of(batch)["lines_read"] == 0
 
 
 def test_listing_is_paginated_and_sorted(s3_client, bucket):
@@ -130,3 +140,27 @@ def test_listing_is_paginated_and_sorted(s3_client, bucket):
     found = list_hour_objects(s3_client, bucket, "u/dt=2026-10-05/hour=07/")
     assert len(found) == 1005
     assert found[0].key.endswith("0000.jsonl") and found[-1].key.endswith("1004.jsonl")
+
+
+def test_hours_batched_together_are_routed_as_if_alone():
+    line8 = LINE.format(id="x", s=1, i=6).replace("T07:", "T08:")
+    hour8 = datetime(2026, 10, 5, 8, tzinfo=UTC)
+    batch = route_hours(
+        [
+            HourInput(
+                HOUR, [S3Object("h7/a.jsonl", "e", 1)], [LINE.format(id="x", s=1, i=5).encode()]
+            ),
+            HourInput(hour8, [S3Object("h8/a.jsonl", "e", 1)], [line8.encode()]),
+            HourInput(datetime(2026, 10, 5, 9, tzinfo=UTC), [], []),
+        ]
+    )
+    # The same event_id in two hours is not a same-hour duplicate (staging handles it).
+    assert batch.valid.select("partition_hour", "event_id", "input_tokens").rows() == [
+        (datetime(2026, 10, 5, 7), "x", 5),
+        (datetime(2026, 10, 5, 8), "x", 6),
+    ]
+    assert batch.audit().select("partition_hour", "lines_read", "valid_count").rows() == [
+        (datetime(2026, 10, 5, 7), 1, 1),
+        (datetime(2026, 10, 5, 8), 1, 1),
+        (datetime(2026, 10, 5, 9), 0, 0),
+    ]

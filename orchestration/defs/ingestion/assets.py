@@ -16,13 +16,16 @@ from dagster import (
 )
 
 from contracts.usage_event import REASONS
-from orchestration.defs.ingestion.landing import ensure_raw_schema, land_hour
-from orchestration.defs.ingestion.parsing import fetch_bodies, list_hour_objects, route_hour
+from orchestration.defs.ingestion.landing import ensure_raw_schema, land_batch
+from orchestration.defs.ingestion.parsing import batches, fetch_hours, route_hours
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
 from orchestration.settings import load_settings
 
 ASSET = "raw_usage_events"
+#: Hours are routed and landed in batches of about this many bytes of objects: large enough
+#: to amortise validation's fixed cost, small enough to bound memory (gzip expands ~5-10x).
+BATCH_BYTES = 16 * 1024 * 1024
 AUDIT_COLUMNS = (
     "object_count",
     "unreadable_object_count",
@@ -72,24 +75,20 @@ def raw_usage_events(
         hour += timedelta(hours=1)
 
     client = s3.client()
+    prefixes = [(h, s3.hour_prefix(h.strftime("%Y-%m-%d"), h.hour)) for h in hours]
     audits, reasons, samples = [], Counter(), []
     with warehouse.connect() as con:
         ensure_raw_schema(con)
-        for hour in hours:
-            objects = list_hour_objects(
-                client, s3.bucket, s3.hour_prefix(hour.strftime("%Y-%m-%d"), hour.hour)
-            )
-            bodies = fetch_bodies(client, s3.bucket, objects)
-            batch = route_hour(hour, objects, bodies)
-            audits.append(land_hour(con, batch))
+        for batch_inputs in batches(fetch_hours(client, s3.bucket, prefixes), BATCH_BYTES):
+            batch = route_hours(batch_inputs)
+            audits.append(land_batch(con, batch))
             for codes in batch.quarantine["reason_codes"].to_list():
                 reasons.update(codes)
             if len(samples) < 5 and batch.quarantine.height:
                 samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
-        if len(hours) > 1:
-            context.log.info(f"landed {len(hours)} hours from {hours[0]} to {hours[-1]}")
+    context.log.info(f"landed {len(hours)} hour(s) from {hours[0]} to {hours[-1]}")
 
-    audit = pl.DataFrame(audits)
+    audit = pl.concat(audits)
     totals = {c: int(audit[c].sum()) for c in AUDIT_COLUMNS}
     broken = audit.filter(
         pl.col("lines_read")

@@ -1,6 +1,6 @@
-"""Writing one routed hour into the warehouse's ``raw`` schema, replacing that hour exactly.
+"""Writing routed hours into the warehouse's ``raw`` schema, replacing those hours exactly.
 
-Each hour is replaced in one transaction (delete the partition's rows, insert the new ones),
+A batch of hours is replaced in one transaction (delete the partition's rows, insert the new ones),
 so a re-run or an overlapping backfill leaves no doubles and no leftovers.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from orchestration.defs.ingestion.parsing import HourBatch
+from orchestration.defs.ingestion.parsing import RoutedBatch
 
 RAW_DDL = """
 create schema if not exists raw;
@@ -75,7 +75,7 @@ create table if not exists raw.ingestion_audit (
 );
 """
 
-#: table -> HourBatch attribute
+#: table -> RoutedBatch attribute
 _TABLES = {
     "raw.usage_events": "valid",
     "raw.usage_event_duplicates": "duplicates",
@@ -88,33 +88,26 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RAW_DDL)
 
 
-def land_hour(con: duckdb.DuckDBPyConnection, batch: HourBatch) -> dict:
-    """Replace ``batch.hour``'s rows in every raw table; return its audit row."""
-    hour = batch.hour.replace(tzinfo=None)
-    audit = {"partition_hour": hour, **batch.audit()}
+def land_batch(con: duckdb.DuckDBPyConnection, batch: RoutedBatch) -> pl.DataFrame:
+    """Replace the batch's hours in every raw table, in one transaction; return the audit."""
+    audit = batch.audit()
+    hours = audit.select("partition_hour").to_arrow()
     con.execute("begin transaction")
     try:
-        for table, attr in _TABLES.items():
-            con.execute(f"delete from {table} where partition_hour = ?", [hour])
-            frame: pl.DataFrame = getattr(batch, attr)
+        con.register("batch_hours", hours)
+        for table, frame in [
+            *((t, getattr(batch, a)) for t, a in _TABLES.items()),
+            ("raw.ingestion_audit", audit),
+        ]:
+            con.execute(
+                f"delete from {table} "
+                "where partition_hour in (select partition_hour from batch_hours)"
+            )
             if frame.height:
-                arrow = frame.with_columns(partition_hour=pl.lit(hour)).to_arrow()
-                con.register("landing", arrow)
+                con.register("landing", frame.to_arrow())
                 con.execute(f"insert into {table} by name select * from landing")
                 con.unregister("landing")
-        con.execute("delete from raw.ingestion_audit where partition_hour = ?", [hour])
-        con.execute(
-            "insert into raw.ingestion_audit values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                hour,
-                audit["object_count"],
-                audit["unreadable_object_count"],
-                audit["lines_read"],
-                audit["valid_count"],
-                audit["duplicate_count"],
-                audit["quarantined_count"],
-            ],
-        )
+        con.unregister("batch_hours")
         con.execute("commit")
     except Exception:
         con.execute("rollback")

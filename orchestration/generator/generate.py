@@ -1,0 +1,1157 @@
+"""Seeded, deterministic, vectorised generator of demo usage-event objects for one month.
+
+What a month looks like (every number below is a module constant):
+
+* ~40 customers (``cus_0001``...) of Zipf-like sizes, each with a subscription, a plan, a
+  feature mix, provider preferences and a producer "style" (numeric-string counts like OTel,
+  timestamps with a local offset or without milliseconds, omitted defaults, an unknown
+  top-level ``sdk_version`` field, a ``metadata`` map, ``retried`` status on retried attempts).
+  Customers depend on the seed only, so they are the same across months.
+* Traffic follows a diurnal/weekday curve; the month's ``events`` valid unique events are
+  allocated to the hours exactly (largest remainder), and each hour is simulated on its own
+  random stream (any hour can be recomputed alone). Hours are rendered in small chunks, so
+  memory stays bounded by about max(one hour, ``CHUNK_ROWS`` rows) whatever the month's size.
+* Calls come from features with log-normal token sizes (fits from the reference traces),
+  agent runs of 5-60 calls sharing a ``trace_id``, prompt caching (reads for every provider,
+  writes for Anthropic-style providers), reasoning tokens for reasoning models, failed
+  attempts followed by retries sharing a ``request_group_id``, and cancelled streams.
+* About 0.7% of valid events are sent again (the exact same line or row, in an object of the
+  same hour and format family), about 0.3% of lines are malformed, each with exactly one
+  line-level quarantine reason of ``contracts.usage_event``; and the month holds one corrupt
+  ``.jsonl.gz``, one corrupt ``.parquet`` and one ``notes.csv``.
+
+Objects: ``dt=YYYY-MM-DD/hour=HH/part-NNNN.{jsonl.gz,jsonl,parquet}`` (1-3 per hour, HH the
+UTC hour of the events inside). JSON lines are compact objects, absent fields omitted (never
+``null``, except in the malformed ones). Parquet objects (zstd) hold valid events only, with
+the wire fields except ``metadata`` and unknown fields: identifiers and ``timestamp`` as
+strings (the same RFC 3339 text as in JSON), counts and ``attempt`` as int64, nulls where a
+JSON line would omit the field. Gzip is written with mtime=0, so bytes are reproducible.
+
+The manifest (see :func:`generation_manifest`) states exactly what was written, so a pipeline
+test can compare its counts and token sums against it. A Parquet row counts as a line.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import gzip
+import io
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from contracts.usage_event import MAX_COUNT, OBJECT_REASONS, REASONS, STATUSES, TOKEN_FIELDS
+
+# ---------------------------------------------------------------------------------------------
+# Model of the world.
+
+#: (provider, model) pairs the generator emits; every model is a key of the LiteLLM price table.
+MODELS: tuple[tuple[str, str], ...] = (
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "o4-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("gcp.gemini", "gemini-2.5-pro"),
+    ("gcp.gemini", "gemini-2.5-flash"),
+    ("aws.bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    ("aws.bedrock", "anthropic.claude-haiku-4-5-20251001-v1:0"),
+)
+PROVIDERS = ("openai", "anthropic", "gcp.gemini", "aws.bedrock")
+FEATURES = ("chat", "code-assist", "rag-search", "agent", "summarize")
+PLANS = ("starter", "pro", "enterprise")
+ENVIRONMENTS = ("production", "staging")
+APPS = ("web", "mobile", "api", "batch")
+N_CUSTOMERS = 40
+LINE_REASONS = tuple(code for code in REASONS if code not in OBJECT_REASONS)
+
+_AGENT = FEATURES.index("agent")
+_MODEL_PROVIDER = np.array([PROVIDERS.index(p) for p, _ in MODELS])
+_OPENAI, _ANTHROPIC, _GEMINI, _BEDROCK = range(4)
+
+#: ln(tokens) ~ N(mu, sigma) per feature: (mu_in, sigma_in, mu_out, sigma_out). Chat, code and
+#: RAG (long context) are the fits from the reference traces; summarize is invented. Agents:
+#: input grows with the step of the run, output ~ input / 100.
+WORKLOADS = {
+    "chat": (6.63, 0.99, 5.02, 0.86),
+    "code-assist": (7.00, 1.36, 2.79, 0.85),
+    "rag-search": (8.74, 1.20, 5.34, 1.36),
+    "agent": (7.90, 0.80, float(np.log(0.01)), 0.50),
+    "summarize": (8.00, 1.00, 5.20, 0.70),
+}
+MAX_INPUT = 1_000_000
+MAX_VISIBLE_OUTPUT = 32_768
+MAX_OUTPUT = 65_536
+AGENT_CALLS = (5, 60)  # calls per agent run, inclusive
+AGENT_GAP_MS = (3_000.0, 0.7)  # log-normal median and sigma of the gap between calls
+
+#: Relative weight of each model per feature (rows: FEATURES, columns: MODELS).
+_MODEL_BASE = np.array(
+    [
+        [3.0, 4.0, 0.5, 2.0, 2.0, 0.5, 2.0, 1.0, 1.0],  # chat
+        [2.0, 1.0, 2.0, 4.0, 1.0, 1.0, 0.5, 2.0, 0.5],  # code-assist
+        [1.0, 3.0, 0.3, 1.0, 2.0, 2.0, 3.0, 0.5, 1.5],  # rag-search
+        [1.0, 0.5, 2.0, 4.0, 1.0, 2.0, 0.5, 2.0, 0.3],  # agent
+        [0.5, 4.0, 0.0, 0.5, 3.0, 0.3, 3.0, 0.2, 1.5],  # summarize
+    ]
+)
+_FEATURE_ALPHA = np.array([3.0, 1.5, 1.5, 1.2, 0.8])
+
+#: Prompt caching: probability of a cache hit per feature (agents: first call / later calls),
+#: Beta(a, b) of the cached fraction of the input, minimum cacheable prompt.
+_HIT_P = np.array([0.55, 0.45, 0.35, 0.0, 0.10])
+_AGENT_HIT_P = (0.15, 0.65)
+_CACHED_FRACTION = (3.0, 2.0)
+_MIN_CACHEABLE = 1024
+_WRITE_P = (0.45, 0.25)  # Anthropic-style cache write probability: without / with a hit
+
+#: Reasoning per model: (reported, probability of thinking, mu, sigma of ln(reasoning/visible)).
+#: Not reported -> null; reported but not thinking -> 0 (OpenAI) or null (Gemini omits it).
+_REASONING = {
+    "gpt-4o": (True, 0.0, 0.0, 0.0),
+    "gpt-4o-mini": (True, 0.0, 0.0, 0.0),
+    "o4-mini": (True, 1.0, float(np.log(2.5)), 0.6),
+    "gemini-2.5-pro": (True, 1.0, float(np.log(1.2)), 0.7),
+    "gemini-2.5-flash": (True, 0.5, float(np.log(0.8)), 0.7),
+}
+
+#: Per logical call: retried once, retried twice, failed without retry, cancelled stream.
+RETRY_ONCE, RETRY_TWICE, FAIL_FINAL, CANCELLED = 0.025, 0.004, 0.006, 0.010
+FAILED_BILLED_INPUT = 0.2  # share of failed attempts that still report (billed) input tokens
+DUPLICATE_RATE = 0.007
+MALFORMED_RATE = 0.003
+#: Relative frequency of each line-level reason among malformed lines (each appears >= once).
+_REASON_WEIGHTS = {
+    "invalid_json": 2,
+    "missing_required_field": 2,
+    "wrong_type": 2,
+    "negative_count": 1,
+    "count_out_of_range": 1,
+    "subset_invariant_broken": 2,
+    "unparseable_timestamp": 1,
+    "timestamp_outside_hour": 2,
+    "unknown_status": 1,
+}
+#: Objects per hour (1-3) and their formats.
+_OBJECTS_P = (0.55, 0.30, 0.15)
+FORMATS = ("jsonl.gz", "jsonl", "parquet")
+_FORMAT_P = (0.75, 0.15, 0.10)
+_PARQUET = 2
+
+_REGIONS = {  # (provider, eu) -> region; OpenAI and Anthropic direct report none
+    (_GEMINI, False): "us-central1",
+    (_GEMINI, True): "europe-west4",
+    (_BEDROCK, False): "us-east-1",
+    (_BEDROCK, True): "eu-central-1",
+}
+_OFFSETS_MIN = (120, -300, 330, 60, -240)
+
+#: Hours are simulated one by one but rendered in chunks of at least this many rows (one
+#: polars pass per chunk): memory stays bounded by about max(one hour, CHUNK_ROWS rows).
+CHUNK_ROWS = 16_384
+GZIP_LEVEL = 6
+
+_HOUR_MS = 3_600_000
+_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+@dataclass
+class GeneratedObject:
+    key: str  # relative to the prefix, e.g. "dt=2026-10-05/hour=07/part-0000.jsonl.gz"
+    body: bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic randomness and identifiers.
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijection on uint64 (so distinct counters give distinct ids)."""
+    x = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
+
+
+def _hex16(x: np.ndarray) -> pl.Series:
+    nibbles = ((x[:, None] >> _SHIFTS) & np.uint64(15)).astype(np.intp)
+    chars = np.ascontiguousarray(_HEX[nibbles])
+    return pl.Series(chars.view("S16").ravel()).cast(pl.String)
+
+
+class _Ids:
+    """Identifier streams: ``prefix + hex(mix(counter ^ key))``, one key per stream and seed."""
+
+    EVENT, REQUEST, TRACE_A, TRACE_B, SUB = 1, 2, 3, 4, 5
+
+    def __init__(self, seed: int):
+        self.keys = {s: _mix64(np.array([seed * 16 + s], dtype=np.uint64))[0] for s in range(1, 6)}
+
+    def hex(self, stream: int, counters: np.ndarray) -> pl.Series:
+        return _hex16(_mix64(counters.astype(np.uint64) ^ self.keys[stream]))
+
+
+def _counters(month_ord: int, hour: int, idx: np.ndarray) -> np.ndarray:
+    """Unique per (month, hour, idx < 2**32): month in bits 42-63, hour in 32-41."""
+    base = (np.uint64(month_ord) << np.uint64(42)) | (np.uint64(hour) << np.uint64(32))
+    return base | idx.astype(np.uint64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Customers (depend on the seed only).
+
+
+@dataclass(frozen=True)
+class _Customers:
+    ids: pl.Series
+    subscription_ids: pl.Series
+    plans: pl.Series
+    weights: np.ndarray
+    unit_feature_cdf: np.ndarray  # (C, F): cdf of the feature of a unit (call or agent run)
+    model_cdf: np.ndarray  # (C, F, M)
+    staging_share: np.ndarray
+    eu: np.ndarray
+    counts_as_strings: np.ndarray
+    omit_defaults: np.ndarray
+    marks_retried: np.ndarray
+    ts_style: np.ndarray  # 0: Z with ms, 1: Z without ms, 2: local offset with ms
+    offset_min: np.ndarray
+    offset_suffix: pl.Series  # "Z" or "+02:00"
+    sdk_version: pl.Series  # null unless the producer sends the unknown field
+    app_version: pl.Series  # null unless the producer sends metadata
+
+
+def _customers(seed: int) -> _Customers:
+    rng = _rng(seed, 0xC057)
+    n, f = N_CUSTOMERS, len(FEATURES)
+    rank = rng.permutation(n)  # size rank: 0 is the biggest whale
+    weights = 1.0 / (rank + 1.0) ** 1.1
+    weights /= weights.sum()
+    plan = np.where(rank < 6, 2, np.where(rank < 18, 1, 0))
+
+    mix = rng.dirichlet(_FEATURE_ALPHA, n) * (rng.random((n, f)) < 0.75)
+    mix[mix.sum(axis=1) == 0, 0] = 1.0
+    mean_calls = np.ones(f)
+    mean_calls[_AGENT] = (AGENT_CALLS[0] + AGENT_CALLS[1]) / 2
+    unit = mix / mean_calls  # a feature's share of rows -> its share of units
+    unit_cdf = np.cumsum(unit / unit.sum(axis=1, keepdims=True), axis=1)
+
+    affinity = rng.gamma(0.7, size=(n, len(PROVIDERS))) * (rng.random((n, len(PROVIDERS))) < 0.6)
+    none = affinity.sum(axis=1) == 0
+    affinity[none, rng.integers(0, len(PROVIDERS), none.sum())] = 1.0
+    w = _MODEL_BASE[None, :, :] * affinity[:, _MODEL_PROVIDER][:, None, :]  # (C, F, M)
+    empty = w.sum(axis=2) == 0
+    w[empty] = _MODEL_BASE[np.nonzero(empty)[1]]
+    model_cdf = np.cumsum(w / w.sum(axis=2, keepdims=True), axis=2)
+
+    style_perm = rng.permutation(n)
+    counts_as_strings = np.isin(np.arange(n), style_perm[0:4])
+    ts_style = np.zeros(n, dtype=np.int64)
+    offset_min = np.zeros(n, dtype=np.int64)
+    offset_min[style_perm[4:9]] = _OFFSETS_MIN
+    ts_style[style_perm[4:9]] = 2
+    ts_style[style_perm[9:12]] = 1
+    sdk = [None] * n
+    for i, c in enumerate(style_perm[12:15]):
+        sdk[c] = f"tokenbill-sdk/{1 + i}.{rng.integers(0, 10)}.{rng.integers(0, 20)}"
+    suffix = [
+        "Z" if o == 0 else f"{'+' if o > 0 else '-'}{abs(o) // 60:02d}:{abs(o) % 60:02d}"
+        for o in offset_min
+    ]
+    sends_metadata = rng.random(n) < 0.5
+    app_version = [
+        f"{rng.integers(1, 5)}.{rng.integers(0, 30)}.{rng.integers(0, 10)}" if s else None
+        for s in sends_metadata
+    ]
+    ids = _Ids(seed)
+    return _Customers(
+        ids=pl.Series([f"cus_{i + 1:04d}" for i in range(n)]),
+        subscription_ids="sub_" + ids.hex(_Ids.SUB, np.arange(n)).str.slice(0, 12),
+        plans=pl.Series(PLANS).gather(plan),
+        weights=weights,
+        unit_feature_cdf=unit_cdf,
+        model_cdf=model_cdf,
+        staging_share=np.where(rng.random(n) < 0.4, rng.uniform(0.02, 0.15, n), 0.0),
+        eu=rng.random(n) < 0.3,
+        counts_as_strings=counts_as_strings,
+        omit_defaults=rng.random(n) < 0.3,
+        marks_retried=rng.random(n) < 0.25,
+        ts_style=ts_style,
+        offset_min=offset_min,
+        offset_suffix=pl.Series(suffix),
+        sdk_version=pl.Series(sdk, dtype=pl.String),
+        app_version=pl.Series(app_version, dtype=pl.String),
+    )
+
+
+def _sample_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Row-wise inverse-cdf sampling: cdf (n, k), u (n,) -> index in [0, k)."""
+    return np.minimum((u[:, None] >= cdf).sum(axis=1), cdf.shape[1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The month plan: events per hour, malformed lines per hour, special objects.
+
+
+@dataclass(frozen=True)
+class _MonthPlan:
+    month: str
+    events: int
+    seed: int
+    year: int
+    mon: int
+    hours: int
+    start_ms: int
+    month_ord: int
+    n_valid: np.ndarray  # valid unique events per hour
+    bad_reasons: list[np.ndarray]  # reason indices (into LINE_REASONS) of malformed lines
+    specials: dict[int, list[tuple[str, str, bytes]]]  # hour -> [(suffix, reason, body)]
+
+
+def _parse_month(month: str) -> tuple[int, int]:
+    match = _MONTH_RE.match(month)
+    if not match:
+        raise ValueError(f"month must look like 2026-10, got {month!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    quota = weights / weights.sum() * total
+    out = np.floor(quota).astype(np.int64)
+    rest = total - int(out.sum())
+    if rest:
+        out[np.argsort(-(quota - out), kind="stable")[:rest]] += 1
+    return out
+
+
+def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
+    if events < 0:
+        raise ValueError("events must be >= 0")
+    if seed < 0:
+        raise ValueError("seed must be >= 0")
+    year, mon = _parse_month(month)
+    days = calendar.monthrange(year, mon)[1]
+    hours = days * 24
+    rng = _rng(seed, year, mon, 0x1707)
+
+    hod = np.arange(hours) % 24
+    weekday = np.repeat([calendar.weekday(year, mon, d + 1) for d in range(days)], 24)
+    w = (
+        0.25
+        + np.exp(-0.5 * ((hod - 14.5) / 3.5) ** 2)  # Europe + US east business hours
+        + 0.4 * np.exp(-0.5 * ((hod - 20.0) / 2.5) ** 2)  # US west afternoon
+    )
+    w *= np.where(weekday >= 5, 0.4, 1.0)
+    w *= 1.0 + 0.15 * np.arange(hours) / hours  # growth over the month
+    w *= rng.lognormal(0.0, 0.12, hours)
+    n_valid = _largest_remainder(w, events)
+
+    n_bad = max(len(LINE_REASONS), round(events * MALFORMED_RATE))
+    extra = _largest_remainder(
+        np.array([_REASON_WEIGHTS[r] for r in LINE_REASONS], dtype=float),
+        n_bad - len(LINE_REASONS),
+    )
+    reasons = np.repeat(np.arange(len(LINE_REASONS)), extra + 1)
+    bad_hour = rng.choice(hours, size=n_bad, p=w / w.sum())
+    order = np.argsort(bad_hour, kind="stable")
+    bounds = np.searchsorted(bad_hour[order], np.arange(hours + 1))
+    bad_reasons = [reasons[order[bounds[h] : bounds[h + 1]]] for h in range(hours)]
+
+    special_hours = rng.choice(hours, size=3, replace=False, p=w / w.sum())
+    garbage = rng.integers(0, 256, size=3000, dtype=np.uint8)
+    garbage[::97] = 0xFF  # never valid UTF-8
+    gz = b"\x50\xff" + garbage[:1400].tobytes()  # no gzip magic (1f 8b)
+    parquet = b"PAR1" + garbage[1400:].tobytes()  # magic, then garbage and no footer
+    csv = (
+        b"event_id,customer_id,model,input_tokens,output_tokens\n"
+        b"evt_manual_0001,cus_0001,gpt-4o,1200,300\n"
+    )
+    specials: dict[int, list[tuple[str, str, bytes]]] = {}
+    for h, item in zip(
+        special_hours.tolist(),
+        [
+            (".jsonl.gz", "unreadable_object", gz),
+            (".parquet", "unreadable_object", parquet),
+            ("notes.csv", "unsupported_format", csv),
+        ],
+        strict=True,
+    ):
+        specials.setdefault(h, []).append(item)
+
+    return _MonthPlan(
+        month=month,
+        events=events,
+        seed=seed,
+        year=year,
+        mon=mon,
+        hours=hours,
+        start_ms=calendar.timegm((year, mon, 1, 0, 0, 0)) * 1000,
+        month_ord=year * 12 + mon - 1,
+        n_valid=n_valid,
+        bad_reasons=bad_reasons,
+        specials=specials,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One hour: simulate attempts, pick malformed lines, duplicates and objects.
+
+
+@dataclass
+class _HourPlan:
+    hour: int
+    rows: dict[str, np.ndarray]  # one entry per line-producing attempt (valid + malformed)
+    bad_reason: np.ndarray  # -1 for valid rows, else index into LINE_REASONS
+    bad_variant: np.ndarray
+    obj: np.ndarray  # object index per row
+    dup_src: np.ndarray  # row index of each duplicate's original
+    dup_obj: np.ndarray
+    dup_delay: np.ndarray
+    formats: list[int] = field(default_factory=list)  # per object, index into FORMATS
+
+
+def _draw_units(c: _Customers, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    cust = rng.choice(N_CUSTOMERS, size=n, p=c.weights)
+    feat = _sample_cdf(c.unit_feature_cdf[cust], rng.random(n))
+    model = _sample_cdf(c.model_cdf[cust, feat], rng.random(n))
+    calls = np.where(feat == _AGENT, rng.integers(AGENT_CALLS[0], AGENT_CALLS[1] + 1, n), 1)
+    staging = rng.random(n) < c.staging_share[cust]
+    app = rng.integers(0, len(APPS), n)
+    start_u = rng.random(n)
+    # Attempts of each call and the final status of the call.
+    u = rng.random(int(calls.sum()))
+    edges = np.cumsum([RETRY_ONCE, RETRY_TWICE, FAIL_FINAL, CANCELLED])
+    kind = np.searchsorted(edges, u, side="right")  # 0 retry once, 1 twice, 2 fail, 3 cancel
+    n_att = np.choose(np.minimum(kind, 4), [2, 3, 1, 1, 1])
+    final = np.choose(np.minimum(kind, 4), [0, 0, 1, 3, 0])  # index into STATUSES
+    return {
+        "cust": cust,
+        "feat": feat,
+        "model": model,
+        "calls": calls,
+        "staging": staging,
+        "app": app,
+        "start_u": start_u,
+        "n_att": n_att,
+        "final": final,
+    }
+
+
+def _simulate_attempts(c: _Customers, n_rows: int, rng: np.random.Generator) -> dict:
+    """Exactly ``n_rows`` attempts (rows) of whole units, the last unit possibly cut short."""
+    batches, have = [], 0
+    while have < n_rows:
+        units = _draw_units(c, max(16, (n_rows - have) // 3 + 16), rng)
+        batches.append(units)
+        have += int(units["n_att"].sum())
+    u = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    n_units, n_calls = len(u["cust"]), len(u["n_att"])
+
+    # Calls.
+    call_unit = np.repeat(np.arange(n_units), u["calls"])
+    first_call = np.cumsum(u["calls"]) - u["calls"]
+    step = np.arange(n_calls) - first_call[call_unit]
+    gap = rng.lognormal(np.log(AGENT_GAP_MS[0]), AGENT_GAP_MS[1], n_calls)
+    gap_cs = np.cumsum(gap)
+    call_offset = gap_cs - gap_cs[first_call[call_unit]]
+    backoff = rng.uniform(500.0, 8_000.0, n_calls)
+    feat, model = u["feat"][call_unit], u["model"][call_unit]
+    prov = _MODEL_PROVIDER[model]
+
+    mu_in, sd_in, mu_out, sd_out = (np.array([WORKLOADS[f][i] for f in FEATURES]) for i in range(4))
+    z_in, z_out, z_r = rng.standard_normal((3, n_calls))
+    ln_in = mu_in[feat] + sd_in[feat] * z_in + np.where(feat == _AGENT, np.log1p(0.05 * step), 0)
+    inp = np.clip(np.rint(np.exp(ln_in)), 1, MAX_INPUT).astype(np.int64)
+    ln_out = np.where(feat == _AGENT, np.log(inp), 0.0) + mu_out[feat] + sd_out[feat] * z_out
+    visible = np.clip(np.rint(np.exp(ln_out)), 1, MAX_VISIBLE_OUTPUT).astype(np.int64)
+
+    names = [name for _, name in MODELS]
+    r_reported = np.array([_REASONING.get(n, (False, 0, 0, 0))[0] for n in names])
+    r_p, r_mu, r_sd = (
+        np.array([_REASONING.get(n, (False, 0, 0, 0))[i] for n in names]) for i in (1, 2, 3)
+    )
+    thinks = rng.random(n_calls) < r_p[model]
+    reasoning = np.where(thinks, np.rint(visible * np.exp(r_mu[model] + r_sd[model] * z_r)), 0)
+    out = np.minimum(visible + reasoning.astype(np.int64), MAX_OUTPUT)
+    reasoning = out - visible
+    reasoning_null = ~r_reported[model] | ((prov == _GEMINI) & ~thinks)
+
+    hit_p = np.where(feat == _AGENT, np.where(step == 0, *_AGENT_HIT_P), _HIT_P[feat])
+    cacheable = inp >= _MIN_CACHEABLE
+    hit = (rng.random(n_calls) < hit_p) & cacheable
+    cached = np.floor(inp * rng.beta(*_CACHED_FRACTION, n_calls)).astype(np.int64) * hit
+    cached = np.where(prov == _OPENAI, cached // 128 * 128, cached)
+    writes_cache = (prov == _ANTHROPIC) | (prov == _BEDROCK)
+    write = (rng.random(n_calls) < np.where(hit, _WRITE_P[1], _WRITE_P[0])) & cacheable
+    cache_write = np.floor((inp - cached) * rng.uniform(0.3, 0.9, n_calls)).astype(np.int64) * (
+        write & writes_cache
+    )
+    cached_null = (prov == _GEMINI) & (cached == 0)
+    cache_write_null = ~writes_cache
+
+    # Rows (attempts), cut to exactly n_rows.
+    row_call = np.repeat(np.arange(n_calls), u["n_att"])[:n_rows]
+    first_row = (np.cumsum(u["n_att"]) - u["n_att"])[row_call]
+    attempt = np.arange(len(row_call)) - first_row + 1
+    n_att = u["n_att"][row_call]
+    row_unit = call_unit[row_call]
+    cust = u["cust"][row_unit]
+    last = attempt == n_att
+    retried_status = np.where(c.marks_retried[cust], 2, 1)
+    status = np.where(last, u["final"][row_call], retried_status)
+
+    # Timestamps: unit start + call offset + retry backoff, kept inside the hour.
+    offset = call_offset[row_call] + (attempt - 1) * backoff[row_call]
+    last_call = first_call + u["calls"] - 1
+    span = call_offset[last_call] + 2 * 8_000.0
+    scale = np.minimum(1.0, (_HOUR_MS - 1) / (span + 1.0))
+    start = u["start_u"] * np.maximum(0.0, _HOUR_MS - 1 - span * scale)
+    ts = np.clip(np.floor(start[row_unit] + offset * scale[row_unit]), 0, _HOUR_MS - 1)
+
+    rows = {
+        "ts": ts.astype(np.int64),
+        "cust": cust,
+        "feat": feat[row_call],
+        "model": model[row_call],
+        "prov": prov[row_call],
+        "staging": u["staging"][row_unit],
+        "app": u["app"][row_unit],
+        "status": status,
+        "attempt": attempt,
+        "n_att": n_att,
+        "call": row_call,
+        "unit": row_unit,
+        "agent": feat[row_call] == _AGENT,
+        "input_tokens": inp[row_call],
+        "cached_input_tokens": cached[row_call],
+        "cache_write_tokens": cache_write[row_call],
+        "output_tokens": out[row_call],
+        "reasoning_tokens": reasoning[row_call],
+        "cached_input_tokens_null": cached_null[row_call],
+        "cache_write_tokens_null": cache_write_null[row_call],
+        "reasoning_tokens_null": reasoning_null[row_call],
+    }
+    n = len(row_call)
+    failed = (status == 1) | (status == 2)
+    zero = failed & (rng.random(n) >= FAILED_BILLED_INPUT)
+    for name in ("input_tokens", "cached_input_tokens", "cache_write_tokens"):
+        rows[name] = np.where(zero, 0, rows[name])
+    rows["output_tokens"] = np.where(failed, 0, rows["output_tokens"])
+    cancelled = status == 3
+    partial = np.floor(rows["output_tokens"] * rng.uniform(0.05, 0.8, n)).astype(np.int64)
+    rows["output_tokens"] = np.where(cancelled, partial, rows["output_tokens"])
+    rows["reasoning_tokens"] = np.minimum(rows["reasoning_tokens"], rows["output_tokens"])
+    return rows
+
+
+def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
+    n_valid = int(mp.n_valid[hour])
+    reasons = mp.bad_reasons[hour]
+    n_bad = len(reasons)
+    if n_valid + n_bad == 0:
+        return None
+    rng = _rng(mp.seed, mp.year, mp.mon, 0x4000 + hour)
+    rows = _simulate_attempts(c, n_valid + n_bad, rng)
+    n = n_valid + n_bad
+
+    bad_reason = np.full(n, -1, dtype=np.int64)
+    bad_rows = np.sort(rng.choice(n, size=n_bad, replace=False))
+    bad_reason[bad_rows] = rng.permutation(reasons)
+    n_variants = np.array([len(_VARIANTS[r]) for r in LINE_REASONS])
+    bad_variant = np.zeros(n, dtype=np.int64)
+    bad_variant[bad_rows] = np.floor(rng.random(n_bad) * n_variants[bad_reason[bad_rows]]).astype(
+        np.int64
+    )
+    valid_rows = np.flatnonzero(bad_reason < 0)
+
+    k = int(rng.choice(len(_OBJECTS_P), p=_OBJECTS_P)) + 1
+    formats = rng.choice(len(FORMATS), size=k, p=_FORMAT_P)
+    if n_bad and (formats == _PARQUET).all():
+        formats[0] = 0
+    obj = rng.integers(0, k, n)
+    jsonl_objs = np.flatnonzero(formats != _PARQUET)
+    if n_bad:
+        obj[bad_rows] = jsonl_objs[rng.integers(0, len(jsonl_objs), n_bad)]
+
+    n_dup = int(rng.binomial(n_valid, DUPLICATE_RATE))
+    dup_src = np.sort(rng.choice(valid_rows, size=n_dup, replace=False))
+    dup_obj = np.empty(n_dup, dtype=np.int64)
+    pick = rng.random(n_dup)
+    src_parquet = formats[obj[dup_src]] == _PARQUET
+    for is_parquet in (False, True):
+        family = np.flatnonzero((formats == _PARQUET) == is_parquet)
+        sel = src_parquet == is_parquet
+        if sel.any():
+            dup_obj[sel] = family[np.floor(pick[sel] * len(family)).astype(np.int64)]
+    dup_delay = rng.integers(1_000, 600_000, n_dup)
+
+    used = np.unique(np.concatenate([obj, dup_obj]))  # drop objects that got no line
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return _HourPlan(
+        hour=hour,
+        rows=rows,
+        bad_reason=bad_reason,
+        bad_variant=bad_variant,
+        obj=remap[obj],
+        dup_src=dup_src,
+        dup_obj=remap[dup_obj],
+        dup_delay=dup_delay,
+        formats=[int(formats[i]) for i in used],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: wire values, JSON lines with one malformation each, Parquet rows.
+
+
+def _q(expr: pl.Expr) -> pl.Expr:
+    return pl.concat_str([pl.lit('"'), expr, pl.lit('"')])
+
+
+def _int_raw(name: str) -> pl.Expr:
+    text = pl.col(name).cast(pl.String)
+    return pl.when(pl.col("_strings")).then(_q(text)).otherwise(text)
+
+
+def _ts_text(ms: pl.Expr, with_ms: pl.Expr, suffix: pl.Expr) -> pl.Expr:
+    base = pl.from_epoch(ms, time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = pl.concat_str([pl.lit("."), (ms % 1000).cast(pl.String).str.zfill(3)])
+    return pl.concat_str([base, pl.when(with_ms).then(frac).otherwise(pl.lit("")), suffix])
+
+
+_TS_UTC = pl.col("_ts_ms")
+_Z = pl.lit("Z")
+#: reason -> list of variants; each variant maps a field to its raw JSON text (None: absent).
+#: Every variant triggers exactly one reason of contracts.usage_event (checked in the tests).
+_VARIANTS: dict[str, list[dict[str, pl.Expr | None]]] = {
+    # The line is cut in half (a proper prefix of an object is never valid JSON).
+    "invalid_json": [{}],
+    "missing_required_field": [
+        {"customer_id": None},
+        {"model": pl.lit('""')},
+        {"input_tokens": pl.lit("null")},
+        {"timestamp": pl.lit('""')},
+        {"output_tokens": None},
+    ],
+    "wrong_type": [
+        {"output_tokens": _q(pl.col("output_tokens").cast(pl.String) + ".5")},
+        {
+            "model": pl.concat_str(
+                [pl.lit('{"name":"'), pl.col("model"), pl.lit('","version":"latest"}')]
+            )
+        },
+        {"metadata": pl.lit('"app=web"')},
+        {"input_tokens": _q(pl.col("input_tokens").cast(pl.String) + " tokens")},
+    ],
+    "negative_count": [
+        {
+            "cached_input_tokens": (-(pl.col("cached_input_tokens").fill_null(0) + 1)).cast(
+                pl.String
+            )
+        },
+        {"attempt": pl.lit("-1")},
+        {
+            "output_tokens": (-(pl.col("output_tokens") + 1)).cast(pl.String),
+            "reasoning_tokens": None,
+        },
+    ],
+    "count_out_of_range": [
+        {"input_tokens": (pl.col("input_tokens") + 4_294_967_296).cast(pl.String)},
+        {"attempt": pl.lit("0")},
+        {"output_tokens": (pl.col("output_tokens") + MAX_COUNT).cast(pl.String)},
+    ],
+    "subset_invariant_broken": [
+        # Anthropic's exclusive input_tokens sent as if inclusive.
+        {
+            "input_tokens": pl.col("_excl_in").cast(pl.String),
+            "cached_input_tokens": (
+                pl.col("_excl_in") + pl.max_horizontal(pl.col("cached_input_tokens"), 1)
+            ).cast(pl.String),
+        },
+        # Gemini's candidatesTokenCount (excluding thoughts) sent as output_tokens.
+        {
+            "reasoning_tokens": (
+                pl.col("output_tokens") + pl.max_horizontal(pl.col("reasoning_tokens"), 1)
+            ).cast(pl.String)
+        },
+    ],
+    "unparseable_timestamp": [
+        {"timestamp": _q(pl.from_epoch(_TS_UTC, time_unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S"))},
+        {"timestamp": _TS_UTC.cast(pl.String)},
+        {"timestamp": _q(pl.from_epoch(_TS_UTC, time_unit="ms").dt.strftime("%d/%m/%Y %H:%M:%S"))},
+    ],
+    "timestamp_outside_hour": [
+        {"timestamp": _q(_ts_text(_TS_UTC - _HOUR_MS, pl.lit(True), _Z))},
+        {"timestamp": _q(_ts_text(_TS_UTC + _HOUR_MS, pl.lit(True), _Z))},
+    ],
+    "unknown_status": [
+        {"status": pl.lit('"error"')},
+        {"status": pl.lit('"timeout"')},
+        {"status": pl.lit('"SUCCESS"')},
+        {"status": pl.lit('"ok"')},
+    ],
+}
+_JSON_FIELDS = (
+    "event_id",
+    "timestamp",
+    "customer_id",
+    "subscription_id",
+    "plan",
+    "feature",
+    "provider",
+    "model",
+    "environment",
+    "region",
+    "status",
+    "attempt",
+    "request_group_id",
+    "trace_id",
+    *TOKEN_FIELDS,
+    "metadata",
+    "sdk_version",
+)
+_STRING_FIELDS = (
+    "event_id",
+    "timestamp",
+    "customer_id",
+    "subscription_id",
+    "plan",
+    "feature",
+    "provider",
+    "model",
+    "environment",
+    "region",
+    "status",
+    "request_group_id",
+    "trace_id",
+    "sdk_version",
+)
+_PARQUET_FIELDS = tuple(f for f in _JSON_FIELDS if f not in ("metadata", "sdk_version"))
+
+
+def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) -> pl.DataFrame:
+    """Every row of some hours with its wire values (strings and Int64; null = absent)."""
+    r = {k: np.concatenate([hp.rows[k] for hp in hps]) for k in hps[0].rows}
+    bad_reason = np.concatenate([hp.bad_reason for hp in hps])
+    hour = np.concatenate([np.full(len(hp.bad_reason), hp.hour, dtype=np.int64) for hp in hps])
+    idx = np.concatenate([_row_counters(hp.bad_reason) for hp in hps])
+    cust = r["cust"]
+    omit = c.omit_defaults[cust]
+    ts_ms = mp.start_ms + hour * _HOUR_MS + r["ts"]
+    trace_counter = _counters(mp.month_ord, hour, r["unit"])
+    cust_s = pl.Series(cust)
+    df = pl.DataFrame(
+        {
+            "event_id": "evt_" + ids.hex(_Ids.EVENT, _counters(mp.month_ord, hour, idx)),
+            "_ts_ms": ts_ms,
+            "_local_ms": ts_ms + c.offset_min[cust] * 60_000,
+            "_with_ms": c.ts_style[cust] != 1,
+            "_suffix": c.offset_suffix.gather(cust_s),
+            "customer_id": c.ids.gather(cust_s),
+            "subscription_id": c.subscription_ids.gather(cust_s),
+            "plan": c.plans.gather(cust_s),
+            "feature": _SERIES["feature"].gather(r["feat"]),
+            "provider": _SERIES["provider"].gather(r["prov"]),
+            "model": _SERIES["model"].gather(r["model"]),
+            "environment": _SERIES["environment"].gather(r["staging"].astype(np.int64)),
+            "region": _SERIES["region"].gather(r["prov"] * 2 + c.eu[cust]),
+            "status": _SERIES["status"].gather(r["status"]),
+            "_status_null": omit & (r["status"] == 0),
+            "attempt": r["attempt"],
+            "_attempt_null": omit & (r["attempt"] == 1),
+            "request_group_id": "req_"
+            + ids.hex(_Ids.REQUEST, _counters(mp.month_ord, hour, r["call"])),
+            "_group_null": omit & (r["n_att"] == 1),
+            "trace_id": ids.hex(_Ids.TRACE_A, trace_counter) + ids.hex(_Ids.TRACE_B, trace_counter),
+            "_agent": r["agent"],
+            **{f: r[f] for f in TOKEN_FIELDS},
+            **{f"_{f}_null": r[f"{f}_null"] for f in _NULLABLE_COUNTS},
+            "_app": _SERIES["app"].gather(r["app"]),
+            "_app_version": c.app_version.gather(cust_s),
+            "sdk_version": c.sdk_version.gather(cust_s),
+            "_strings": c.counts_as_strings[cust],
+            "_reason": bad_reason,
+            "_variant": np.concatenate([hp.bad_variant for hp in hps]),
+        }
+    )
+    return df.with_columns(_wire_exprs())
+
+
+def _row_counters(bad_reason: np.ndarray) -> np.ndarray:
+    """Per-hour id counter of each row: valid rows 0.., malformed rows 2**31.. (disjoint)."""
+    is_bad = bad_reason >= 0
+    idx = np.empty(len(bad_reason), dtype=np.int64)
+    idx[~is_bad] = np.arange(int((~is_bad).sum()))
+    idx[is_bad] = (1 << 31) | np.arange(int(is_bad.sum()))
+    return idx
+
+
+_NULLABLE_COUNTS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+_SERIES = {
+    "feature": pl.Series(FEATURES),
+    "provider": pl.Series(PROVIDERS),
+    "model": pl.Series([m for _, m in MODELS]),
+    "environment": pl.Series(ENVIRONMENTS),
+    "region": pl.Series(
+        [_REGIONS.get((p, eu)) for p in range(len(PROVIDERS)) for eu in (False, True)],
+        dtype=pl.String,
+    ),
+    "status": pl.Series(STATUSES),
+    "app": pl.Series(APPS),
+}
+
+
+@functools.cache
+def _wire_exprs() -> list[pl.Expr]:
+    null_if = {
+        "status": "_status_null",
+        "attempt": "_attempt_null",
+        "request_group_id": "_group_null",
+        **{f: f"_{f}_null" for f in _NULLABLE_COUNTS},
+    }
+    metadata = pl.concat_str(
+        [
+            pl.lit('{"app":"'),
+            pl.col("_app"),
+            pl.lit('","app_version":"'),
+            pl.col("_app_version"),
+            pl.lit('"}'),
+        ]
+    )
+    return [
+        *(pl.when(~pl.col(flag)).then(pl.col(name)).alias(name) for name, flag in null_if.items()),
+        pl.when(pl.col("_agent")).then(pl.col("trace_id")).alias("trace_id"),
+        _ts_text(pl.col("_local_ms"), pl.col("_with_ms"), pl.col("_suffix")).alias("timestamp"),
+        metadata.alias("metadata"),  # null where the producer sends no metadata
+    ]
+
+
+@functools.cache
+def _line_expr(malformed: bool) -> pl.Expr:
+    """The JSON line of a wire row; for malformed rows each reason's variant is applied."""
+    raw = {name: _q(pl.col(name)) for name in _STRING_FIELDS}
+    raw |= {name: _int_raw(name) for name in ("attempt", *TOKEN_FIELDS)}
+    raw["metadata"] = pl.col("metadata")
+    if malformed:
+        raw["sdk_version"] = pl.lit(None, dtype=pl.String)
+        for code, variants in _VARIANTS.items():
+            r = LINE_REASONS.index(code)
+            for v, overrides in enumerate(variants):
+                hit = (pl.col("_reason") == r) & (pl.col("_variant") == v)
+                for name, expr in overrides.items():
+                    value = pl.lit(None, dtype=pl.String) if expr is None else expr
+                    raw[name] = pl.when(hit).then(value).otherwise(raw[name])
+    pieces = [pl.concat_str([pl.lit(f'"{name}":'), raw[name]]) for name in _JSON_FIELDS]
+    line = pl.concat_str(
+        [pl.lit("{"), pl.concat_str(pieces, separator=",", ignore_nulls=True), pl.lit("}")]
+    )
+    if malformed:
+        truncated = line.str.slice(0, line.str.len_chars() // 2)
+        invalid = pl.col("_reason") == LINE_REASONS.index("invalid_json")
+        line = pl.when(invalid).then(truncated).otherwise(line)
+    return line.alias("line")
+
+
+def _json_lines(wire: pl.DataFrame) -> pl.Series:
+    """JSON lines of every row: the variants are only evaluated on the (few) malformed rows."""
+    lines = wire.select(_line_expr(malformed=False)).to_series()
+    bad = np.flatnonzero(wire.get_column("_reason").to_numpy() >= 0)
+    if len(bad):
+        excl_in = pl.max_horizontal(
+            pl.col("input_tokens")
+            - pl.col("cached_input_tokens").fill_null(0)
+            - pl.col("cache_write_tokens").fill_null(0),
+            1,
+        )
+        bad_lines = (
+            wire[pl.Series(bad)]
+            .with_columns(_excl_in=excl_in)
+            .select(_line_expr(malformed=True))
+            .to_series()
+        )
+        lines = lines.scatter(bad, bad_lines)
+    return lines
+
+
+def _object_rows(hp: _HourPlan, o: int) -> np.ndarray:
+    """Row indices (within the hour) of object ``o``, duplicates included, in write order."""
+    rows = np.flatnonzero(hp.obj == o)
+    dups = hp.dup_obj == o
+    index = np.concatenate([rows, hp.dup_src[dups]])
+    ts = hp.rows["ts"]
+    key = np.concatenate([ts[rows], ts[hp.dup_src[dups]] + hp.dup_delay[dups]])
+    return index[np.argsort(key, kind="stable")]
+
+
+def _render_chunk(
+    c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids
+) -> Iterator[GeneratedObject]:
+    """Render the objects of some consecutive hours (one polars pass for all of them)."""
+    wire = _wire_frame(c, mp, hps, ids)
+    any_jsonl = any(f != _PARQUET for hp in hps for f in hp.formats)
+    lines = _json_lines(wire) if any_jsonl else None
+    parquet_rows = wire.select(_PARQUET_FIELDS)
+    first = 0
+    for hp in hps:
+        prefix = _hour_prefix(mp, hp.hour)
+        for o, fmt in enumerate(hp.formats):
+            take = pl.Series(first + _object_rows(hp, o))
+            key = f"{prefix}part-{o:04d}.{FORMATS[fmt]}"
+            if fmt == _PARQUET:
+                buf = io.BytesIO()
+                pq.write_table(parquet_rows[take].to_arrow(), buf, compression="zstd")
+                yield GeneratedObject(key, buf.getvalue())
+            else:
+                assert lines is not None
+                body = (lines.gather(take).str.join("\n").item() + "\n").encode()
+                if fmt == 0:
+                    body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+                yield GeneratedObject(key, body)
+        first += len(hp.bad_reason)
+
+
+def _hour_prefix(mp: _MonthPlan, hour: int) -> str:
+    return f"dt={mp.year:04d}-{mp.mon:02d}-{hour // 24 + 1:02d}/hour={hour % 24:02d}/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest.
+
+
+class _Manifest:
+    def __init__(self, mp: _MonthPlan, c: _Customers):
+        self.mp, self.c = mp, c
+        self.by_reason = np.zeros(len(LINE_REASONS), dtype=np.int64)
+        self.valid = self.dups = self.rows_parquet = 0
+        self.by_status = np.zeros(len(STATUSES), dtype=np.int64)
+        self.objects = dict.fromkeys(FORMATS, 0)
+        self.specials: list[dict] = []
+        shape = (len(TOKEN_FIELDS) + 1,)
+        self.by_customer = np.zeros((N_CUSTOMERS, *shape), dtype=np.int64)
+        self.by_model = np.zeros((len(MODELS), *shape), dtype=np.int64)
+
+    def add_hour(self, hp: _HourPlan | None, hour: int) -> None:
+        if hp is not None:
+            r, valid = hp.rows, hp.bad_reason < 0
+            self.valid += int(valid.sum())
+            self.dups += len(hp.dup_src)
+            self.by_reason += np.bincount(hp.bad_reason[~valid], minlength=len(LINE_REASONS))
+            self.by_status += np.bincount(r["status"][valid], minlength=len(STATUSES))
+            for fmt in hp.formats:
+                self.objects[FORMATS[fmt]] += 1
+            values = [np.ones(int(valid.sum()), dtype=np.int64)] + [
+                np.where(r.get(f"{f}_null", np.zeros_like(valid))[valid], 0, r[f][valid])
+                for f in TOKEN_FIELDS
+            ]
+            for j, v in enumerate(values):
+                self.by_customer[:, j] += _int_bincount(r["cust"][valid], v, N_CUSTOMERS)
+                self.by_model[:, j] += _int_bincount(r["model"][valid], v, len(MODELS))
+            first_special = len(hp.formats)
+        else:
+            first_special = 0
+        for i, (suffix, reason, _) in enumerate(self.mp.specials.get(hour, [])):
+            self.specials.append(
+                {"key": _special_key(self.mp, hour, first_special + i, suffix), "reason": reason}
+            )
+
+    def result(self) -> dict:
+        mp = self.mp
+        columns = ("events", *TOKEN_FIELDS)
+        malformed = int(self.by_reason.sum())
+        object_reasons = {code: 0 for code in OBJECT_REASONS}
+        for s in self.specials:
+            object_reasons[s["reason"]] += 1
+        return {
+            "month": mp.month,
+            "events": mp.events,
+            "seed": mp.seed,
+            "lines": {
+                "total": self.valid + self.dups + malformed,
+                "valid_unique": self.valid,
+                "duplicate": self.dups,
+                "malformed": malformed,
+            },
+            "malformed_by_reason": {
+                code: int(n) for code, n in zip(LINE_REASONS, self.by_reason, strict=True)
+            },
+            "objects": {
+                "total": sum(self.objects.values()) + len(self.specials),
+                **self.objects,
+                **object_reasons,
+            },
+            "special_objects": self.specials,
+            "tokens": {
+                f: int(self.by_customer[:, j + 1].sum()) for j, f in enumerate(TOKEN_FIELDS)
+            },
+            "valid_by_status": {s: int(n) for s, n in zip(STATUSES, self.by_status, strict=True)},
+            "by_customer": {
+                cid: dict(zip(columns, map(int, row), strict=True))
+                for cid, row in zip(self.c.ids.to_list(), self.by_customer, strict=True)
+                if row[0]
+            },
+            "by_model": {
+                name: dict(zip(columns, map(int, row), strict=True))
+                for (_, name), row in zip(MODELS, self.by_model, strict=True)
+                if row[0]
+            },
+        }
+
+
+def _int_bincount(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Exact integer bincount (float64 sums are exact below 2**53; one hour is far below)."""
+    sums = np.bincount(index, weights=values.astype(np.float64), minlength=size)
+    assert sums.max(initial=0) < 2**53
+    return np.rint(sums).astype(np.int64)
+
+
+def _special_key(mp: _MonthPlan, hour: int, index: int, suffix: str) -> str:
+    name = suffix if not suffix.startswith(".") else f"part-{index:04d}{suffix}"
+    return _hour_prefix(mp, hour) + name
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API.
+
+
+class GeneratedMonth(Iterator[GeneratedObject]):
+    """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted."""
+
+    def __init__(self, month: str, events: int, seed: int = 7):
+        self._plan = _plan_month(month, events, seed)
+        self._customers = _customers(seed)
+        self._acc = _Manifest(self._plan, self._customers)
+        self._ids = _Ids(seed)
+        self._manifest: dict | None = None
+        self._it = self._objects()
+
+    def _objects(self) -> Iterator[GeneratedObject]:
+        mp, c = self._plan, self._customers
+        chunk: list[tuple[int, _HourPlan | None]] = []
+        rows = 0
+        for hour in range(mp.hours):
+            hp = _plan_hour(c, mp, hour)
+            self._acc.add_hour(hp, hour)
+            chunk.append((hour, hp))
+            rows += 0 if hp is None else len(hp.bad_reason)
+            if rows >= CHUNK_ROWS or hour == mp.hours - 1:
+                yield from self._render(chunk)
+                chunk, rows = [], 0
+        self._manifest = self._acc.result()
+
+    def _render(self, chunk: list[tuple[int, _HourPlan | None]]) -> Iterator[GeneratedObject]:
+        mp = self._plan
+        plans = [hp for _, hp in chunk if hp is not None]
+        rendered = iter(_render_chunk(self._customers, mp, plans, self._ids) if plans else ())
+        for hour, hp in chunk:
+            n_regular = 0 if hp is None else len(hp.formats)
+            for _ in range(n_regular):
+                yield next(rendered)
+            for i, (suffix, _, body) in enumerate(mp.specials.get(hour, [])):
+                yield GeneratedObject(_special_key(mp, hour, n_regular + i, suffix), body)
+
+    def __iter__(self) -> GeneratedMonth:
+        return self
+
+    def __next__(self) -> GeneratedObject:
+        return next(self._it)
+
+    @property
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            raise RuntimeError("the manifest is known once every object has been generated")
+        return self._manifest
+
+
+def generate_month(month: str, events: int, seed: int = 7) -> GeneratedMonth:
+    """The objects of ``month`` ("2026-10") holding exactly ``events`` valid unique events.
+
+    Same (month, events, seed) -> same keys and bytes. The returned iterator carries the
+    manifest (see :func:`generation_manifest`) in ``.manifest`` once exhausted.
+    """
+    return GeneratedMonth(month, events, seed)
+
+
+def generation_manifest(month: str, events: int, seed: int = 7) -> dict:
+    """What :func:`generate_month` writes, computed without rendering any object.
+
+    Keys: ``lines`` (``total`` lines/rows in readable objects = ``valid_unique`` +
+    ``duplicate`` + ``malformed``), ``malformed_by_reason`` (every line-level reason code),
+    ``objects`` (``total``, per format, ``unreadable_object``, ``unsupported_format``),
+    ``special_objects`` (their keys), ``tokens`` (sums over valid unique events, null as 0),
+    ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token sums).
+    """
+    mp, c = _plan_month(month, events, seed), _customers(seed)
+    acc = _Manifest(mp, c)
+    for hour in range(mp.hours):
+        acc.add_hour(_plan_hour(c, mp, hour), hour)
+    return acc.result()
+
+
+_CONTENT_TYPES = {
+    ".jsonl.gz": "application/gzip",
+    ".jsonl": "application/x-ndjson",
+    ".parquet": "application/vnd.apache.parquet",
+}
+
+
+def _content_type(key: str) -> str:
+    for suffix, kind in _CONTENT_TYPES.items():
+        if key.endswith(suffix):
+            return kind
+    return "application/octet-stream"
+
+
+def upload(
+    client, bucket: str, prefix: str, objects: Iterable[GeneratedObject], max_workers: int = 8
+) -> dict:
+    """Put every object under ``s3://bucket/prefix/`` (threads; at most 2*max_workers bodies
+    in flight, so memory stays bounded). Creates nothing else. Returns objects and bytes."""
+    prefix = prefix.strip("/")
+    count = size = 0
+
+    def put(obj: GeneratedObject) -> None:
+        key = f"{prefix}/{obj.key}" if prefix else obj.key
+        client.put_object(Bucket=bucket, Key=key, Body=obj.body, ContentType=_content_type(key))
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        pending: set = set()
+        for obj in objects:
+            if len(pending) >= 2 * max_workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            pending.add(pool.submit(put, obj))
+            count += 1
+            size += len(obj.body)
+        for future in pending:
+            future.result()
+    return {"objects": count, "bytes": size}
+
+
+def write_local(directory: str | Path, objects: Iterable[GeneratedObject]) -> dict:
+    """Write every object to ``directory/<key>``. Returns objects and bytes."""
+    root = Path(directory)
+    count = size = 0
+    for obj in objects:
+        path = root / obj.key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(obj.body)
+        count += 1
+        size += len(obj.body)
+    return {"objects": count, "bytes": size}

@@ -1,0 +1,373 @@
+"""The demo data generator: determinism, an exact manifest, the S3 layout, semantics, upload."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from contracts.usage_event import (
+    OBJECT_REASONS,
+    REASONS,
+    SOURCE_HOUR,
+    STATUSES,
+    TOKEN_FIELDS,
+    WIRE_FIELDS,
+    validate_wire_events,
+)
+from orchestration.generator import (
+    MODELS,
+    GeneratedObject,
+    cli,
+    generate_month,
+    generation_manifest,
+    upload,
+)
+
+MONTH, EVENTS, SEED = "2026-10", 3000, 7
+KEY_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+)$")
+PRICES = Path(__file__).resolve().parents[2] / "shared/reference/litellm_model_prices_2026-11.json"
+
+
+@pytest.fixture(scope="module")
+def month() -> tuple[list[GeneratedObject], dict]:
+    generated = generate_month(MONTH, EVENTS, SEED)
+    objects = list(generated)
+    return objects, generated.manifest
+
+
+def _text(value) -> str | None:
+    """What DuckDB's ``json->>'$.field'`` yields for a JSON value."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _read(objects: list[GeneratedObject]) -> dict:
+    """Read the objects as a pipeline would: records with their key hour, and object verdicts."""
+    records: list[dict] = []  # one per line or parquet row of a readable object
+    verdicts: Counter = Counter()
+    for obj in objects:
+        day, hour, name = KEY_RE.match(obj.key).groups()
+        source_hour = datetime.fromisoformat(f"{day}T{hour}:00:00+00:00")
+        if name.endswith(".parquet"):
+            try:
+                rows = pq.read_table(io.BytesIO(obj.body)).to_pylist()
+            except Exception:
+                verdicts["unreadable_object"] += 1
+                continue
+            verdicts["parquet"] += 1
+            for row in rows:
+                content = json.dumps(row, sort_keys=True)
+                records.append({"hour": source_hour, "content": content, "fields": row})
+        elif name.endswith((".jsonl", ".jsonl.gz")):
+            try:
+                body = gzip.decompress(obj.body) if name.endswith(".gz") else obj.body
+                text = body.decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                verdicts["unreadable_object"] += 1
+                continue
+            verdicts["jsonl.gz" if name.endswith(".gz") else "jsonl"] += 1
+            assert text.endswith("\n")
+            for line in text[:-1].split("\n"):
+                try:
+                    fields = json.loads(line)
+                except json.JSONDecodeError:
+                    fields = None
+                if not isinstance(fields, dict):
+                    fields = None
+                records.append({"hour": source_hour, "content": line, "fields": fields})
+        else:
+            verdicts["unsupported_format"] += 1
+    return {"records": records, "verdicts": verdicts}
+
+
+def _classify(records: list[dict]) -> list[str | None]:
+    """The quarantine reason of each record (None: valid), via the contract's validation."""
+    reasons: list[str | None] = ["invalid_json" if r["fields"] is None else None for r in records]
+    parsed = [i for i, r in enumerate(records) if r["fields"] is not None]
+    wire = pl.DataFrame(
+        {
+            **{
+                f: pl.Series([_text(records[i]["fields"].get(f)) for i in parsed], dtype=pl.String)
+                for f in WIRE_FIELDS
+            },
+            SOURCE_HOUR: pl.Series([records[i]["hour"] for i in parsed]).dt.cast_time_unit("us"),
+        }
+    )
+    _, failures = validate_wire_events(wire)
+    for row, codes in zip(failures["row"], failures["reason_codes"], strict=True):
+        assert len(codes) == 1, f"line triggers {codes}: {records[parsed[row]]['content']}"
+        reasons[parsed[row]] = codes[0]
+    return reasons
+
+
+@pytest.fixture(scope="module")
+def lines(month) -> dict:
+    objects, _ = month
+    read = _read(objects)
+    read["reasons"] = _classify(read["records"])
+    read["valid"] = [r for r, why in zip(read["records"], read["reasons"], strict=True) if not why]
+    return read
+
+
+def _count(value) -> int:
+    return 0 if value is None else int(value)
+
+
+def test_same_month_events_and_seed_give_the_same_keys_and_bytes(month):
+    objects, manifest = month
+    again = generate_month(MONTH, EVENTS, SEED)
+    assert [(o.key, o.body) for o in again] == [(o.key, o.body) for o in objects]
+    assert again.manifest == manifest
+    other_seed = [o.body for o in generate_month(MONTH, EVENTS, SEED + 1)]
+    assert other_seed != [o.body for o in objects]
+
+
+def test_manifest_is_known_without_rendering_and_only_after_generation(month):
+    _, manifest = month
+    assert generation_manifest(MONTH, EVENTS, SEED) == manifest
+    with pytest.raises(RuntimeError):
+        generate_month(MONTH, EVENTS, SEED).manifest  # noqa: B018
+
+
+def test_manifest_counts_every_line_category_exactly(month, lines):
+    _, manifest = month
+    valid = lines["valid"]
+    ids = Counter(r["fields"]["event_id"] for r in valid)
+    assert manifest["lines"] == {
+        "total": len(lines["records"]),
+        "valid_unique": len(ids),
+        "duplicate": len(valid) - len(ids),
+        "malformed": sum(1 for why in lines["reasons"] if why),
+    }
+    assert manifest["lines"]["valid_unique"] == EVENTS
+    assert manifest["lines"]["total"] == 3033
+    assert manifest["lines"]["duplicate"] == 24
+    reasons = Counter(why for why in lines["reasons"] if why)
+    assert manifest["malformed_by_reason"] == {
+        code: reasons[code] for code in REASONS if code not in OBJECT_REASONS
+    }
+
+
+def test_every_line_level_reason_appears_at_least_once(month):
+    _, manifest = month
+    expected = [code for code in REASONS if code not in OBJECT_REASONS]
+    assert list(manifest["malformed_by_reason"]) == expected
+    assert all(n >= 1 for n in manifest["malformed_by_reason"].values())
+    big = generation_manifest(MONTH, 200_000, SEED)
+    assert big["lines"]["malformed"] == 600  # 0.3% of the events
+    assert big["lines"]["valid_unique"] == 200_000
+
+
+def test_manifest_counts_objects_by_format_and_verdict(month, lines):
+    objects, manifest = month
+    verdicts = lines["verdicts"]
+    assert manifest["objects"] == {
+        "total": len(objects),
+        "jsonl.gz": verdicts["jsonl.gz"],
+        "jsonl": verdicts["jsonl"],
+        "parquet": verdicts["parquet"],
+        "unreadable_object": 2,
+        "unsupported_format": 1,
+    }
+    assert verdicts["unreadable_object"] == 2
+    assert verdicts["unsupported_format"] == 1
+    keys = {o.key for o in objects}
+    assert {s["key"] for s in manifest["special_objects"]} <= keys
+
+
+def test_manifest_token_sums_equal_the_valid_unique_events(month, lines):
+    _, manifest = month
+    unique = {r["fields"]["event_id"]: r["fields"] for r in lines["valid"]}
+    assert manifest["tokens"] == {
+        f: sum(_count(e.get(f)) for e in unique.values()) for f in TOKEN_FIELDS
+    }
+    by_customer = Counter(e["customer_id"] for e in unique.values())
+    assert {c: v["events"] for c, v in manifest["by_customer"].items()} == dict(by_customer)
+    for model, sums in manifest["by_model"].items():
+        events = [e for e in unique.values() if e["model"] == model]
+        assert sums["events"] == len(events)
+        assert sums["input_tokens"] == sum(_count(e["input_tokens"]) for e in events)
+    statuses = Counter(e.get("status") or "success" for e in unique.values())
+    assert manifest["valid_by_status"] == {s: statuses[s] for s in STATUSES}
+
+
+def test_duplicates_are_exact_resends_of_a_valid_event(lines):
+    first: dict[str, str] = {}
+    for r in lines["valid"]:
+        event_id = r["fields"]["event_id"]
+        assert first.setdefault(event_id, r["content"]) == r["content"]
+
+
+def test_malformed_lines_have_their_own_event_ids(lines):
+    valid_ids = {r["fields"]["event_id"] for r in lines["valid"]}
+    bad_ids = [
+        r["fields"]["event_id"]
+        for r, why in zip(lines["records"], lines["reasons"], strict=True)
+        if why and why != "invalid_json"
+    ]
+    assert len(bad_ids) == len(set(bad_ids)) == 8
+    assert not valid_ids & set(bad_ids)
+    assert all(re.fullmatch(r"evt_[0-9a-f]{16}", i) for i in valid_ids | set(bad_ids))
+
+
+def test_keys_follow_the_layout_and_valid_events_sit_in_their_key_hour(month, lines):
+    objects, _ = month
+    for obj in objects:
+        day, _, name = KEY_RE.match(obj.key).groups()
+        assert day.startswith(MONTH)
+        assert re.fullmatch(r"part-\d{4}\.(jsonl\.gz|jsonl|parquet)|notes\.csv", name)
+    for r in lines["valid"]:
+        ts = datetime.fromisoformat(r["fields"]["timestamp"].replace("Z", "+00:00"))
+        assert ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0) == r["hour"]
+
+
+def test_valid_events_keep_the_token_semantics(lines):
+    unique = {r["fields"]["event_id"]: r["fields"] for r in lines["valid"]}.values()
+    known = set(MODELS)
+    for e in unique:
+        n = {f: _count(e.get(f)) for f in TOKEN_FIELDS}
+        assert n["cached_input_tokens"] + n["cache_write_tokens"] <= n["input_tokens"] <= 10**6
+        assert n["reasoning_tokens"] <= n["output_tokens"]
+        assert (e["provider"], e["model"]) in known
+        if e["provider"] in ("anthropic", "aws.bedrock"):
+            assert e.get("reasoning_tokens") is None
+        else:
+            assert e.get("cache_write_tokens") is None
+        if e.get("status") in ("failed", "retried"):
+            assert n["output_tokens"] == 0
+
+
+def test_retries_share_a_request_group_and_agent_runs_share_a_trace(lines):
+    unique = list({r["fields"]["event_id"]: r["fields"] for r in lines["valid"]}.values())
+    groups: dict[str, list[dict]] = {}
+    for e in unique:
+        if e.get("request_group_id"):
+            groups.setdefault(e["request_group_id"], []).append(e)
+    retried = [g for g in groups.values() if len(g) > 1]
+    assert retried
+    for group in retried:
+        attempts = sorted(_count(e.get("attempt") or 1) for e in group)
+        assert attempts == list(range(1, len(group) + 1))
+        assert len({e["customer_id"] for e in group}) == 1
+    traces = Counter(e["trace_id"] for e in unique if e.get("trace_id"))
+    assert max(traces.values()) >= 5
+    assert all(e["feature"] == "agent" for e in unique if e.get("trace_id"))
+
+
+def test_producers_vary_like_real_ones(lines):
+    unique = list({r["fields"]["event_id"]: r["fields"] for r in lines["valid"]}.values())
+    stamps = [e["timestamp"] for e in unique]
+    assert sum(s.endswith("Z") for s in stamps) > 0.5 * len(stamps)
+    assert any(re.search(r"[+-]\d{2}:\d{2}$", s) for s in stamps)
+    assert any(isinstance(e["input_tokens"], str) for e in unique)
+    assert any("sdk_version" in e for e in unique)
+    assert any(isinstance(e.get("metadata"), dict) for e in unique)
+    assert {e.get("status") for e in unique} >= {"success", "failed", "retried", "cancelled"}
+    assert {e["provider"] for e in unique} == {"openai", "anthropic", "gcp.gemini", "aws.bedrock"}
+    sizes = Counter(e["customer_id"] for e in unique).most_common()
+    assert sizes[0][1] > 10 * sizes[-1][1]
+
+
+def test_models_exist_in_the_litellm_price_table():
+    if not PRICES.exists():
+        pytest.skip(f"reference price table not at {PRICES}")
+    table = json.loads(PRICES.read_text())
+    assert [m for _, m in MODELS if m not in table] == []
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    server.stop()
+
+
+def _listed(client, bucket: str, prefix: str) -> dict[str, int]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out |= {o["Key"]: o["Size"] for o in page.get("Contents", [])}
+    return out
+
+
+def test_upload_puts_exactly_the_given_objects(month, s3):
+    objects, manifest = month
+    _, client = s3
+    client.create_bucket(Bucket="usage-test")
+    # Two days plus the special objects keep the moto round trips (~8 ms each) few.
+    specials = {s["key"] for s in manifest["special_objects"]}
+    chosen = [
+        o
+        for o in objects
+        if o.key.startswith(("dt=2026-10-01/", "dt=2026-10-02/")) or o.key in specials
+    ]
+    assert {o.key.rsplit(".", 1)[-1] for o in chosen} == {"gz", "jsonl", "parquet", "csv"}
+    result = upload(client, "usage-test", "usage/", iter(chosen), max_workers=4)
+    assert result == {"objects": len(chosen), "bytes": sum(len(o.body) for o in chosen)}
+    listed = _listed(client, "usage-test", "")
+    assert listed == {f"usage/{o.key}": len(o.body) for o in chosen}
+    for o in chosen[:3]:
+        body = client.get_object(Bucket="usage-test", Key=f"usage/{o.key}")["Body"].read()
+        assert body == o.body
+
+
+def test_cli_creates_the_bucket_uploads_and_writes_the_manifest(s3, tmp_path, capsys):
+    endpoint, client = s3
+    manifest_path = tmp_path / "manifest.json"
+    argv = ["--month", "2026-02", "--events", "50", "--seed", "3", "--bucket", "fresh"]
+    argv += ["--prefix", "raw", "--endpoint-url", endpoint, "--manifest", str(manifest_path)]
+    assert cli.main(argv) == 0
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest == generation_manifest("2026-02", 50, 3)
+    keys = _listed(client, "fresh", "raw/")
+    assert len(keys) == manifest["objects"]["total"]
+    assert all(KEY_RE.match(k.removeprefix("raw/")) for k in keys)
+    assert "50 valid unique" in capsys.readouterr().out
+
+
+def test_cli_writes_files_under_out_dir(tmp_path):
+    assert cli.main(["--month", "2026-02", "--events", "200", "--out-dir", str(tmp_path)]) == 0
+    files = {
+        p.relative_to(tmp_path / "usage").as_posix() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    assert files == {o.key for o in generate_month("2026-02", 200)}
+
+
+def test_every_malformation_variant_triggers_exactly_its_own_reason():
+    from orchestration.generator import generate as g
+
+    mp, customers = g._plan_month(MONTH, 50_000, SEED), g._customers(SEED)
+    hp = g._plan_hour(customers, mp, 14)
+    pairs = [(r, v) for r, code in enumerate(g.LINE_REASONS) for v in range(len(g._VARIANTS[code]))]
+    hp.bad_reason[:] = -1
+    hp.bad_reason[: len(pairs)] = [r for r, _ in pairs]
+    hp.bad_variant[: len(pairs)] = [v for _, v in pairs]
+    hp.formats = [1] * len(hp.formats)  # every object plain JSON lines
+    hp.dup_src = hp.dup_obj = hp.dup_delay = hp.dup_src[:0]
+    objects = list(g._render_chunk(customers, mp, [hp], g._Ids(SEED)))
+    reasons = Counter(_classify(_read(objects)["records"]))
+    expected = Counter(g.LINE_REASONS[r] for r, _ in pairs)
+    assert reasons == {None: len(hp.bad_reason) - len(pairs), **expected}
+    assert len(pairs) == 27

@@ -8,13 +8,21 @@ from pathlib import Path
 from dagster import Definitions, define_asset_job
 from dagster_dbt import DbtCliResource
 
-from orchestration.defs.dbt.assets import dbt_daily, dbt_hourly, dbt_monthly
+from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.ingestion.assets import raw_usage_events
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
+from orchestration.defs.rating.assets import pricing_catalog
+from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
 from orchestration.settings import env_or_default
 
+catalog_job = define_asset_job(
+    "catalog_job",
+    selection=[pricing_catalog, dbt_catalog],
+    description="Load the pricing catalog and rebuild the dimension views. Then backfill the "
+    "hours whose prices changed.",
+)
 hourly_job = define_asset_job(
     "hourly_usage_job",
     selection=[raw_usage_events, dbt_hourly],
@@ -36,12 +44,15 @@ monthly_job = define_asset_job(
 
 
 def build_defs(
-    bucket: str | None = None, prefix: str | None = None, warehouse_path: str | None = None
+    bucket: str | None = None,
+    prefix: str | None = None,
+    warehouse_path: str | None = None,
+    catalog_dir: str | None = None,
 ) -> Definitions:
     """The code location. Arguments override the environment (tests, the demo)."""
     return Definitions(
-        assets=[raw_usage_events, dbt_hourly, dbt_daily, dbt_monthly],
-        jobs=[hourly_job, daily_job, monthly_job],
+        assets=[pricing_catalog, dbt_catalog, raw_usage_events, dbt_hourly, dbt_daily, dbt_monthly],
+        jobs=[catalog_job, hourly_job, daily_job, monthly_job],
         resources={
             "s3": S3UsageBucket(
                 bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),
@@ -49,6 +60,9 @@ def build_defs(
             ),
             "warehouse": Warehouse(
                 path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH")
+            ),
+            "catalog_dir": PricingCatalogDir(
+                path=catalog_dir or env_or_default("TOKENBILL_CATALOG_DIR")
             ),
             "dbt": DbtCliResource(
                 project_dir=tokenbill_dbt_project(),

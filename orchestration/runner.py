@@ -13,6 +13,7 @@ from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 
+CATALOG_JOB = "catalog_job"
 #: (job name, partitions definition), upstream grain first.
 GRAIN_JOBS = (
     ("hourly_usage_job", hourly_partitions),
@@ -32,18 +33,23 @@ class GrainRun:
 def run_job_range(
     defs: Definitions,
     job_name: str,
-    first_key: str,
-    last_key: str,
+    first_key: str | None,
+    last_key: str | None,
     instance: DagsterInstance,
     raise_on_error: bool = True,
     log_level: str = "INFO",
 ) -> ExecuteInProcessResult:
-    """One run of ``job_name`` over the partition range [first_key, last_key]."""
-    job = defs.get_job_def(job_name)
-    tags = {
-        "dagster/asset_partition_range_start": first_key,
-        "dagster/asset_partition_range_end": last_key,
-    }
+    """One run of ``job_name`` over the partition range [first_key, last_key] (no keys: an
+    unpartitioned job)."""
+    job = defs.resolve_job_def(job_name)
+    tags = (
+        {
+            "dagster/asset_partition_range_start": first_key,
+            "dagster/asset_partition_range_end": last_key,
+        }
+        if first_key
+        else {}
+    )
     return job.execute_in_process(
         instance=instance,
         tags=tags,
@@ -58,12 +64,17 @@ def run_period(
     end: datetime,
     instance: DagsterInstance,
     log_level: str = "INFO",
+    with_catalog: bool = True,
 ) -> list[GrainRun]:
-    """Backfill [start, end) at every grain: hours, then days, then months, one run each.
+    """Backfill [start, end) at every grain: hours, then days, then months, one run each,
+    after loading the pricing catalog (``with_catalog``).
 
     A day or month only partly inside the period is rebuilt whole (its rollup is stale too).
     """
     runs = []
+    if with_catalog:
+        result = run_job_range(defs, CATALOG_JOB, None, None, instance, log_level=log_level)
+        runs.append(GrainRun(CATALOG_JOB, "-", "-", result))
     for job_name, first_key, last_key in plan_period(start, end):
         result = run_job_range(defs, job_name, first_key, last_key, instance, log_level=log_level)
         runs.append(GrainRun(job_name, first_key, last_key, result))

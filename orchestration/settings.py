@@ -29,6 +29,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "2026-01-01",
         "First hour/day/month partition (UTC date). Earlier events are never read.",
     ),
+    "TOKENBILL_CATALOG_DIR": (
+        str(REPO_ROOT / "catalog"),
+        "Directory of the pricing catalog (customers, plans, subscriptions, overrides, "
+        "provider_costs.csv).",
+    ),
     "TOKENBILL_QUARANTINE_WARN_RATE": (
         "0.01",
         "Quarantined share of lines above which the quarantine_rate check warns.",
@@ -58,6 +63,7 @@ class Settings:
     warehouse_path: str
     first_partition: str
     quarantine_warn_rate: float
+    catalog_dir: str
 
 
 def load_settings() -> Settings:
@@ -67,4 +73,5 @@ def load_settings() -> Settings:
         warehouse_path=setting("TOKENBILL_WAREHOUSE_PATH"),
         first_partition=setting("TOKENBILL_FIRST_PARTITION"),
         quarantine_warn_rate=float(setting("TOKENBILL_QUARANTINE_WARN_RATE")),
+        catalog_dir=setting("TOKENBILL_CATALOG_DIR"),
     )

@@ -6,6 +6,8 @@ The hand-made data set is in ``pipeline_data.py``; every expected number is deri
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
 
 import boto3
 import duckdb
@@ -15,6 +17,8 @@ from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 from orchestration.definitions import build_defs
 from orchestration.runner import run_job_range, run_period
 from tests import pipeline_data as data
+
+CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 
 MEASURES = (
     "event_count, input_tokens, cached_input_tokens, cache_write_tokens, "
@@ -29,6 +33,11 @@ TABLES = (
     "marts.fct_token_usage_hourly",
     "marts.fct_token_usage_daily",
     "marts.fct_token_usage_monthly",
+    "marts.fct_rated_charges_hourly",
+    "marts.fct_rated_charges_daily",
+    "marts.fct_rated_charges_monthly",
+    "marts.fct_unpriced_usage",
+    "marts.fct_margin_monthly",
 )
 
 
@@ -38,7 +47,12 @@ class Pipeline:
     def __init__(self, root, bucket: str):
         self.bucket = bucket
         self.warehouse = str(root / "warehouse.duckdb")
-        self.defs = build_defs(bucket=bucket, prefix=data.PREFIX, warehouse_path=self.warehouse)
+        self.defs = build_defs(
+            bucket=bucket,
+            prefix=data.PREFIX,
+            warehouse_path=self.warehouse,
+            catalog_dir=str(CATALOG_DIR),
+        )
         (root / "home").mkdir()
         self.instance = DagsterInstance.local_temp(str(root / "home"))
 
@@ -67,7 +81,7 @@ def built(tmp_path_factory, s3_endpoint) -> Pipeline:
     """The hand-made period, backfilled once at every grain."""
     pipeline = _new_pipeline(tmp_path_factory, s3_endpoint)
     runs = pipeline.run_period()
-    assert [r.result.success for r in runs] == [True, True, True]
+    assert [r.result.success for r in runs] == [True, True, True, True]
     return pipeline
 
 
@@ -176,7 +190,7 @@ def test_daily_and_monthly_marts_roll_up_exactly(built):
 
 
 def test_range_backfill_is_one_run_and_one_dbt_build_per_grain(built):
-    runs = built.instance.get_runs()
+    runs = [r for r in built.instance.get_runs() if r.job_name != "catalog_job"]
     assert sorted((r.job_name, r.tags["dagster/asset_partition_range_start"],
                    r.tags["dagster/asset_partition_range_end"]) for r in runs) == [
         ("daily_usage_job", "2026-10-05", "2026-10-06"),
@@ -187,6 +201,58 @@ def test_range_backfill_is_one_run_and_one_dbt_build_per_grain(built):
         logs = built.instance.all_logs(run.run_id)
         dbt_commands = [e for e in logs if "Finished dbt command" in (e.user_message or "")]
         assert len(dbt_commands) == 1, run.job_name
+
+
+def test_usage_is_rated_at_catalog_prices_with_provider_cost(built):
+    rows = built.query(
+        "select strftime(usage_hour, '%d %H'), customer_id, price_id, quantity, amount, "
+        "provider_cost, currency from marts.fct_rated_charges_hourly order by all"
+    )
+    d = Decimal
+    assert rows == [
+        ("05 07", "cus_a", "gpt-4o-cache-write", 100, d("0.0003125"), d("0.00015625"), "USD"),
+        ("05 07", "cus_a", "gpt-4o-cached", 200, d("0.00025"), d("0.000125"), "USD"),
+        ("05 07", "cus_a", "gpt-4o-output", 150, d("0.0015"), d("0.00075"), "USD"),
+        ("05 07", "cus_a", "gpt-4o-uncached", 1200, d("0.003"), d("0.0015"), "USD"),
+        ("05 07", "cus_b", "sonnet-cache-write", 100, d("0.000375"), d("0.0001875"), "USD"),
+        ("05 07", "cus_b", "sonnet-cached", 300, d("0.00009"), d("0.000045"), "USD"),
+        ("05 07", "cus_b", "sonnet-output", 100, d("0.0015"), d("0.00075"), "USD"),
+        ("05 07", "cus_b", "sonnet-uncached", 600, d("0.0018"), d("0.0009"), "USD"),
+        ("05 08", "cus_a", "gpt-4o-cached", 1000, d("0.00125"), d("0.000625"), "USD"),
+        ("05 08", "cus_a", "gpt-4o-output", 200, d("0.002"), d("0.001"), "USD"),
+        ("05 08", "cus_a", "gpt-4o-uncached", 1000, d("0.0025"), d("0.00125"), "USD"),
+        ("05 08", "cus_a", "mini-output", 400, d("0.00024"), d("0.00012"), "USD"),
+        ("05 08", "cus_a", "mini-uncached", 4000, d("0.0006"), d("0.0003"), "USD"),
+        ("06 00", "cus_a", "gpt-4o-output", 10, d("0.0001"), d("0.00005"), "USD"),
+        ("06 00", "cus_a", "gpt-4o-uncached", 100, d("0.00025"), d("0.000125"), "USD"),
+    ]
+    assert built.query("select count(*) from marts.fct_unpriced_usage") == [(0,)]
+
+
+def test_rated_rollups_and_margin_reconcile_with_hourly(built):
+    hourly = built.query(
+        "select customer_id, sum(amount), sum(provider_cost) "
+        "from marts.fct_rated_charges_hourly group by all order by all"
+    )
+    assert hourly == [
+        ("cus_a", Decimal("0.0120025"), Decimal("0.00600125")),
+        ("cus_b", Decimal("0.003765"), Decimal("0.0018825")),
+    ]
+    for table in ("marts.fct_rated_charges_daily", "marts.fct_rated_charges_monthly"):
+        assert (
+            built.query(
+                f"select customer_id, sum(amount), sum(provider_cost) from {table} "
+                "group by all order by all"
+            )
+            == hourly
+        )
+    assert built.query(
+        "select customer_id, sum(revenue), sum(gross_margin), sum(failed_attempt_provider_cost) "
+        "from marts.fct_margin_monthly group by all order by all"
+    ) == [
+        ("cus_a", Decimal("0.0120025"), Decimal("0.00600125"), Decimal(0)),
+        ("cus_b", Decimal("0.003765"), Decimal("0.0018825"), Decimal(0)),
+    ]
 
 
 def test_checks_pass_including_dbt_tests(built):
@@ -203,6 +269,8 @@ def test_checks_pass_including_dbt_tests(built):
     assert results[("raw_usage_events", "lines_reconcile")] is True
     assert results[("marts/fct_token_usage_daily", "daily_reconciles_with_hourly")] is True
     assert results[("marts/fct_token_usage_monthly", "monthly_reconciles_with_daily")] is True
+    assert results[("marts/fct_unpriced_usage", "all_usage_is_priced")] is True
+    assert results[("marts/fct_rated_charges_daily", "rated_daily_reconciles_with_hourly")] is True
     # 13 lines, 4 quarantined: above the default 1% rate, so the WARN check fails.
     assert results[("raw_usage_events", "quarantine_rate")] is False
     assert all(passed for key, passed in results.items() if key[1] != "quarantine_rate")

@@ -32,7 +32,9 @@ select
 from this_side
 full outer join other_side
     on this_side.period = other_side.period
-    {% for key in keys %}and this_side.{{ key }} is not distinct from other_side.{{ key }}{% endfor %}
+    {% for key in keys %}
+    and this_side.{{ key }} is not distinct from other_side.{{ key }}
+    {% endfor %}
 where
     {% for m in measures %}
     this_side.{{ m }} is distinct from other_side.{{ m }}{% if not loop.last %} or{% endif %}

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, PartitionsDefinition
+from dagster import AssetExecutionContext, BackfillPolicy, Failure, PartitionsDefinition
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -31,21 +31,23 @@ class TokenbillTranslator(DagsterDbtTranslator):
         fqn = dbt_resource_props.get("fqn", [])
         if dbt_resource_props.get("resource_type") == "model" and len(fqn) > 2:
             folder = fqn[1]
-            return "token_usage" if folder == "marts" else folder
+            return {"marts": "token_usage", "rating": "rating", "catalog": "catalog"}.get(
+                folder, folder
+            )
         return super().get_group_name(dbt_resource_props)
 
 
 TRANSLATOR = TokenbillTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def _grain_assets(tag: str, partitions_def: PartitionsDefinition):
+def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
     @dbt_assets(
         manifest=tokenbill_dbt_project().manifest_path,
         project=tokenbill_dbt_project(),
         select=f"tag:{tag}",
         name=f"dbt_{tag}",
         partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
         dagster_dbt_translator=TRANSLATOR,
         pool=WAREHOUSE_POOL,
     )
@@ -53,18 +55,40 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition):
         # The warehouse resource is the one source of the file's path; dbt's profile reads it
         # from the environment of the dbt process, which inherits ours.
         os.environ["TOKENBILL_WAREHOUSE_PATH"] = warehouse.path
+        window = context.partition_time_window if partitions_def is not None else None
         invocation = dbt.cli(
-            dbt_build_args(context.partition_time_window),
+            dbt_build_args(window),
             context=context,
             # One shared target dir keeps dbt's partial-parse cache between runs (runs in
             # the warehouse pool never overlap).
             target_path=Path("target") / "dagster",
+            # A failing data test is a failed asset check, not a crashed run; a model that
+            # fails to build is (see below).
+            raise_on_error=False,
         )
         yield from invocation.stream()
+        broken = build_errors(invocation.get_artifact("run_results.json"))
+        if broken:
+            raise Failure(
+                description="dbt could not build: " + "; ".join(broken),
+                metadata={"dbt_command": " ".join(invocation.process.args)},
+            )
 
     return _assets
 
 
+def build_errors(run_results: Mapping[str, Any]) -> list[str]:
+    """Nodes that errored (a model that did not build, a test whose SQL crashed).
+
+    Test *failures* (status ``fail``) are not errors: they are reported as failed checks."""
+    return [
+        f"{r['unique_id']}: {(r.get('message') or '').strip()[:300]}"
+        for r in run_results.get("results", [])
+        if r.get("status") == "error"
+    ]
+
+
+dbt_catalog = _grain_assets("catalog", None)
 dbt_hourly = _grain_assets("hourly", hourly_partitions)
 dbt_daily = _grain_assets("daily", daily_partitions)
 dbt_monthly = _grain_assets("monthly", monthly_partitions)

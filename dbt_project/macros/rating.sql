@@ -1,0 +1,42 @@
+{#- Helpers of the rating models. -#}
+
+{#- Start of the billing period containing `ts` for a monthly period anchored on `anchor_day`
+    (1 = calendar month). -#}
+{% macro billing_period_start(ts, anchor_day) -%}
+    case
+        when {{ ts }} >= {{ dbt.dateadd('day', anchor_day ~ ' - 1', dbt.date_trunc('month', ts)) }}
+            then {{ dbt.dateadd('day', anchor_day ~ ' - 1', dbt.date_trunc('month', ts)) }}
+        else {{ dbt.dateadd('month', -1, dbt.dateadd('day', anchor_day ~ ' - 1', dbt.date_trunc('month', ts))) }}
+    end
+{%- endmacro %}
+
+{#- Whole-number division of non-negative integers, rounding down or up. -#}
+{% macro int_div(numerator, denominator, rounding='down') -%}
+    {%- if rounding == 'up' -%}
+        (({{ numerator }} + {{ denominator }} - 1) // {{ denominator }})
+    {%- else -%}
+        ({{ numerator }} // {{ denominator }})
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Amount of graduated tiers over (b, t]: each tier prices the tokens that fall in it, and its
+    flat fee is charged once when usage first enters it. Per-unit prices are one tier. -#}
+{% macro graduated_amount(b, t, tier) -%}
+    {{ tier }}.unit_price_per_token * (
+        least(greatest({{ t }}, {{ tier }}.lower_tokens), coalesce({{ tier }}.upper_tokens, greatest({{ t }}, {{ tier }}.lower_tokens)))
+        - least(greatest({{ b }}, {{ tier }}.lower_tokens), coalesce({{ tier }}.upper_tokens, greatest({{ b }}, {{ tier }}.lower_tokens)))
+    )
+    + {{ tier }}.flat_fee * (
+        case when {{ t }} > {{ tier }}.lower_tokens then 1 else 0 end
+        - case when {{ b }} > {{ tier }}.lower_tokens then 1 else 0 end
+    )
+{%- endmacro %}
+
+{#- Volume tiers: the whole quantity is priced at the tier it falls in (plus its flat fee). -#}
+{% macro volume_value(q, tier) -%}
+    case
+        when {{ q }} > {{ tier }}.lower_tokens and ({{ tier }}.upper_tokens is null or {{ q }} <= {{ tier }}.upper_tokens)
+            then {{ q }} * {{ tier }}.unit_price_per_token + {{ tier }}.flat_fee
+        else 0
+    end
+{%- endmacro %}

@@ -1,0 +1,20 @@
+-- Provider list prices per token. Where the card has no cache or reasoning price, the
+-- provider bills those tokens at the plain input / output price.
+select
+    provider,
+    model,
+    cast(effective_from as timestamp) as effective_from,
+    cast(effective_to as timestamp) as effective_to,
+    input_per_token,
+    output_per_token,
+    coalesce(cache_read_per_token, input_per_token) as cache_read_per_token,
+    coalesce(cache_write_per_token, input_per_token) as cache_write_per_token,
+    coalesce(reasoning_per_token, output_per_token) as reasoning_per_token,
+    coalesce(input_above_200k_per_token, input_per_token) as input_above_200k_per_token,
+    coalesce(output_above_200k_per_token, output_per_token) as output_above_200k_per_token,
+    coalesce(cache_read_above_200k_per_token, cache_read_per_token, input_per_token)
+        as cache_read_above_200k_per_token,
+    coalesce(cache_write_above_200k_per_token, cache_write_per_token, input_per_token)
+        as cache_write_above_200k_per_token,
+    source
+from {{ source('catalog', 'provider_costs') }}

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare_environment() -> None:
+    # The embedded S3 server logs every request; Dagster warns about beta parameters.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DAGSTER_HOME", str(DAGSTER_HOME))
@@ -126,8 +131,9 @@ def _backfill(month: str) -> None:
                 result = run_job_range(
                     defs, job_name, first_key, last_key, instance, log_level="WARNING"
                 )
+            span = f"{first_key}..{last_key}" if first_key else "(unpartitioned)"
             print(
-                f"  run {result.run_id[:8]} {job_name:<18} {first_key}..{last_key} "
+                f"  run {result.run_id[:8]} {job_name:<18} {span:<34} "
                 f"{'succeeded' if result.success else 'FAILED'} in {time.monotonic() - began:.1f}s"
             )
 

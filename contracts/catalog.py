@@ -62,6 +62,17 @@ def _decimal(value):
 Money = Annotated[Decimal, BeforeValidator(_decimal)]
 
 
+def _currency(value):
+    if value not in CURRENCY_EXPONENTS:
+        raise ValueError(
+            f"unknown currency {value!r}: expected an ISO 4217 code such as USD, EUR or JPY"
+        )
+    return value
+
+
+Currency = Annotated[str, BeforeValidator(_currency)]
+
+
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -158,7 +169,7 @@ class Price(_Entry):
 class Plan(_Entry):
     plan_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     name: str
-    currency: str
+    currency: Currency
     bill_failed_attempts: bool = Field(
         default=True,
         description="Bill failed, retried and cancelled attempts that consumed tokens "
@@ -172,7 +183,7 @@ class Plan(_Entry):
 class Customer(_Entry):
     customer_id: str = Field(min_length=1)
     name: str
-    currency: str
+    currency: Currency
 
 
 class Subscription(_Entry):
@@ -280,7 +291,15 @@ def validate_catalog(documents: dict[str, object]) -> Catalog:
                     problems.append(Problem(file, label, loc, err["msg"], _expected(err)))
         parsed[key] = good
     catalog = Catalog(**parsed)
-    problems += _cross_checks(catalog)
+    # Ids of entries that failed validation still count as known: a broken plan is reported
+    # once, not again by every subscription that names it.
+    known = {
+        key: {e.get(ident) for e in (documents.get(file) or {}).get(key, []) or []
+              if isinstance(e, dict)}
+        for file, (key, ident) in {"customers.yml": ("customers", "customer_id"),
+                                   "plans.yml": ("plans", "plan_id")}.items()
+    }  # fmt: skip
+    problems += _cross_checks(catalog, known)
     if problems:
         raise CatalogError(problems)
     return catalog
@@ -297,7 +316,7 @@ def _expected(err: dict) -> str:
     return ""
 
 
-def _cross_checks(c: Catalog) -> list[Problem]:
+def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
     problems: list[Problem] = []
     customers = {x.customer_id: x for x in c.customers}
     plans = {x.plan_id: x for x in c.plans}
@@ -323,34 +342,13 @@ def _cross_checks(c: Catalog) -> list[Problem]:
     dupes(c.subscriptions, "subscription_id", "subscriptions.yml", "subscriptions")
     dupes(c.overrides, "customer_id", "overrides.yml", "overrides")
 
-    for i, x in enumerate(c.customers):
-        if x.currency not in CURRENCY_EXPONENTS:
-            problems.append(
-                Problem(
-                    "customers.yml",
-                    f"customers[{i}] (customer_id={x.customer_id})",
-                    "currency",
-                    f"unknown currency {x.currency!r}",
-                    "an ISO 4217 code such as USD, EUR, JPY",
-                )
-            )
     for i, p in enumerate(c.plans):
         label = f"plans[{i}] (plan_id={p.plan_id})"
-        if p.currency not in CURRENCY_EXPONENTS:
-            problems.append(
-                Problem(
-                    "plans.yml",
-                    label,
-                    "currency",
-                    f"unknown currency {p.currency!r}",
-                    "an ISO 4217 code",
-                )
-            )
         problems += _price_problems("plans.yml", label, p.prices)
     for i, s in enumerate(c.subscriptions):
         label = f"subscriptions[{i}] (subscription_id={s.subscription_id})"
         customer, plan = customers.get(s.customer_id), plans.get(s.plan_id)
-        if customer is None:
+        if customer is None and s.customer_id not in known["customers"]:
             problems.append(
                 Problem(
                     "subscriptions.yml",
@@ -360,7 +358,7 @@ def _cross_checks(c: Catalog) -> list[Problem]:
                     "a customer_id from customers.yml",
                 )
             )
-        if plan is None:
+        if plan is None and s.plan_id not in known["plans"]:
             problems.append(
                 Problem(
                     "subscriptions.yml",
@@ -400,7 +398,7 @@ def _cross_checks(c: Catalog) -> list[Problem]:
                     )
     for i, o in enumerate(c.overrides):
         label = f"overrides[{i}] (customer_id={o.customer_id})"
-        if o.customer_id not in customers:
+        if o.customer_id not in customers and o.customer_id not in known["customers"]:
             problems.append(
                 Problem(
                     "overrides.yml",

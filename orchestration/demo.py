@@ -31,6 +31,9 @@ STATE_DIR = REPO_ROOT / ".tokenbill"
 DAGSTER_HOME = STATE_DIR / "dagster_home"
 DEFAULT_MONTH = "2026-10"
 FINGERPRINT_TABLES = (
+    "marts.fct_rated_charges_hourly",
+    "marts.fct_rated_charges_monthly",
+    "marts.fct_margin_monthly",
     "raw.usage_events",
     "raw.usage_event_duplicates",
     "raw.usage_event_quarantine",
@@ -182,6 +185,22 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
             "from marts.fct_token_usage_monthly where usage_month = ?",
             [start.date()],
         ).fetchone()
+        revenue = con.execute(
+            "select currency, sum(amount), sum(provider_cost) from marts.fct_rated_charges_monthly "
+            "where usage_month = ? group by 1 order by 1",
+            [start.date()],
+        ).fetchall()
+        unpriced = con.execute(
+            "select count(*), coalesce(sum(quantity), 0) from marts.fct_unpriced_usage "
+            "where usage_hour >= ? and usage_hour < ?",
+            params,
+        ).fetchone()
+        top_revenue = con.execute(
+            "select customer_id, currency, sum(revenue), sum(provider_cost), sum(gross_margin) "
+            "from marts.fct_margin_monthly where usage_month = ? "
+            "group by 1, 2 order by 3 desc, 1 limit 5",
+            [start.date()],
+        ).fetchall()
         fingerprint = warehouse_fingerprint(con)
 
     objects, unreadable, lines, valid, dups, quarantined = (int(v or 0) for v in audit)
@@ -205,6 +224,18 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
             f"    {name!s:<32}{tokens:>16,} tokens {events:>10,} events"
             for name, tokens, events in rows
         ]
+    out.append("  rated usage (exact, before invoice rounding):")
+    out += [
+        f"    {cur}  revenue {amount:>18,.6f}   provider cost (USD) {cost:>14,.6f}"
+        for cur, amount, cost in revenue
+    ]
+    out.append(f"  unpriced usage rows: {unpriced[0]} ({int(unpriced[1]):,} tokens)")
+    out.append("  top customers by revenue (margin = revenue - provider cost, USD customers):")
+    out += [
+        f"    {cid:<10} {cur} {rev:>14,.4f}   cost {cost:>12,.4f}   margin "
+        + (f"{margin:>12,.4f}" if margin is not None else "n/a (not USD)")
+        for cid, cur, rev, cost, margin in top_revenue
+    ]
     if manifest:
         out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))
     out += [

@@ -100,7 +100,8 @@ def test_identical_selectors_for_one_meter_are_ambiguous():
     }])  # fmt: skip
     assert problems_of(docs) == [
         "plans.yml: plans[0] (plan_id=p1): prices (b).selector: ambiguous: same meter and "
-        "selector as a (expected: one price per meter and selector (make one more specific, or version it))"
+        "selector as a (expected: one price per meter and selector (make one more specific, "
+        "or version it))"
     ]
 
 

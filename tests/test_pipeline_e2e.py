@@ -38,6 +38,7 @@ TABLES = (
     "marts.fct_rated_charges_monthly",
     "marts.fct_unpriced_usage",
     "marts.fct_margin_monthly",
+    "marts.fct_subscription_fees",
 )
 
 
@@ -252,6 +253,16 @@ def test_rated_rollups_and_margin_reconcile_with_hourly(built):
     ) == [
         ("cus_a", Decimal("0.0120025"), Decimal("0.00600125"), Decimal(0)),
         ("cus_b", Decimal("0.003765"), Decimal("0.0018825"), Decimal(0)),
+    ]
+
+
+def test_platform_fee_of_a_full_month_is_not_prorated(built):
+    assert built.query(
+        "select subscription_id, billing_period_start::varchar, platform_fee_amount, "
+        "minimum_spend_true_up from marts.fct_subscription_fees order by all"
+    ) == [
+        ("sub_a", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
+        ("sub_b", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
     ]
 
 

@@ -133,6 +133,8 @@ PLANS = [
     },
     {
         "plan_id": "allow",
+        "platform_fee": "31.00",
+        "minimum_spend": "100",
         "prices": [
             output_price(
                 "allow",
@@ -233,11 +235,11 @@ EVENTS = [
 def _catalog_documents() -> dict[str, dict]:
     customers = [
         {"customer_id": c, "name": c, "currency": "JPY" if c == "cus_jpy" else "USD"}
-        for c in [*SUBSCRIBED, "cus_nosub"]
+        for c in [*SUBSCRIBED, "cus_nosub", "cus_mid"]
     ]
     plans = [
         {"plan_id": p["plan_id"], "name": p["plan_id"], "currency": p.get("currency", "USD"),
-         **({"bill_failed_attempts": False} if "bill_failed_attempts" in p else {}),
+         **{k: p[k] for k in ("bill_failed_attempts", "platform_fee", "minimum_spend") if k in p},
          "prices": p["prices"]}
         for p in PLANS
     ]  # fmt: skip
@@ -245,6 +247,10 @@ def _catalog_documents() -> dict[str, dict]:
         {"subscription_id": f"sub_{c[4:]}", "customer_id": c, "plan_id": plan,
          "start": "2026-01-01", "billing_anchor_day": anchor}
         for c, (plan, anchor) in SUBSCRIBED.items()
+    ] + [
+        # Joins on Oct 11: 21 of October's 31 days.
+        {"subscription_id": "sub_mid", "customer_id": "cus_mid", "plan_id": "allow",
+         "start": "2026-10-11"},
     ]  # fmt: skip
     return {
         "customers.yml": {"customers": customers},
@@ -308,6 +314,19 @@ def rated(tmp_path_factory):
         capture_output=True,
         text=True,
     )  # fmt: skip
+    month = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    fees = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(month),
+            "--select", "fct_subscription_fees", "--target-path", str(root / "target"),
+            "--profiles-dir", str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert fees.returncode == 0, fees.stdout[-3000:]
     # all_usage_is_priced fails on purpose (unpriced scenarios); nothing else may fail.
     failures = [
         line for line in result.stdout.splitlines()
@@ -459,3 +478,23 @@ def test_provider_cost_uses_the_card_with_fallbacks(rated):
             "where customer_id = 'cus_grad' order by usage_hour"
         ).fetchall()
     assert rows == [(D("0.15"), True), (D("0.10"), True)]
+
+
+def test_platform_fee_is_prorated_and_minimum_spend_trued_up(rated):
+    with duckdb.connect(rated, read_only=True) as con:
+        rows = con.execute(
+            "select subscription_id, active_seconds, period_seconds, platform_fee_amount, "
+            "minimum_spend_amount, usage_amount, minimum_spend_true_up "
+            "from marts.fct_subscription_fees where plan_id = 'allow' order by subscription_id"
+        ).fetchall()
+    day = 86_400
+    assert rows == [
+        # Whole October: fee 31; usage 0 + 10 + 5 = 15 against a minimum of 100 -> 85.
+        ("sub_allow", 31 * day, 31 * day, D(31), D(100), D(15), D(85)),
+        # From Oct 11: 31 * 21/31 = 21 exactly; 100 * 21/31 = 67.741935483870967741...,
+        # kept to 18 decimals (truncated); no usage, so all of it is trued up.
+        (
+            "sub_mid", 21 * day, 31 * day, D(21), D("67.741935483870967741"), D(0),
+            D("67.741935483870967741"),
+        ),
+    ]  # fmt: skip

@@ -40,3 +40,18 @@
         else 0
     end
 {%- endmacro %}
+
+{#- amount * numerator / denominator, exact to 18 decimals (truncated), without floating
+    point: DuckDB's decimal division returns a double, so the division is done on the amount's
+    unscaled integer (its decimal(38, 18) digits without the point, as a hugeint). Used for
+    time proration of non-negative amounts. -#}
+{% macro prorate(amount, numerator, denominator) -%}
+    cast(
+        cast(
+            cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
+            * {{ numerator }} // {{ denominator }}
+            as decimal(38, 0)
+        ) * cast(0.000000000000000001 as decimal(38, 18))
+        as decimal(38, 18)
+    )
+{%- endmacro %}

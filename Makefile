@@ -27,11 +27,17 @@ manifest: $(STAMP)
 demo: $(STAMP) manifest
 	$(BIN)/python -m orchestration.demo $(ARGS)
 
-test: $(STAMP) manifest
+test: $(STAMP) manifest chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP) manifest
 	$(BIN)/python -m orchestration.demo --ui $(ARGS)
+
+# Headless chromium for tests/test_ui.py's screenshot: Debian's package, installed (as root,
+# as CI runs) only if /usr/bin/chromium is missing.
+chromium:
+	@test -x /usr/bin/chromium || bash scripts/install-chromium.sh
+.PHONY: chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,3 +49,8 @@ format: $(STAMP)
 
 clean:
 	rm -rf .tokenbill dbt_project/target dbt_project/logs
+
+# `make bench ARGS="--events 1000000"`: the end-to-end benchmark; appends to BENCHMARKS.md.
+bench: $(STAMP) manifest
+	$(BIN)/python -m bench.run $(ARGS)
+.PHONY: bench

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from dagster import AssetKey, BackfillPolicy
 
 from orchestration.definitions import defs
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
 def _graph():
     return defs.resolve_asset_graph()
 
 
-def test_code_location_loads_every_asset_in_its_group():
+def definitions_snapshot() -> dict:
+    """What operators see: assets (group, partitions, parents, owners, freshness, checks),
+    jobs, schedules and sensors."""
     graph = _graph()
-    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert groups == {
-        "raw_usage_events": "ingestion",
-        "staging/stg_tokenbill__usage_events": "staging",
-        "marts/fct_token_usage_hourly": "token_usage",
-        "marts/fct_token_usage_daily": "token_usage",
-        "marts/fct_token_usage_monthly": "token_usage",
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "partitions": type(node.partitions_def).__name__ if node.partitions_def else None,
+            "parents": sorted(p.to_user_string() for p in node.parent_keys),
+            "owners": list(node.owners),
+            "freshness": type(node.freshness_policy).__name__ if node.freshness_policy else None,
+            "has_description": bool(node.description),
+            "checks": sorted(c.name for c in graph.asset_check_keys if c.asset_key == key),
+        }
+    return {
+        "assets": assets,
+        "jobs": sorted(j.name for j in defs.jobs),
+        "schedules": sorted(s.name for s in defs.schedules or []),
+        "sensors": sorted(s.name for s in defs.sensors or []),
     }
+
+
+def test_definitions_match_the_snapshot():
+    """Catches unintended changes to the graph; after an intended one, refresh it with
+    ``UPDATE_SNAPSHOTS=1 make test`` and review the diff of tests/snapshots/definitions.json."""
+    current = definitions_snapshot()
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_every_asset_has_a_group_and_a_description():
+    for key, asset in definitions_snapshot()["assets"].items():
+        assert asset["group"] not in (None, "default"), key
+        assert asset["has_description"], key
 
 
 def test_each_grain_is_partitioned_and_backfills_in_a_single_run():

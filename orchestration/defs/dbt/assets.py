@@ -7,10 +7,19 @@ on their 24 hourly parents and monthly on their days (Dagster's time-window mapp
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, Failure, PartitionsDefinition
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    BackfillPolicy,
+    Failure,
+    FreshnessPolicy,
+    MetadataValue,
+    PartitionsDefinition,
+)
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -23,9 +32,36 @@ from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 
+#: Marts analysts rely on, by grain: how stale they may get before the freshness check warns
+#: and fails. Hourly marts follow the hourly schedule (plus its lag); daily ones the daily
+#: rollup; monthly ones are closed once a month after the invoice grace period.
+FRESHNESS = {
+    "hourly": FreshnessPolicy.time_window(
+        warn_window=timedelta(hours=2), fail_window=timedelta(hours=6)
+    ),
+    "daily": FreshnessPolicy.time_window(
+        warn_window=timedelta(hours=26), fail_window=timedelta(hours=48)
+    ),
+    "monthly": FreshnessPolicy.time_window(
+        warn_window=timedelta(days=35), fail_window=timedelta(days=40)
+    ),
+}
+OWNERS = ["team:billing"]
+
 
 class TokenbillTranslator(DagsterDbtTranslator):
-    """Groups dbt models by folder (staging, token_usage...) instead of one 'default' group."""
+    """Groups dbt models by folder (staging, token_usage...) instead of one 'default' group,
+    names the billing team as owner and sets freshness expectations on the fct_ marts."""
+
+    def get_asset_spec(self, manifest, unique_id, project):
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props.get("resource_type") != "model":
+            return spec
+        tags = props.get("tags") or []
+        grain = next((t for t in ("hourly", "daily", "monthly") if t in tags), None)
+        freshness = FRESHNESS[grain] if grain and props["name"].startswith("fct_") else None
+        return spec.replace_attributes(owners=OWNERS, freshness_policy=freshness)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props.get("fqn", [])
@@ -67,7 +103,9 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             raise_on_error=False,
         )
         yield from invocation.stream()
-        broken = build_errors(invocation.get_artifact("run_results.json"))
+        run_results = invocation.get_artifact("run_results.json")
+        yield from table_observations(run_results, warehouse, window)
+        broken = build_errors(run_results)
         if broken:
             raise Failure(
                 description="dbt could not build: " + "; ".join(broken),
@@ -75,6 +113,65 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             )
 
     return _assets
+
+
+#: Period columns of the marts, in the order they are looked for.
+PERIOD_COLUMNS = ("usage_hour", "usage_date", "usage_month", "billing_period_start")
+#: Models whose rows in the window are worth a look in the UI.
+SAMPLED = {
+    "fct_unpriced_usage": "usage_hour, customer_id, model, meter, quantity, unpriced_reason",
+    "fct_margin_monthly": "customer_id, model, feature, currency, revenue, provider_cost, "
+    "gross_margin",
+}
+
+
+def table_observations(run_results: Mapping[str, Any], warehouse: Warehouse, window):
+    """Row counts (whole table and the run's window) and small samples of the tables dbt
+    built, read after dbt has released the warehouse (DuckDB has one writer per file)."""
+    built = [
+        r["unique_id"].split(".")[-1]
+        for r in run_results.get("results", [])
+        if r["unique_id"].startswith("model.") and r.get("status") == "success"
+    ]
+    if not built:
+        return
+    with warehouse.connect(read_only=True) as con:
+        tables = {
+            name: [c for c in PERIOD_COLUMNS if c in columns]
+            for name, columns in con.execute(
+                "select table_name, list(column_name) from information_schema.columns "
+                "where table_schema = 'marts' and table_name in (select table_name from "
+                "information_schema.tables where table_type = 'BASE TABLE') group by 1"
+            ).fetchall()
+        }
+        for name in built:
+            if name not in tables:
+                continue  # views and ephemeral models
+            metadata: dict[str, Any] = {
+                "dagster/row_count": con.execute(f"select count(*) from marts.{name}").fetchone()[0]
+            }
+            where = "true"
+            if window is not None and tables[name]:
+                where = f"{tables[name][0]} >= ? and {tables[name][0]} < ?"
+                params = [window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)]
+                metadata["rows_in_window"] = con.execute(
+                    f"select count(*) from marts.{name} where {where}", params
+                ).fetchone()[0]
+            if name in SAMPLED and metadata.get("rows_in_window", 1):
+                sample = con.execute(
+                    f"select {SAMPLED[name]} from marts.{name} where {where} "
+                    "order by all desc limit 5",
+                    params if where != "true" else [],
+                ).pl()
+                metadata["sample"] = MetadataValue.md(_markdown(sample))
+            yield AssetObservation(asset_key=["marts", name], metadata=metadata)
+
+
+def _markdown(frame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, rule, *rows])
 
 
 def build_errors(run_results: Mapping[str, Any]) -> list[str]:

@@ -49,6 +49,7 @@ AUDIT_COLUMNS = (
     backfill_policy=BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     kinds={"s3", "duckdb", "polars"},
+    owners=["team:billing"],
     check_specs=[
         AssetCheckSpec(
             "lines_reconcile",
@@ -98,6 +99,7 @@ def raw_usage_events(
     warn_rate = load_settings().quarantine_warn_rate
     metadata = {
         **{k: MetadataValue.int(v) for k, v in totals.items()},
+        "dagster/row_count": MetadataValue.int(totals["valid_count"]),
         "hours": MetadataValue.int(len(hours)),
         "quarantine_rate": MetadataValue.float(rate),
         "quarantine_by_reason": MetadataValue.md(_reason_table(reasons)),

@@ -45,6 +45,7 @@ CATALOG_TABLES = {
             description=f"{text} Loaded by pricing_catalog from the catalog directory.",
             group_name="catalog",
             kinds={"yaml", "duckdb"},
+            owners=["team:billing"],
         )
         for table, text in CATALOG_TABLES.items()
     ],

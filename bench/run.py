@@ -1,0 +1,869 @@
+"""``make bench``: how fast, how big, how incremental the month's pipeline is.
+
+A benchmark, not a test: it measures and reports, it never asserts a time. One invocation:
+
+1. starts moto's S3 server (``orchestration.demo.start_s3_server``) in a child process and
+   generates ``--events`` events for ``--month`` into it (timed, not part of the pipeline);
+2. backfills the month as the demo does (catalog, then one ranged run per grain) on a fresh
+   warehouse and a fresh ``DAGSTER_HOME``; reads each run's event log for per-step seconds,
+   times every event-log write, and samples this process's RSS during the backfill;
+3. re-runs ingestion's functions directly on the same objects (an instrumented pass into a
+   scratch warehouse) to split S3 fetch / parse / validation / dedup / landing;
+4. measures a bare reference: boto3 + DuckDB summing tokens per hour, customer and model;
+5. times one incremental hourly run after one day of history and after the whole month, and
+   one on an hour with no data (the fixed overhead);
+6. prints everything and appends a section to BENCHMARKS.md.
+
+``python -m bench.run --events N [--month 2026-10] [--seed 7] [--workdir DIR]
+[--skip-generate]`` (``--skip-generate`` re-uploads the objects a previous run with the same
+month, events and seed kept in the work dir instead of generating them again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import io
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestration.settings import REPO_ROOT
+
+DEFAULT_WORKDIR = Path("/tmp/tokenbill-bench")
+BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
+BUCKET = "tokenbill-bench"
+PREFIX = "usage"
+GIB = 1024**3
+#: The issue's targets.
+TARGET_EVENTS = 10_000_000
+TARGET_SECONDS = 300.0
+TARGET_RATIO = 3.0
+TARGET_PEAK_BYTES = 2 * GIB
+TARGET_INCREMENTAL_RATIO = 1.5
+TARGET_FIXED_SECONDS = 30.0
+#: One-hour runs are repeated this many times; the median is reported.
+REPEATS = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="valid events to generate")
+    parser.add_argument("--month", default="2026-10", help="UTC month, YYYY-MM")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument(
+        "--skip-generate",
+        action="store_true",
+        help="upload the objects kept by an earlier run (same month/events/seed) instead",
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not append BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    _quiet()
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = datetime.strptime(args.month, "%Y-%m").replace(tzinfo=UTC)
+    end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    results: dict = {"args": vars(args) | {"workdir": str(workdir)}, "machine": machine()}
+    print(f"tokenbill bench: {args.events:,} events, {args.month}, seed {args.seed}")
+    print(f"  work dir {workdir}; dbt/Dagster output in {workdir / 'runs.log'}")
+
+    with s3_child(args, workdir) as s3:
+        results["generate"] = {k: s3[k] for k in ("seconds", "mode", "objects", "bytes")}
+        print(
+            f"  {s3['mode']} {s3['objects']:,} objects ({s3['bytes'] / 1e6:,.1f} MB) "
+            f"in {s3['seconds']:.1f}s (not part of the pipeline figure)"
+        )
+        manifest = s3["manifest"]
+        with open(workdir / "runs.log", "w") as log:
+            results["backfill"] = backfill(workdir / "month", start, end, manifest, log)
+            print_backfill(results["backfill"], args.events)
+            results["ingestion_split"] = instrumented_ingestion(workdir, start, end)
+            print_split(results["ingestion_split"])
+            results["reference"] = reference(start, end)
+            print_reference(results["reference"], results["backfill"]["seconds"])
+            results["incremental"] = incremental(workdir, start, log)
+            print_incremental(results["incremental"])
+    (workdir / f"results-{args.events}.json").write_text(json.dumps(results, indent=2))
+    if not args.no_record:
+        record(results)
+        print(f"  appended to {BENCHMARKS_MD}")
+    return 0
+
+
+def _quiet() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for key, value in (
+        ("DO_NOT_TRACK", "1"),
+        ("DAGSTER_DISABLE_TELEMETRY", "1"),
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)
+    os.environ["TOKENBILL_S3_BUCKET"] = BUCKET
+    os.environ["TOKENBILL_S3_PREFIX"] = PREFIX
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine and the process
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        found = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        mem_kib = int(found.group(1)) if found else 0
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024**2, 1),
+        "python": platform.python_version(),
+    }
+
+
+def vm_rss() -> int:
+    """This process's resident set size now, in bytes."""
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(found.group(1)) * 1024 if found else 0
+
+
+def max_rss(who: int = resource.RUSAGE_SELF) -> int:
+    """Peak resident set size (Linux reports KiB), in bytes."""
+    return resource.getrusage(who).ru_maxrss * 1024
+
+
+class RssSampler:
+    """Samples VmRSS in a thread; ``peak`` is the highest seen while it ran."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peak = self.start = vm_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, vm_rss())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, vm_rss())
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for children such as dbt) user+system CPU seconds."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 and the generated month, in a child process
+
+
+@contextlib.contextmanager
+def s3_child(args, workdir: Path) -> Iterator[dict]:
+    cache = workdir / "data" / f"{args.month}-{args.events}-s{args.seed}"
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.s3",
+        f"--month={args.month}",
+        f"--events={args.events}",
+        f"--seed={args.seed}",
+        f"--bucket={BUCKET}",
+        f"--prefix={PREFIX}",
+        f"--cache={cache}",
+        *(["--skip-generate"] if args.skip_generate else []),
+    ]
+    child = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = child.stdout.readline()
+        if not line:
+            raise SystemExit(f"the S3 child process failed (exit {child.wait()})")
+        info = json.loads(line)
+        os.environ["AWS_ENDPOINT_URL_S3"] = info["endpoint"]
+        yield info
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Dagster: instances, runs, and what their event logs say
+
+
+def fresh_instance(directory: Path):
+    """A new, empty DAGSTER_HOME with the project's dagster.yaml, and its instance."""
+    from dagster import DagsterInstance
+
+    shutil.rmtree(directory, ignore_errors=True)
+    home = directory / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.from_config(str(home))
+
+
+def warehouse_defs(directory: Path):
+    from orchestration.definitions import build_defs
+
+    return build_defs(bucket=BUCKET, prefix=PREFIX, warehouse_path=str(directory / "wh.duckdb"))
+
+
+@dataclass
+class EventWrites:
+    """Times every event-log write of an instance (wraps its storage's ``store_event``)."""
+
+    seconds: dict = field(default_factory=lambda: defaultdict(float))
+    counts: Counter = field(default_factory=Counter)
+
+    def install(self, instance) -> None:
+        storage = instance.event_log_storage
+        original, original_batch = storage.store_event, storage.store_event_batch
+
+        def store_event(event):
+            began = time.perf_counter()
+            try:
+                return original(event)
+            finally:
+                self._add(event, time.perf_counter() - began)
+
+        def store_event_batch(events):
+            began = time.perf_counter()
+            try:
+                return original_batch(events)
+            finally:
+                share = (time.perf_counter() - began) / max(len(events), 1)
+                for event in events:
+                    self._add(event, share)
+
+        storage.store_event = store_event
+        storage.store_event_batch = store_event_batch
+
+    def _add(self, event, seconds: float) -> None:
+        kind = event.dagster_event.event_type_value if event.dagster_event else "LOG_MESSAGE"
+        key = (event.run_id, event.step_key or "(run)", kind)
+        self.seconds[key] += seconds
+        self.counts[key] += 1
+
+    def for_run(self, run_id: str) -> dict:
+        """{step or "(run)": {"events": n, "seconds": s, "by_type": {type: n}}}."""
+        out: dict = {}
+        for (rid, step, kind), n in self.counts.items():
+            if rid != run_id:
+                continue
+            slot = out.setdefault(step, {"events": 0, "seconds": 0.0, "by_type": {}})
+            slot["events"] += n
+            slot["seconds"] += self.seconds[(rid, step, kind)]
+            slot["by_type"][kind] = slot["by_type"].get(kind, 0) + n
+        return out
+
+
+def timed_run(defs, instance, job: str, first: str | None, last: str | None, writes, log):
+    """One run; its wall time, its steps from the event log, its event-log writes."""
+    from orchestration.runner import run_job_range
+
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(log):
+        result = run_job_range(defs, job, first, last, instance, log_level="WARNING")
+    wall = time.perf_counter() - began
+    steps: dict = {}
+    landed = None
+    for entry in instance.all_logs(result.run_id):
+        kind = entry.dagster_event.event_type_value if entry.dagster_event else None
+        if kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+            steps.setdefault(entry.step_key, {})[kind] = entry.timestamp
+        elif kind is None and "landed" in (entry.user_message or ""):
+            landed = (entry.step_key, entry.timestamp, entry.user_message)
+    step_seconds = {
+        key: marks.get("STEP_SUCCESS", marks.get("STEP_FAILURE", 0.0)) - marks["STEP_START"]
+        for key, marks in steps.items()
+        if "STEP_START" in marks
+    }
+    run = {
+        "job": job,
+        "span": f"{first}..{last}" if first else "(unpartitioned)",
+        "run_id": result.run_id,
+        "success": result.success,
+        "wall": wall,
+        "steps": step_seconds,
+        "overhead": wall - sum(step_seconds.values()),
+        "writes": writes.for_run(result.run_id) if writes else {},
+    }
+    if landed:
+        key, at, message = landed
+        run["landed"] = {
+            "message": message,
+            "ingest_seconds": at - steps[key]["STEP_START"],
+            "after_landing_seconds": steps[key].get("STEP_SUCCESS", at) - at,
+        }
+    return run
+
+
+def backfill(directory: Path, start: datetime, end: datetime, manifest: dict, log) -> dict:
+    """The demo's month: catalog, then hours, days, month; on a fresh warehouse and instance."""
+    from orchestration.runner import CATALOG_JOB, plan_period
+
+    instance = fresh_instance(directory)
+    defs = warehouse_defs(directory)
+    writes = EventWrites()
+    writes.install(instance)
+    cpu0 = cpu_seconds()
+    runs = []
+    with RssSampler() as rss:
+        began = time.perf_counter()
+        for job, first, last in [(CATALOG_JOB, None, None), *plan_period(start, end)]:
+            run = timed_run(defs, instance, job, first, last, writes, log)
+            runs.append(run)
+            print(
+                f"  run {run['run_id'][:8]} {job:<18} {run['span']:<34} "
+                f"{'ok' if run['success'] else 'FAILED'} in {run['wall']:.1f}s"
+            )
+        seconds = time.perf_counter() - began
+    cpu1 = cpu_seconds()
+    out = {
+        "seconds": seconds,
+        "runs": runs,
+        "rss_start": rss.start,
+        "rss_peak_backfill": rss.peak,
+        "maxrss_self": max_rss(),
+        "maxrss_children": max_rss(resource.RUSAGE_CHILDREN),
+        "cpu_self": cpu1[0] - cpu0[0],
+        "cpu_children": cpu1[1] - cpu0[1],
+        "event_writes": sum(writes.counts.values()),
+        "event_write_seconds": sum(writes.seconds.values()),
+        "event_writes_by_type": dict(
+            sorted(_sum_by(writes.counts, lambda key: key[2]).items(), key=lambda kv: -kv[1])
+        ),
+        "checks": check_against_manifest(directory / "wh.duckdb", start, end, manifest),
+    }
+    instance.dispose()
+    return out
+
+
+def _sum_by(counter: Counter, key: Callable) -> dict:
+    out: Counter = Counter()
+    for k, n in counter.items():
+        out[key(k)] += n
+    return dict(out)
+
+
+def check_against_manifest(path: Path, start: datetime, end: datetime, manifest: dict) -> str:
+    """Did the benchmarked run do the job? (counts against what the generator wrote)"""
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        valid, dups, quarantined, lines = con.execute(
+            "select sum(valid_count), sum(duplicate_count), sum(quarantined_count), "
+            "sum(lines_read) from raw.ingestion_audit "
+            "where partition_hour >= ? and partition_hour < ?",
+            [start.replace(tzinfo=None), end.replace(tzinfo=None)],
+        ).fetchone()
+        tokens = con.execute(
+            "select sum(input_tokens), sum(output_tokens) from marts.fct_token_usage_monthly "
+            "where usage_month = ?",
+            [start.date()],
+        ).fetchone()
+    want = manifest["lines"]
+    pairs = {
+        "valid": (valid, want["valid_unique"]),
+        "duplicates": (dups, want["duplicate"]),
+        "quarantined": (quarantined, want["malformed"]),
+        "input_tokens": (tokens[0], manifest["tokens"]["input_tokens"]),
+        "output_tokens": (tokens[1], manifest["tokens"]["output_tokens"]),
+    }
+    diffs = [f"{k} {got} != {exp}" for k, (got, exp) in pairs.items() if int(got or 0) != exp]
+    return "matches the generator's manifest" if not diffs else "MISMATCH: " + "; ".join(diffs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingestion split: the asset's own functions, called directly on the same objects
+
+
+def _hour_prefixes(start: datetime, end: datetime):
+    from orchestration.defs.resources import S3UsageBucket
+
+    s3 = S3UsageBucket(bucket=BUCKET, prefix=PREFIX)
+    hours, hour = [], start
+    while hour < end:
+        hours.append((hour, s3.hour_prefix(hour.strftime("%Y-%m-%d"), hour.hour)))
+        hour += timedelta(hours=1)
+    return s3, hours
+
+
+def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dict:
+    """Where raw_usage_events' time goes, measured outside Dagster on a scratch warehouse.
+
+    Two passes: fetch only (``fetch_hours`` drained: listing + GETs, 16 hours in flight), then
+    the asset's loop (``batches`` -> ``route_hours`` -> ``land_batch``) with ``route_hours``'
+    helpers wrapped by timers (module attributes swapped for this pass only).
+    """
+    import duckdb
+
+    import orchestration.defs.ingestion.parsing as parsing
+    from orchestration.defs.ingestion.assets import BATCH_BYTES
+    from orchestration.defs.ingestion.landing import ensure_raw_schema, land_batch
+
+    s3, prefixes = _hour_prefixes(start, end)
+    began = time.perf_counter()
+    size = sum(h.size for h in parsing.fetch_hours(s3.client(), BUCKET, prefixes))
+    fetch_only = time.perf_counter() - began
+
+    timers: dict[str, float] = defaultdict(float)
+    names = {
+        "object_lines": "decode + split lines",
+        "extract_wire_fields": "JSON extraction (DuckDB)",
+        "validate_wire_events": "contract validation (pandera/polars)",
+        "_deduplicate": "deduplication",
+    }
+    saved = {name: getattr(parsing, name) for name in names}
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timers[name] += time.perf_counter() - t
+
+        return wrapper
+
+    scratch = workdir / "split.duckdb"
+    scratch.unlink(missing_ok=True)
+    try:
+        for name, fn in saved.items():
+            setattr(parsing, name, timed(name, fn))
+        wait = route = land = 0.0
+        n_batches = 0
+        began = time.perf_counter()
+        with duckdb.connect(str(scratch)) as con:
+            ensure_raw_schema(con)
+            it = parsing.batches(parsing.fetch_hours(s3.client(), BUCKET, prefixes), BATCH_BYTES)
+            while True:
+                t0 = time.perf_counter()
+                batch_inputs = next(it, None)
+                t1 = time.perf_counter()
+                wait += t1 - t0
+                if batch_inputs is None:
+                    break
+                batch = parsing.route_hours(batch_inputs)
+                t2 = time.perf_counter()
+                land_batch(con, batch)
+                t3 = time.perf_counter()
+                route, land = route + t2 - t1, land + t3 - t2
+                n_batches += 1
+        total = time.perf_counter() - began
+    finally:
+        for name, fn in saved.items():
+            setattr(parsing, name, fn)
+        scratch.unlink(missing_ok=True)
+    parts = {label: timers[name] for name, label in names.items()}
+    parts["joins, concat, quarantine rows (rest of route_hours)"] = route - sum(timers.values())
+    return {
+        "bytes": size,
+        "fetch_only": fetch_only,
+        "total": total,
+        "batches": n_batches,
+        "waiting_for_s3": wait,
+        "route_hours": route,
+        "route_parts": parts,
+        "land_batch": land,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The bare reference: boto3 + DuckDB, hourly token sums per customer and model, nothing else
+
+_REFERENCE_SQL = """
+select hour, j->>'customer_id' as customer_id, j->>'model' as model,
+       sum(try_cast(j->>'input_tokens' as bigint)) as input_tokens,
+       sum(try_cast(j->>'output_tokens' as bigint)) as output_tokens,
+       count(*) as events
+from (select hour, raw_line::json as j from lines where json_valid(raw_line)) t
+where json_type(j) = 'OBJECT'
+group by all
+"""
+
+
+def reference(start: datetime, end: datetime) -> dict:
+    """Fetch every object of the month with boto3 (16 threads), parse it (gzip/JSON lines via
+    DuckDB's JSON functions, Parquet via polars), and sum tokens per hour/customer/model."""
+    import boto3
+    import duckdb
+    import polars as pl
+
+    client = boto3.client("s3")
+    began = time.perf_counter()
+    keys = []
+    day = start
+    paginator = client.get_paginator("list_objects_v2")
+    while day < end:
+        for page in paginator.paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/dt={day:%Y-%m-%d}/"):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        day += timedelta(days=1)
+
+    def get(key: str) -> tuple[str, bytes]:
+        return key, client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    con = duckdb.connect()
+    partials = []
+    chunk = 256  # objects per aggregation batch: bounded memory
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for i in range(0, len(keys), chunk):
+            hours, texts, parquet = [], [], []
+            for key, body in pool.map(get, keys[i : i + chunk]):
+                hour = datetime.strptime(
+                    re.search(r"dt=(\d{4}-\d\d-\d\d)/hour=(\d\d)", key).expand(r"\1 \2"),
+                    "%Y-%m-%d %H",
+                )
+                try:
+                    if key.endswith(".jsonl.gz"):
+                        text = gzip.decompress(body).decode()
+                    elif key.endswith(".jsonl"):
+                        text = body.decode()
+                    elif key.endswith(".parquet"):
+                        frame = pl.read_parquet(
+                            io.BytesIO(body),
+                            columns=["customer_id", "model", "input_tokens", "output_tokens"],
+                        )
+                        parquet.append(frame.with_columns(hour=pl.lit(hour)))
+                        continue
+                    else:
+                        continue
+                except Exception:  # the corrupt objects: a reference skips them
+                    continue
+                lines = text.split("\n")
+                hours += [hour] * len(lines)
+                texts += lines
+            lines_frame = pl.DataFrame({"hour": hours, "raw_line": texts})
+            con.register("lines", lines_frame.to_arrow())
+            partials.append(con.sql(_REFERENCE_SQL).pl())
+            con.unregister("lines")
+            for frame in parquet:
+                partials.append(
+                    frame.group_by("hour", "customer_id", "model").agg(
+                        pl.col("input_tokens").sum(),
+                        pl.col("output_tokens").sum(),
+                        pl.len().cast(pl.Int64).alias("events"),
+                    )
+                )
+    result = (
+        pl.concat([p.with_columns(pl.col(pl.Int64, pl.UInt32).cast(pl.Int64)) for p in partials])
+        .group_by("hour", "customer_id", "model")
+        .agg(pl.col("input_tokens", "output_tokens", "events").sum())
+    )
+    seconds = time.perf_counter() - began
+    con.close()
+    return {
+        "seconds": seconds,
+        "objects": len(keys),
+        "rows": result.height,
+        "lines_summed": int(result["events"].sum()),
+        "input_tokens": int(result["input_tokens"].sum()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental hourly runs
+
+
+def incremental(workdir: Path, start: datetime, log) -> dict:
+    """One hourly run (day 2, 12:00) after one day of history and after the whole month; and
+    one on an hour with no objects (the fixed cost of a run)."""
+    from orchestration.defs.partitions import hourly_partitions
+    from orchestration.runner import CATALOG_JOB, plan_period
+
+    def key(moment: datetime) -> str:
+        return hourly_partitions.get_partition_key_for_timestamp(moment.timestamp())
+
+    hour = key(start + timedelta(days=1, hours=12))
+    empty = key(start - timedelta(hours=12))  # the month before: no objects there
+
+    day_dir = workdir / "day1"
+    instance = fresh_instance(day_dir)
+    defs = warehouse_defs(day_dir)
+    began = time.perf_counter()
+    for job, first, last in [
+        (CATALOG_JOB, None, None),
+        *plan_period(start, start + timedelta(days=1))[:2],  # hours and the day
+    ]:
+        timed_run(defs, instance, job, first, last, None, log)
+    day_setup = time.perf_counter() - began
+    after_day = [timed_run(defs, instance, "hourly_usage_job", hour, hour, None, log)]
+    after_day += [
+        timed_run(defs, instance, "hourly_usage_job", hour, hour, None, log)
+        for _ in range(REPEATS - 1)
+    ]
+    fixed = [
+        timed_run(defs, instance, "hourly_usage_job", empty, empty, None, log)
+        for _ in range(REPEATS)
+    ]
+    instance.dispose()
+
+    from dagster import DagsterInstance
+
+    month_dir = workdir / "month"
+    instance = DagsterInstance.from_config(str(month_dir / "dagster_home"))
+    defs = warehouse_defs(month_dir)
+    after_month = [
+        timed_run(defs, instance, "hourly_usage_job", hour, hour, None, log) for _ in range(REPEATS)
+    ]
+    instance.dispose()
+
+    def summary(runs: list[dict]) -> dict:
+        median = statistics.median(r["wall"] for r in runs)
+        mid = min(runs, key=lambda r: abs(r["wall"] - median))
+        return {
+            "median": median,
+            "all": [r["wall"] for r in runs],
+            "steps": mid["steps"],
+            "overhead": mid["overhead"],
+        }
+
+    return {
+        "hour": hour,
+        "empty_hour": empty,
+        "day_setup_seconds": day_setup,
+        "after_day": summary(after_day),
+        "after_month": summary(after_month),
+        "fixed": summary(fixed),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Printing
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def print_backfill(b: dict, events: int) -> None:
+    print(
+        f"  backfill: {b['seconds']:.1f}s end to end = {events / b['seconds']:,.0f} events/s; "
+        f"{b['checks']}"
+    )
+    for run in b["runs"]:
+        print(
+            f"    {run['job']:<18} wall {run['wall']:7.1f}s  run overhead {run['overhead']:6.1f}s"
+        )
+        for step, secs in run["steps"].items():
+            w = run["writes"].get(step, {"events": 0, "seconds": 0.0})
+            print(
+                f"      step {step:<28} {secs:7.1f}s  ({w['events']:,} event writes, "
+                f"{w['seconds']:.1f}s)"
+            )
+        w = run["writes"].get("(run)", {"events": 0, "seconds": 0.0})
+        print(f"      run-level event writes {w['events']:,} ({w['seconds']:.1f}s)")
+        if "landed" in run:
+            landed = run["landed"]
+            print(
+                f"      raw_usage_events: start->'landed' {landed['ingest_seconds']:.1f}s, "
+                f"'landed'->success {landed['after_landing_seconds']:.1f}s"
+            )
+    n, s = b["event_writes"], b["event_write_seconds"]
+    print(
+        f"  event-log writes: {n:,} in {s:.1f}s ({1000 * s / max(n, 1):.1f} ms each, "
+        f"{100 * s / b['seconds']:.0f}% of the backfill); by type: "
+        + ", ".join(f"{k} {v:,}" for k, v in list(b["event_writes_by_type"].items())[:6])
+    )
+    print(
+        f"  memory: peak RSS during backfill {_mb(b['rss_peak_backfill'])} "
+        f"(from {_mb(b['rss_start'])}); ru_maxrss self {_mb(b['maxrss_self'])}, "
+        f"largest child (dbt) {_mb(b['maxrss_children'])}"
+    )
+    print(f"  CPU: this process {b['cpu_self']:.1f}s, children (dbt) {b['cpu_children']:.1f}s")
+
+
+def print_split(s: dict) -> None:
+    print(
+        f"  ingestion split (instrumented pass outside Dagster, same objects, "
+        f"{s['bytes'] / 1e6:,.1f} MB):"
+    )
+    print(f"    fetch only (list + GET, 16 hours in flight)   {s['fetch_only']:7.1f}s")
+    print(f"    full pass: {s['total']:.1f}s in {s['batches']} batches")
+    print(f"      waiting for S3 (not hidden by prefetch)   {s['waiting_for_s3']:7.1f}s")
+    print(f"      route_hours                               {s['route_hours']:7.1f}s")
+    for label, secs in s["route_parts"].items():
+        print(f"        {label:<42}{secs:7.1f}s")
+    print(f"      land_batch (DuckDB delete + insert)       {s['land_batch']:7.1f}s")
+
+
+def print_reference(r: dict, pipeline: float) -> None:
+    print(
+        f"  reference (boto3 + DuckDB/polars, hourly sums per customer/model): "
+        f"{r['seconds']:.1f}s over {r['objects']:,} objects, {r['lines_summed']:,} lines; "
+        f"pipeline / reference = {pipeline / r['seconds']:.1f}x"
+    )
+
+
+def print_incremental(inc: dict) -> None:
+    a, m, f = inc["after_day"], inc["after_month"], inc["fixed"]
+    print(
+        f"  one hourly run ({inc['hour']}, median of {REPEATS}): after a day {a['median']:.1f}s, "
+        f"after the month {m['median']:.1f}s, ratio {m['median'] / a['median']:.2f}"
+    )
+    for name, s in (("after a day", a), ("after the month", m), ("empty hour", f)):
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in s["steps"].items())
+        print(f"    {name:<16} {steps}; run overhead {s['overhead']:.1f}s")
+    print(f"  fixed overhead of a one-hour run ({inc['empty_hour']}, no data): {f['median']:.1f}s")
+
+
+# ---------------------------------------------------------------------------------------------
+# BENCHMARKS.md
+
+#: The top of BENCHMARKS.md, written when the file is created.
+HEADER = Path(__file__).with_name("header.md")
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def record(r: dict) -> None:
+    b, s, ref, inc, m = (
+        r["backfill"],
+        r["ingestion_split"],
+        r["reference"],
+        r["incremental"],
+        r["machine"],
+    )
+    events = r["args"]["events"]
+    rate = events / b["seconds"]
+    ratio = b["seconds"] / ref["seconds"]
+    inc_ratio = inc["after_month"]["median"] / inc["after_day"]["median"]
+    peak = max(b["rss_peak_backfill"], b["maxrss_self"])
+    hourly = next(run for run in b["runs"] if run["job"] == "hourly_usage_job")
+    landed = hourly.get("landed", {})
+    n, w = b["event_writes"], b["event_write_seconds"]
+    rows = [
+        ("generate (not in pipeline)", f"{r['generate']['seconds']:.1f} s", "", ""),
+        ("backfill end to end", f"{b['seconds']:.1f} s", "", ""),
+        (
+            "events/s",
+            f"{rate:,.0f}",
+            f">= {TARGET_EVENTS / TARGET_SECONDS:,.0f} (10M < 5 min)",
+            _met(rate >= TARGET_EVENTS / TARGET_SECONDS),
+        ),
+        *(
+            (
+                f"run {run['job']} (wall / run overhead)",
+                f"{run['wall']:.1f} s / {run['overhead']:.1f} s",
+                "",
+                "",
+            )
+            for run in b["runs"]
+        ),
+        *(
+            (f"step {step}", f"{secs:.1f} s", "", "")
+            for run in b["runs"]
+            for step, secs in run["steps"].items()
+        ),
+        (
+            "raw_usage_events: ingest / after landing",
+            f"{landed.get('ingest_seconds', 0):.1f} s / "
+            f"{landed.get('after_landing_seconds', 0):.1f} s",
+            "",
+            "",
+        ),
+        (
+            "event-log writes (count, s, ms each)",
+            f"{n:,}, {w:.1f} s, {1000 * w / max(n, 1):.1f} ms ({100 * w / b['seconds']:.0f}%)",
+            "",
+            "",
+        ),
+        (
+            "split: fetch only / wait S3 / route / land",
+            f"{s['fetch_only']:.1f} / {s['waiting_for_s3']:.1f} / {s['route_hours']:.1f} / "
+            f"{s['land_batch']:.1f} s",
+            "",
+            "",
+        ),
+        *((f"split: {label}", f"{secs:.1f} s", "", "") for label, secs in s["route_parts"].items()),
+        (
+            "peak RSS during backfill (ru_maxrss self; dbt child)",
+            f"{_mb(b['rss_peak_backfill'])} ({_mb(b['maxrss_self'])}; {_mb(b['maxrss_children'])})",
+            "<= 2 GiB at 10M",
+            _met(peak <= TARGET_PEAK_BYTES)
+            + ("" if events >= TARGET_EVENTS else f" at {events:,}"),
+        ),
+        ("reference (boto3 + DuckDB)", f"{ref['seconds']:.1f} s", "", ""),
+        ("pipeline / reference", f"{ratio:.1f}x", f"<= {TARGET_RATIO:g}", _met(ratio <= 3)),
+        ("hourly run after a day", f"{inc['after_day']['median']:.1f} s", "", ""),
+        ("hourly run after the month", f"{inc['after_month']['median']:.1f} s", "", ""),
+        (
+            "month / day ratio",
+            f"{inc_ratio:.2f}",
+            f"<= {TARGET_INCREMENTAL_RATIO}",
+            _met(inc_ratio <= TARGET_INCREMENTAL_RATIO),
+        ),
+        (
+            "fixed overhead, one-hour run, no data",
+            f"{inc['fixed']['median']:.1f} s",
+            f"< {TARGET_FIXED_SECONDS:g} s",
+            _met(inc["fixed"]["median"] < TARGET_FIXED_SECONDS),
+        ),
+    ]
+    text = [
+        "",
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {events:,} events, {r['args']['month']}, "
+        f"seed {r['args']['seed']}",
+        "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB RAM, Python "
+        f"{m['python']}. Objects: {r['generate']['objects']:,} "
+        f"({r['generate']['bytes'] / 1e6:,.1f} MB). Result: {b['checks']}.",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        *(f"| {a} | {v} | {t} | {ok} |" for a, v, t, ok in rows),
+        "",
+    ]
+    if not BENCHMARKS_MD.exists():
+        BENCHMARKS_MD.write_text(HEADER.read_text())
+    with open(BENCHMARKS_MD, "a") as out:
+        out.write("\n".join(text))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Event-driven automation: re-ingest hours whose S3 objects changed, then roll their days up.
+
+``late_data_sensor`` compares, for every hour already ingested in the lookback window, the
+current S3 listing of the hour with the objects ingestion recorded in ``raw.ingested_objects``
+(key and ETag). An hour whose listing differs (an object added, removed or rewritten) gets one
+``hourly_usage_job`` run. Its ``run_key`` is the hour plus a fingerprint of the listing, so the
+same change never requests two runs (Dagster launches one run per run key) and a later change
+requests another. The cursor keeps the fingerprint requested per hour until the warehouse
+catches up, so evaluations while the run is queued or running stay quiet. A requested run that
+fails is not requested again for the same listing: re-execute it from the UI (or the next
+change, or the nightly ``reclose_schedule``, picks the hour up).
+
+``rollup_sensor`` watches the successful hourly runs that automation launched outside the
+hourly schedule (``late_data_sensor``'s and ``reclose_schedule``'s) and requests one ranged
+``daily_usage_job`` run for the days they covered, so days never stay stale after their hours
+change. Months are rolled up by ``monthly_close_schedule`` only (see ``schedules.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from orchestration.defs.ingestion.parsing import list_hour_objects
+from orchestration.defs.operations.schedules import (
+    DAILY_JOB,
+    HOUR_FMT,
+    HOURLY_JOB,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    TRIGGER_TAG,
+    day_range_of_hours,
+    floor_hour,
+    hour_key,
+    operations_setting,
+)
+from orchestration.defs.resources import S3UsageBucket, Warehouse
+
+LATE_DATA_INTERVAL_SECONDS = 300
+ROLLUP_INTERVAL_SECONDS = 60
+#: How long an evaluation waits for a warehouse writer's lock before skipping the tick (a tick
+#: must finish well within the sensor timeout; the next tick tries again).
+WAREHOUSE_LOCK_WAIT_SECONDS = 20.0
+#: Where rollup_sensor starts when it has no cursor yet (first enabled).
+ROLLUP_FIRST_LOOKBACK = timedelta(days=1)
+#: Tag holding the listing fingerprint a late-data run was requested for.
+FINGERPRINT_TAG = "tokenbill/listing_fingerprint"
+PARENT_RUN_TAG = "tokenbill/parent_run_id"
+PARTITION_TAG = "dagster/partition"
+
+
+def utc_now() -> datetime:
+    """The sensors' clock (tests replace it)."""
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# late_data_sensor
+
+
+class WarehouseUnavailable(Exception):
+    """The warehouse cannot be compared against yet: missing, not ingested into, or busy."""
+
+
+def listing_fingerprint(objects: Iterable[tuple[str, str]]) -> str:
+    """A short, order-independent hash of an hour's (key, etag) pairs."""
+    digest = hashlib.sha256()
+    for key, etag in sorted(objects):
+        digest.update(f"{key}\t{etag}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def late_data_run_key(partition_key: str, fingerprint: str) -> str:
+    return f"late_data:{partition_key}:{fingerprint}"
+
+
+def read_ingested_listings(warehouse: Warehouse, since: datetime) -> dict[str, str]:
+    """partition key -> listing fingerprint, for every hour ingested at or after ``since``.
+
+    An hour ingested with no object is there too (the fingerprint of nothing), so an object
+    arriving in an hour that was empty is a change.
+    """
+    if not Path(warehouse.path).exists():
+        raise WarehouseUnavailable(f"no warehouse at {warehouse.path} yet")
+    probe = Warehouse(path=warehouse.path, lock_timeout_seconds=WAREHOUSE_LOCK_WAIT_SECONDS)
+    since_naive = floor_hour(since).replace(tzinfo=None)
+    try:
+        with probe.connect(read_only=True) as con:
+            tables = {
+                name
+                for (name,) in con.execute(
+                    "select table_name from information_schema.tables where table_schema = 'raw'"
+                ).fetchall()
+            }
+            if not {"ingestion_audit", "ingested_objects"} <= tables:
+                raise WarehouseUnavailable("nothing ingested yet (no raw.ingestion_audit)")
+            hours = con.execute(
+                "select partition_hour from raw.ingestion_audit where partition_hour >= ?",
+                [since_naive],
+            ).fetchall()
+            objects = con.execute(
+                "select partition_hour, source_key, etag from raw.ingested_objects "
+                "where partition_hour >= ?",
+                [since_naive],
+            ).fetchall()
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseUnavailable(f"warehouse busy (locked by a writer): {exc}") from exc
+        raise
+    by_hour: dict[str, list[tuple[str, str]]] = {hour_key(h): [] for (h,) in hours}
+    for hour, key, etag in objects:
+        by_hour.setdefault(hour_key(hour), []).append((key, etag))
+    return {hour: listing_fingerprint(pairs) for hour, pairs in by_hour.items()}
+
+
+def current_listings(s3: S3UsageBucket, partition_keys: Iterable[str]) -> dict[str, str]:
+    """partition key -> fingerprint of the hour's objects in S3 now."""
+    client = s3.client()
+    result = {}
+    for key in partition_keys:
+        hour = datetime.strptime(key, HOUR_FMT)
+        prefix = s3.hour_prefix(hour.strftime("%Y-%m-%d"), hour.hour)
+        listed = list_hour_objects(client, s3.bucket, prefix)
+        result[key] = listing_fingerprint((o.key, o.etag) for o in listed)
+    return result
+
+
+def plan_late_data(
+    ingested: Mapping[str, str], current: Mapping[str, str], requested: Mapping[str, str]
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Decide what to request: ``(hours to request as (key, fingerprint), new cursor)``.
+
+    An hour is requested when its current listing differs from the ingested one and was not
+    already requested for that same listing. The new cursor keeps the requested fingerprint of
+    every hour still differing; an hour the warehouse caught up with (or that left the window)
+    drops out of it.
+    """
+    to_request, still_pending = [], {}
+    for key in sorted(ingested):
+        fingerprint = current[key]
+        if fingerprint == ingested[key]:
+            continue
+        still_pending[key] = fingerprint
+        if requested.get(key) != fingerprint:
+            to_request.append((key, fingerprint))
+    return to_request, still_pending
+
+
+@sensor(
+    name="late_data_sensor",
+    job_name=HOURLY_JOB,
+    minimum_interval_seconds=LATE_DATA_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "Every 5 minutes: for each hour already ingested in the last "
+        "TOKENBILL_SENSOR_LOOKBACK_HOURS (default 72), compare the S3 listing (keys and ETags) "
+        "with raw.ingested_objects and re-run hourly_usage_job for every hour that changed "
+        "(object added, removed or rewritten), once per change. Hours never ingested are left "
+        "to hourly_usage_schedule. Stopped by default: enable it in the UI."
+    ),
+)
+def late_data_sensor(context: SensorEvaluationContext, s3: S3UsageBucket, warehouse: Warehouse):
+    lookback = operations_setting("TOKENBILL_SENSOR_LOOKBACK_HOURS")
+    since = floor_hour(utc_now()) - timedelta(hours=lookback)
+    try:
+        ingested = read_ingested_listings(warehouse, since)
+    except WarehouseUnavailable as exc:
+        return SkipReason(str(exc))
+    if not ingested:
+        return SensorResult(
+            skip_reason=SkipReason(f"no hour ingested since {hour_key(since)}"), cursor="{}"
+        )
+    requested = json.loads(context.cursor) if context.cursor else {}
+    to_request, pending = plan_late_data(ingested, current_listings(s3, ingested), requested)
+    cursor = json.dumps(pending, sort_keys=True)
+    if not to_request:
+        waiting = f"; {len(pending)} re-run(s) requested and not landed yet" if pending else ""
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"{len(ingested)} ingested hour(s) since {hour_key(since)} unchanged in S3"
+                + waiting
+            ),
+            cursor=cursor,
+        )
+    context.log.info(f"hours changed in S3 since ingestion: {[k for k, _ in to_request]}")
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=late_data_run_key(key, fingerprint),
+                partition_key=key,
+                tags={TRIGGER_TAG: "late_data", FINGERPRINT_TAG: fingerprint},
+            )
+            for key, fingerprint in to_request
+        ],
+        cursor=cursor,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# rollup_sensor
+
+
+def rollup_run_key(parent_run_id: str) -> str:
+    return f"rollup:{parent_run_id}"
+
+
+def hour_range_of_run(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """(first, last) hourly partition of a run, from its range or partition tags."""
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        return tags[RANGE_START_TAG], tags[RANGE_END_TAG]
+    if PARTITION_TAG in tags:
+        return tags[PARTITION_TAG], tags[PARTITION_TAG]
+    return None
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@sensor(
+    name="rollup_sensor",
+    job_name=DAILY_JOB,
+    minimum_interval_seconds=ROLLUP_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "After each successful hourly_usage_job run launched by late_data_sensor or "
+        "reclose_schedule, roll the days it covered up again: one ranged daily_usage_job run. "
+        "Running by default: it only reads the run history and acts on runs automation "
+        "launched, and without it those days' marts would lag their hours."
+    ),
+)
+def rollup_sensor(context: SensorEvaluationContext):
+    since = (
+        datetime.fromisoformat(context.cursor)
+        if context.cursor
+        else utc_now() - ROLLUP_FIRST_LOOKBACK
+    )
+    records = context.instance.get_run_records(
+        filters=RunsFilter(
+            job_name=HOURLY_JOB,
+            statuses=[DagsterRunStatus.SUCCESS],
+            tags={TRIGGER_TAG: ["late_data", "reclose"]},
+            updated_after=since,
+        ),
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    if not records:
+        return SkipReason(f"no hourly re-run finished since {since.isoformat()}")
+    requests = []
+    for record in records:
+        run = record.dagster_run
+        hours = hour_range_of_run(run.tags)
+        if hours is None:
+            continue
+        first_day, last_day = day_range_of_hours(*hours)
+        requests.append(
+            RunRequest(
+                run_key=rollup_run_key(run.run_id),
+                tags={
+                    RANGE_START_TAG: first_day,
+                    RANGE_END_TAG: last_day,
+                    TRIGGER_TAG: "rollup",
+                    PARENT_RUN_TAG: run.run_id,
+                },
+            )
+        )
+    cursor = _as_utc(records[-1].update_timestamp).isoformat()
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no partitioned run to roll up"), cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+sensors = [late_data_sensor, rollup_sensor]

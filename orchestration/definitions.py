@@ -11,6 +11,13 @@ from dagster_dbt import DbtCliResource
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.ingestion.assets import raw_usage_events
+from orchestration.defs.operations.schedules import (
+    daily_usage_schedule,
+    hourly_usage_schedule,
+    monthly_close_schedule,
+    reclose_schedule,
+)
+from orchestration.defs.operations.sensors import late_data_sensor, rollup_sensor
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
@@ -53,6 +60,13 @@ def build_defs(
     return Definitions(
         assets=[pricing_catalog, dbt_catalog, raw_usage_events, dbt_hourly, dbt_daily, dbt_monthly],
         jobs=[catalog_job, hourly_job, daily_job, monthly_job],
+        schedules=[
+            hourly_usage_schedule,
+            daily_usage_schedule,
+            monthly_close_schedule,
+            reclose_schedule,
+        ],
+        sensors=[late_data_sensor, rollup_sensor],
         resources={
             "s3": S3UsageBucket(
                 bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),

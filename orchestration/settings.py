@@ -34,6 +34,23 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Directory of the pricing catalog (customers, plans, subscriptions, overrides, "
         "provider_costs.csv).",
     ),
+    "TOKENBILL_HOURLY_LAG_MINUTES": (
+        "15",
+        "Minute past each hour at which hourly_usage_schedule ingests the hour that just ended "
+        "(0-59; under 30 so the 23:00 hour lands before the 00:30 daily rollup).",
+    ),
+    "TOKENBILL_INVOICE_GRACE_DAYS": (
+        "3",
+        "monthly_close_schedule closes the previous month at 02:00 UTC on day 1 + this.",
+    ),
+    "TOKENBILL_RECLOSE_DAYS": (
+        "3",
+        "Whole days reclose_schedule re-ingests every night at 03:00 UTC, in one ranged run.",
+    ),
+    "TOKENBILL_SENSOR_LOOKBACK_HOURS": (
+        "72",
+        "How far back late_data_sensor compares S3 with what was ingested.",
+    ),
     "TOKENBILL_QUARANTINE_WARN_RATE": (
         "0.01",
         "Quarantined share of lines above which the quarantine_rate check warns.",

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import Definitions, build_schedule_context, build_sensor_context
+from dagster import (
+    DagsterRun,
+    DagsterRunStatus,
+    Definitions,
+    build_schedule_context,
+    build_sensor_context,
+)
+from dagster._core.utils import make_new_run_id
 
 from orchestration.definitions import build_defs
 from orchestration.defs.operations import schedules as ops_schedules
@@ -36,6 +43,7 @@ from tests import pipeline_data as data
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 H07, H08 = "2026-10-05-07:00", "2026-10-05-08:00"
+PARTITION = "dagster/partition"
 
 
 def ops_defs(bucket: str = "unused", warehouse_path: str = "unused.duckdb") -> Definitions:
@@ -145,7 +153,7 @@ def test_schedules_are_utc_crons_on_their_jobs():
 @pytest.mark.parametrize(
     ("name", "when", "key", "run_key"),
     [
-        ("hourly_usage_schedule", utc(2026, 10, 5, 7, 15), H07[:11] + "06:00", "hourly:"),
+        ("hourly_usage_schedule", utc(2026, 10, 5, 7, 15), "2026-10-05-06:00", "hourly:"),
         ("daily_usage_schedule", utc(2026, 10, 6, 0, 30), "2026-10-05", "daily:"),
         ("monthly_close_schedule", utc(2026, 11, 4, 2), "2026-10-01", "monthly_close:"),
     ],
@@ -271,7 +279,9 @@ def test_late_data_sensor_requests_changed_hours_once(
     # Nothing changed since ingestion (hour 2026-10-06 00 has an object but was never ingested).
     result = evaluate()
     assert result.run_requests == []
-    assert result.skip_message == "2 ingested hour(s) since 2026-10-02-10:00 unchanged in S3"
+    assert result.skip_message == (
+        "no new change in S3 to the 2 hour(s) ingested since 2026-10-02-10:00"
+    )
     assert json.loads(result.cursor) == {}
 
     # An object added to hour 07, one rewritten (new ETag) in hour 08, one added to an hour
@@ -318,23 +328,66 @@ def test_late_data_sensor_requests_changed_hours_once(
     monkeypatch.delenv("TOKENBILL_SENSOR_LOOKBACK_HOURS")
     clock["now"] = utc(2026, 10, 5, 10, 30)
 
-    # The daemon launches the hour-08 request; once landed, hour 08 matches S3 again and drops
-    # out of the cursor, while hour 07's request is still pending.
-    run = (
-        defs.resolve_job_def("hourly_usage_job")
-        .execute_in_process(instance=instance, partition_key=H08, tags=request.tags)
-        .dagster_run
-    )
+    # Hour 08 back to what was ingested (as after its re-run lands): it matches S3 again and
+    # drops out of the cursor, while hour 07's request is still pending.
+    data.upload(s3_client, bucket, {"dt=2026-10-05/hour=08/c.parquet": data.parquet_body()})
+    assert s3_fingerprint(s3_client, bucket, H08) not in (fp08, fp08_again)
     result = evaluate(cursor)
     assert result.run_requests == []
     assert json.loads(result.cursor) == {H07: fp07}
 
-    # rollup_sensor rolls hour 08's day up again, once.
+
+# ---------------------------------------------------------------------------------------------
+# rollup_sensor
+
+
+def record_run(instance, status: DagsterRunStatus, tags: dict[str, str]) -> str:
+    run = DagsterRun(
+        job_name="hourly_usage_job", run_id=make_new_run_id(), status=status, tags=tags
+    )
+    instance.add_run(run)
+    return run.run_id
+
+
+def test_rollup_sensor_rolls_up_the_days_of_automation_reruns_once(instance):
+    defs = ops_defs()
+    late = record_run(
+        instance,
+        DagsterRunStatus.SUCCESS,
+        {TRIGGER_TAG: "late_data", "dagster/partition": "2026-10-05-08:00"},
+    )
+    reclose = record_run(
+        instance,
+        DagsterRunStatus.SUCCESS,
+        {
+            TRIGGER_TAG: "reclose",
+            RANGE_START_TAG: "2026-11-02-00:00",
+            RANGE_END_TAG: "2026-11-04-23:00",
+        },
+    )
+    # Not rolled up here: the hourly schedule's runs (daily_usage_schedule follows them) and
+    # runs that did not succeed.
+    record_run(instance, DagsterRunStatus.SUCCESS, {TRIGGER_TAG: "hourly", PARTITION: H07})
+    record_run(instance, DagsterRunStatus.FAILURE, {TRIGGER_TAG: "late_data", PARTITION: H07})
+    record_run(instance, DagsterRunStatus.STARTED, {TRIGGER_TAG: "reclose", PARTITION: H07})
+
     rollup = defs.resolve_sensor_def("rollup_sensor")
     result = rollup.evaluate_tick(sensor_context(defs, instance))
-    (daily,) = result.run_requests
-    assert daily.run_key == rollup_run_key(run.run_id)
-    assert (daily.tags[RANGE_START_TAG], daily.tags[RANGE_END_TAG]) == ("2026-10-05", "2026-10-05")
-    assert daily.tags[TRIGGER_TAG] == "rollup"
+    assert [
+        (r.run_key, r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG], r.tags[TRIGGER_TAG])
+        for r in result.run_requests
+    ] == [
+        (rollup_run_key(late), "2026-10-05", "2026-10-05", "rollup"),
+        (rollup_run_key(reclose), "2026-11-02", "2026-11-04", "rollup"),
+    ]
+    assert all(r.partition_key is None for r in result.run_requests)
+
     again = rollup.evaluate_tick(sensor_context(defs, instance, result.cursor))
     assert again.run_requests == []
+    assert again.skip_message.startswith("no hourly re-run finished since")
+
+    later = record_run(
+        instance, DagsterRunStatus.SUCCESS, {TRIGGER_TAG: "late_data", PARTITION: H07}
+    )
+    (request,) = rollup.evaluate_tick(sensor_context(defs, instance, result.cursor)).run_requests
+    assert request.run_key == rollup_run_key(later)

@@ -23,7 +23,6 @@ Re-closing a month after its invoices went out is an operator's decision (re-run
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -34,7 +33,7 @@ from dagster import (
 )
 
 from orchestration.defs.partitions import FIRST_PARTITION
-from orchestration.settings import SETTINGS, setting
+from orchestration.settings import setting
 
 HOURLY_JOB = "hourly_usage_job"
 DAILY_JOB = "daily_usage_job"
@@ -51,43 +50,20 @@ DAY_FMT = "%Y-%m-%d"
 # ---------------------------------------------------------------------------------------------
 # Settings
 
-#: name -> (default, meaning, minimum, maximum). To be listed in orchestration/settings.py's
-#: SETTINGS (and the README's table); until then the defaults here apply.
-OPERATIONS_SETTINGS: dict[str, tuple[str, str, int, int]] = {
-    "TOKENBILL_HOURLY_LAG_MINUTES": (
-        "15",
-        "Minute past each hour at which hourly_usage_schedule ingests the hour that just "
-        "ended (0-59): the time producers get to finish writing it.",
-        0,
-        59,
-    ),
-    "TOKENBILL_INVOICE_GRACE_DAYS": (
-        "3",
-        "Days after a month ends before monthly_close_schedule closes it, at 02:00 UTC on "
-        "day 1 + grace (0-27). Keep it >= TOKENBILL_RECLOSE_DAYS.",
-        0,
-        27,
-    ),
-    "TOKENBILL_RECLOSE_DAYS": (
-        "3",
-        "Days that reclose_schedule re-ingests every night at 03:00 UTC, in one ranged run.",
-        1,
-        31,
-    ),
-    "TOKENBILL_SENSOR_LOOKBACK_HOURS": (
-        "72",
-        "Hours back (from now) in which late_data_sensor compares S3 with what was ingested.",
-        1,
-        24 * 62,
-    ),
+#: name -> (minimum, maximum) of the integer operations settings; their defaults and meaning
+#: are in orchestration/settings.py with every other setting.
+OPERATIONS_SETTINGS: dict[str, tuple[int, int]] = {
+    "TOKENBILL_HOURLY_LAG_MINUTES": (0, 59),
+    "TOKENBILL_INVOICE_GRACE_DAYS": (0, 27),
+    "TOKENBILL_RECLOSE_DAYS": (1, 31),
+    "TOKENBILL_SENSOR_LOOKBACK_HOURS": (1, 24 * 62),
 }
 
 
 def operations_setting(name: str) -> int:
-    """An integer operations setting: orchestration.settings' value once it lists the name,
-    else the environment's, else the default above; checked against its bounds."""
-    default, _, low, high = OPERATIONS_SETTINGS[name]
-    raw = setting(name) if name in SETTINGS else (os.environ.get(name) or default)
+    """An integer operations setting, checked against its bounds."""
+    low, high = OPERATIONS_SETTINGS[name]
+    raw = setting(name)
     try:
         value = int(raw)
     except ValueError:

@@ -58,6 +58,8 @@ ROLLUP_INTERVAL_SECONDS = 60
 WAREHOUSE_LOCK_WAIT_SECONDS = 20.0
 #: Where rollup_sensor starts when it has no cursor yet (first enabled).
 ROLLUP_FIRST_LOOKBACK = timedelta(days=1)
+#: rollup_sensor re-reads runs updated this long before its cursor (see the sensor).
+ROLLUP_OVERLAP = timedelta(minutes=5)
 #: Tag holding the listing fingerprint a late-data run was requested for.
 FINGERPRINT_TAG = "tokenbill/listing_fingerprint"
 PARENT_RUN_TAG = "tokenbill/parent_run_id"
@@ -192,8 +194,8 @@ def late_data_sensor(context: SensorEvaluationContext, s3: S3UsageBucket, wareho
         waiting = f"; {len(pending)} re-run(s) requested and not landed yet" if pending else ""
         return SensorResult(
             skip_reason=SkipReason(
-                f"{len(ingested)} ingested hour(s) since {hour_key(since)} unchanged in S3"
-                + waiting
+                f"no new change in S3 to the {len(ingested)} hour(s) ingested since "
+                f"{hour_key(since)}{waiting}"
             ),
             cursor=cursor,
         )
@@ -232,6 +234,21 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def read_rollup_cursor(cursor: str | None) -> tuple[datetime, set[str]]:
+    """(runs updated after this moment are new, minus these run ids already rolled up)."""
+    if not cursor:
+        return utc_now() - ROLLUP_FIRST_LOOKBACK, set()
+    state = json.loads(cursor)
+    return datetime.fromisoformat(state["updated_after"]), set(state["seen"])
+
+
+def write_rollup_cursor(update_times: Mapping[str, datetime]) -> str:
+    """Remember the latest update time and the runs seen in the overlap before it."""
+    latest = max(update_times.values())
+    seen = sorted(r for r, t in update_times.items() if t >= latest - ROLLUP_OVERLAP)
+    return json.dumps({"updated_after": latest.isoformat(), "seen": seen})
+
+
 @sensor(
     name="rollup_sensor",
     job_name=DAILY_JOB,
@@ -245,25 +262,24 @@ def _as_utc(moment: datetime) -> datetime:
     ),
 )
 def rollup_sensor(context: SensorEvaluationContext):
-    since = (
-        datetime.fromisoformat(context.cursor)
-        if context.cursor
-        else utc_now() - ROLLUP_FIRST_LOOKBACK
-    )
+    since, seen = read_rollup_cursor(context.cursor)
+    # Run storage may keep update times to the second: look back over an overlap and skip the
+    # runs already seen, rather than miss a run updated in the same second as the last one.
     records = context.instance.get_run_records(
         filters=RunsFilter(
             job_name=HOURLY_JOB,
             statuses=[DagsterRunStatus.SUCCESS],
             tags={TRIGGER_TAG: ["late_data", "reclose"]},
-            updated_after=since,
+            updated_after=since - ROLLUP_OVERLAP,
         ),
         order_by="update_timestamp",
         ascending=True,
     )
-    if not records:
+    new = [r for r in records if r.dagster_run.run_id not in seen]
+    if not new:
         return SkipReason(f"no hourly re-run finished since {since.isoformat()}")
     requests = []
-    for record in records:
+    for record in new:
         run = record.dagster_run
         hours = hour_range_of_run(run.tags)
         if hours is None:
@@ -280,7 +296,9 @@ def rollup_sensor(context: SensorEvaluationContext):
                 },
             )
         )
-    cursor = _as_utc(records[-1].update_timestamp).isoformat()
+    cursor = write_rollup_cursor(
+        {r.dagster_run.run_id: _as_utc(r.update_timestamp) for r in records}
+    )
     if not requests:
         return SensorResult(skip_reason=SkipReason("no partitioned run to roll up"), cursor=cursor)
     return SensorResult(run_requests=requests, cursor=cursor)

@@ -47,7 +47,14 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from contracts.usage_event import MAX_COUNT, OBJECT_REASONS, REASONS, STATUSES, TOKEN_FIELDS
+from contracts.usage_event import (
+    MAX_COUNT,
+    OBJECT_REASONS,
+    REASONS,
+    STATUSES,
+    TOKEN_FIELDS,
+    WIRE_FIELDS,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Model of the world.
@@ -708,39 +715,13 @@ _VARIANTS: dict[str, list[dict[str, pl.Expr | None]]] = {
     ],
 }
 _JSON_FIELDS = (
-    "event_id",
-    "timestamp",
-    "customer_id",
-    "subscription_id",
-    "plan",
-    "feature",
-    "provider",
-    "model",
-    "environment",
-    "region",
-    "status",
-    "attempt",
-    "request_group_id",
-    "trace_id",
+    *(f for f in WIRE_FIELDS if f not in TOKEN_FIELDS and f != "metadata"),
     *TOKEN_FIELDS,
     "metadata",
     "sdk_version",
 )
-_STRING_FIELDS = (
-    "event_id",
-    "timestamp",
-    "customer_id",
-    "subscription_id",
-    "plan",
-    "feature",
-    "provider",
-    "model",
-    "environment",
-    "region",
-    "status",
-    "request_group_id",
-    "trace_id",
-    "sdk_version",
+_STRING_FIELDS = tuple(
+    f for f in _JSON_FIELDS if f not in TOKEN_FIELDS and f not in ("attempt", "metadata")
 )
 _PARQUET_FIELDS = tuple(f for f in _JSON_FIELDS if f not in ("metadata", "sdk_version"))
 

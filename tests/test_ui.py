@@ -4,7 +4,9 @@
 One scenario on the hand-made data set (``pipeline_data.py``) in a real S3 server (moto):
 
 1. the code location serves every asset, asset check, job, schedule and sensor of ``defs``;
-2. ``catalog_job`` launched with ``launchRun`` succeeds (the daemon dequeues it);
+2. ``catalog_job`` launched with ``launchRun`` succeeds (the daemon dequeues it); a one-hour
+   ``hourly_usage_job`` run launched beside the backfill below succeeds too (queued, not
+   failing on DuckDB's lock);
 3. a ``launchPartitionBackfill`` of the hourly assets over 2026-10-05..06 is run by the daemon as
    ONE run (single-run backfill policy) and lands the exact hourly totals in the warehouse;
 4. the asset graph page renders (screenshot in ``.tokenbill/ui-test/asset_graph.png``).
@@ -102,8 +104,15 @@ def test_ui_serves_the_code_location_runs_a_backfill_and_renders_the_asset_graph
         assert run["status"] == "SUCCESS", failure_summary(services, run_id)
         timings["catalog_job"] = time.monotonic() - started
 
+        # A scheduled-style run of one hour launched while the backfill runs: DuckDB allows one
+        # writer, so the instance's pool (limit 1) must queue their steps, not fail on the lock.
+        concurrent_id = launch_run(
+            services, "hourly_usage_job", tags={"dagster/partition": "2026-10-05-07:00"}
+        )
         backfill = backfill_hourly_assets(services)
         timings["backfill"] = time.monotonic() - started
+        concurrent = wait_for_run(services, concurrent_id, CATALOG_RUN_TIMEOUT)
+        assert concurrent["status"] == "SUCCESS", failure_summary(services, concurrent_id)
         assert_hourly_marts_landed(services, warehouse)
 
         png = render_asset_graph(services, tmp_path)
@@ -228,8 +237,10 @@ query RunFailures($runId: ID!) {
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def launch_run(services: DagsterServices, job_name: str) -> str:
+def launch_run(services: DagsterServices, job_name: str, tags: dict | None = None) -> str:
     params = {"selector": {**REPO_SELECTOR, "jobName": job_name}, "runConfigData": {}}
+    if tags:
+        params["executionMetadata"] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
     result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]

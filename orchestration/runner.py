@@ -38,21 +38,18 @@ def run_job_range(
     instance: DagsterInstance,
     raise_on_error: bool = True,
     log_level: str = "INFO",
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """One run of ``job_name`` over the partition range [first_key, last_key] (no keys: an
     unpartitioned job)."""
     job = defs.resolve_job_def(job_name)
-    tags = (
-        {
-            "dagster/asset_partition_range_start": first_key,
-            "dagster/asset_partition_range_end": last_key,
-        }
-        if first_key
-        else {}
-    )
+    run_tags = dict(tags or {})
+    if first_key:
+        run_tags["dagster/asset_partition_range_start"] = first_key
+        run_tags["dagster/asset_partition_range_end"] = last_key
     return job.execute_in_process(
         instance=instance,
-        tags=tags,
+        tags=run_tags,
         raise_on_error=raise_on_error,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
@@ -65,6 +62,7 @@ def run_period(
     instance: DagsterInstance,
     log_level: str = "INFO",
     with_catalog: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> list[GrainRun]:
     """Backfill [start, end) at every grain: hours, then days, then months, one run each,
     after loading the pricing catalog (``with_catalog``).
@@ -73,10 +71,14 @@ def run_period(
     """
     runs = []
     if with_catalog:
-        result = run_job_range(defs, CATALOG_JOB, None, None, instance, log_level=log_level)
+        result = run_job_range(
+            defs, CATALOG_JOB, None, None, instance, log_level=log_level, tags=tags
+        )
         runs.append(GrainRun(CATALOG_JOB, "-", "-", result))
     for job_name, first_key, last_key in plan_period(start, end):
-        result = run_job_range(defs, job_name, first_key, last_key, instance, log_level=log_level)
+        result = run_job_range(
+            defs, job_name, first_key, last_key, instance, log_level=log_level, tags=tags
+        )
         runs.append(GrainRun(job_name, first_key, last_key, result))
     return runs
 

@@ -11,6 +11,7 @@ from dagster_dbt import DbtCliResource
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.ingestion.assets import raw_usage_events
+from orchestration.defs.invoicing.assets import invoice_export
 from orchestration.defs.operations.schedules import (
     daily_usage_schedule,
     hourly_usage_schedule,
@@ -22,13 +23,14 @@ from orchestration.defs.partitions import daily_partitions, hourly_partitions, m
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
+from orchestration.defs.wallets.assets import wallet_catalog, wallet_ledger
 from orchestration.settings import env_or_default
 
 catalog_job = define_asset_job(
     "catalog_job",
-    selection=[pricing_catalog, dbt_catalog],
-    description="Load the pricing catalog and rebuild the dimension views. Then backfill the "
-    "hours whose prices changed.",
+    selection=[pricing_catalog, wallet_catalog, dbt_catalog],
+    description="Load the pricing catalog and the wallets and rebuild the dimension views. "
+    "Then backfill the hours whose prices changed.",
 )
 hourly_job = define_asset_job(
     "hourly_usage_job",
@@ -44,9 +46,10 @@ daily_job = define_asset_job(
 )
 monthly_job = define_asset_job(
     "monthly_usage_job",
-    selection=[dbt_monthly],
+    selection=[wallet_ledger, dbt_monthly, invoice_export],
     partitions_def=monthly_partitions,
-    description="Roll a month up from the daily marts.",
+    description="Close a month: roll it up from the daily marts, draw the wallets down, build "
+    "the invoices (finalized after the grace period) and export the finalized ones.",
 )
 
 
@@ -58,7 +61,17 @@ def build_defs(
 ) -> Definitions:
     """The code location. Arguments override the environment (tests, the demo)."""
     return Definitions(
-        assets=[pricing_catalog, dbt_catalog, raw_usage_events, dbt_hourly, dbt_daily, dbt_monthly],
+        assets=[
+            pricing_catalog,
+            wallet_catalog,
+            dbt_catalog,
+            raw_usage_events,
+            dbt_hourly,
+            dbt_daily,
+            wallet_ledger,
+            dbt_monthly,
+            invoice_export,
+        ],
         jobs=[catalog_job, hourly_job, daily_job, monthly_job],
         schedules=[
             hourly_usage_schedule,

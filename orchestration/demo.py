@@ -31,6 +31,8 @@ STATE_DIR = REPO_ROOT / ".tokenbill"
 DAGSTER_HOME = STATE_DIR / "dagster_home"
 DEFAULT_MONTH = "2026-10"
 FINGERPRINT_TABLES = (
+    "marts.fct_invoice_line_items",
+    "marts.fct_invoices",
     "marts.fct_rated_charges_hourly",
     "marts.fct_rated_charges_monthly",
     "marts.fct_margin_monthly",
@@ -201,6 +203,12 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
             "group by 1, 2 order by 3 desc, 1 limit 5",
             [start.date()],
         ).fetchall()
+        invoices = con.execute(
+            "select invoice_id, customer_id, currency, status, subtotal, credits_applied, "
+            "total_due, line_count from marts.fct_invoices where billing_period_start = ? "
+            "order by total_due desc, invoice_id",
+            [start],
+        ).fetchall()
         fingerprint = warehouse_fingerprint(con)
 
     objects, unreadable, lines, valid, dups, quarantined = (int(v or 0) for v in audit)
@@ -235,6 +243,15 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
         f"    {cid:<10} {cur} {rev:>14,.4f}   cost {cost:>12,.4f}   margin "
         + (f"{margin:>12,.4f}" if margin is not None else "n/a (not USD)")
         for cid, cur, rev, cost, margin in top_revenue
+    ]
+    out.append(f"  invoices ({len(invoices)}; rounded per line, half away from zero):")
+    out.append(
+        f"    {'invoice':<28}{'customer':<10}{'cur':<5}{'status':<10}{'subtotal':>14}"
+        f"{'credits':>12}{'total due':>14}{'lines':>7}"
+    )
+    out += [
+        f"    {iid:<28}{cid:<10}{cur:<5}{status:<10}{sub:>14,.2f}{cred:>12,.2f}{due:>14,.2f}{n:>7}"
+        for iid, cid, cur, status, sub, cred, due, n in invoices
     ]
     if manifest:
         out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))

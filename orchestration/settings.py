@@ -34,6 +34,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Directory of the pricing catalog (customers, plans, subscriptions, overrides, "
         "provider_costs.csv).",
     ),
+    "TOKENBILL_EXPORT_PREFIX": (
+        "exports/invoices",
+        "Key prefix (in TOKENBILL_S3_BUCKET) of the finalized-invoice export.",
+    ),
     "TOKENBILL_HOURLY_LAG_MINUTES": (
         "15",
         "Minute past each hour at which hourly_usage_schedule ingests the hour that just ended "

@@ -5,20 +5,30 @@ The hand-made data set is in ``pipeline_data.py``; every expected number is deri
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import boto3
 import duckdb
 import pytest
-from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
+from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter, TimeWindow
 
 from orchestration.definitions import build_defs
+from orchestration.defs.dbt.args import dbt_build_args
+from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from orchestration.runner import run_job_range, run_period
 from tests import pipeline_data as data
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
+#: Every run judges invoices as of this moment: October's invoices are past their grace period
+#: (Nov 1 + 3 days), so they are finalized.
+AS_OF = {"tokenbill/as_of": "2026-11-10T00:00:00"}
+EXPORT_PREFIX = "exports/invoices/"
 
 MEASURES = (
     "event_count, input_tokens, cached_input_tokens, cache_write_tokens, "
@@ -39,6 +49,11 @@ TABLES = (
     "marts.fct_unpriced_usage",
     "marts.fct_margin_monthly",
     "marts.fct_subscription_fees",
+    "marts.fct_wallet_ledger",
+    "marts.fct_finalized_invoice_lines",
+    "marts.fct_invoice_adjustments",
+    "marts.fct_invoice_line_items",
+    "marts.fct_invoices",
 )
 
 
@@ -58,7 +73,18 @@ class Pipeline:
         self.instance = DagsterInstance.local_temp(str(root / "home"))
 
     def run_period(self, start: datetime = data.PERIOD_START, end: datetime = data.PERIOD_END):
-        return run_period(self.defs, start, end, self.instance)
+        return run_period(self.defs, start, end, self.instance, tags=AS_OF)
+
+    def run(self, job: str, key: str):
+        return run_job_range(self.defs, job, key, key, self.instance, tags=AS_OF)
+
+    def exports(self) -> dict[str, bytes]:
+        client = boto3.client("s3")
+        listed = client.list_objects_v2(Bucket=self.bucket, Prefix=EXPORT_PREFIX)
+        return {
+            o["Key"]: client.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
+            for o in listed.get("Contents", [])
+        }
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(self.warehouse, read_only=True) as con:
@@ -263,6 +289,7 @@ def test_platform_fee_of_a_full_month_is_not_prorated(built):
     ) == [
         ("sub_a", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
         ("sub_b", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
+        ("sub_j", "2026-10-01 00:00:00", Decimal("1000.5"), Decimal(0)),
     ]
 
 
@@ -293,22 +320,99 @@ def rerun(tmp_path_factory, s3_endpoint) -> dict:
     to hour 07 of Oct 5 and exactly that hour, its day and its month re-run."""
     pipeline = _new_pipeline(tmp_path_factory, s3_endpoint)
     pipeline.run_period()
-    first = pipeline.snapshot()
+    first, first_exports = pipeline.snapshot(), pipeline.exports()
     pipeline.run_period()
-    second = pipeline.snapshot()
+    second, second_exports = pipeline.snapshot(), pipeline.exports()
     data.upload(boto3.client("s3"), pipeline.bucket, {data.LATE_KEY: data.LATE_BODY})
     for job, key in (
         ("hourly_usage_job", "2026-10-05-07:00"),
         ("daily_usage_job", "2026-10-05"),
         ("monthly_usage_job", "2026-10-01"),
     ):
-        assert run_job_range(pipeline.defs, job, key, key, pipeline.instance).success
-    return {"pipeline": pipeline, "first": first, "second": second, "late": pipeline.snapshot()}
+        assert pipeline.run(job, key).success
+    late = pipeline.snapshot()
+    assert pipeline.run("monthly_usage_job", "2026-10-01").success  # once more: books nothing
+    return {
+        "pipeline": pipeline,
+        "first": first,
+        "second": second,
+        "late": late,
+        "late_rerun": pipeline.snapshot(),
+        "exports": (first_exports, second_exports),
+    }
 
 
 def test_rerunning_the_period_gives_identical_tables(rerun):
     assert rerun["second"] == rerun["first"]
-    assert all(rerun["first"][t] for t in TABLES if t != "marts.fct_unpriced_usage")
+    empty = {"marts.fct_unpriced_usage", "marts.fct_wallet_ledger", "marts.fct_invoice_adjustments"}
+    assert all(rerun["first"][t] for t in TABLES if t not in empty)
+
+
+def test_invoices_are_rounded_per_line_and_total_the_rounded_lines(built):
+    assert built.query(
+        "select invoice_id, currency, subtotal, credits_applied, total_due, total_precise, "
+        "status, finalized_at::varchar from marts.fct_invoices order by invoice_id"
+    ) == [
+        # 99 + 0.0120025 of usage: only the 0.00575 uncached-input line rounds up, to 0.01.
+        ("inv_sub_a_20261001", "USD", Decimal("99.01"), Decimal(0), Decimal("99.01"),
+         Decimal("99.0120025"), "finalized", "2026-11-04 00:00:00"),
+        ("inv_sub_b_20261001", "USD", Decimal("99.00"), Decimal(0), Decimal("99.00"),
+         Decimal("99.003765"), "finalized", "2026-11-04 00:00:00"),
+        # 1000.5 yen, half away from zero.
+        ("inv_sub_j_20261001", "JPY", Decimal(1001), Decimal(0), Decimal(1001),
+         Decimal("1000.5"), "finalized", "2026-11-04 00:00:00"),
+    ]  # fmt: skip
+    assert built.query(
+        "select line_key, amount_precise, amount, amount_minor_units from "
+        "marts.fct_invoice_line_items where invoice_id = 'inv_sub_a_20261001' order by line_key"
+    ) == [
+        ("platform_fee", Decimal(99), Decimal("99.00"), 9900),
+        ("usage:gpt-4o-cache-write:cache_write", Decimal("0.0003125"), Decimal(0), 0),
+        ("usage:gpt-4o-cached:cached_input", Decimal("0.0015"), Decimal(0), 0),
+        ("usage:gpt-4o-output:output", Decimal("0.0036"), Decimal(0), 0),
+        ("usage:gpt-4o-uncached:uncached_input", Decimal("0.00575"), Decimal("0.01"), 1),
+        ("usage:mini-output:output", Decimal("0.00024"), Decimal(0), 0),
+        ("usage:mini-uncached:uncached_input", Decimal("0.0006"), Decimal(0), 0),
+    ]
+
+
+def test_finalized_invoices_are_exported_once_per_line_with_stable_keys(rerun):
+    first, second = rerun["exports"]
+    assert sorted(first) == [
+        "exports/invoices/period=2026-10-01/inv_sub_a_20261001.jsonl",
+        "exports/invoices/period=2026-10-01/inv_sub_b_20261001.jsonl",
+        "exports/invoices/period=2026-10-01/inv_sub_j_20261001.jsonl",
+    ]
+    assert second == first  # a re-export writes the same bytes: same lines, same keys
+    items = [json.loads(line) for line in first[sorted(first)[2]].decode().splitlines()]
+    assert [(i["currency"], i["amount"], i["metadata"]["line_key"]) for i in items] == [
+        ("jpy", 1001, "platform_fee")
+    ]
+    lines_a = first[sorted(first)[0]].decode().splitlines()
+    keys = [json.loads(line)["idempotency_key"] for line in lines_a]
+    assert len(keys) == len(set(keys)) == 7
+
+
+def test_late_event_after_finalization_books_one_adjustment_and_never_twice(rerun):
+    pipeline = rerun["pipeline"]
+    # The finalized October invoice does not change...
+    invoice = "select * from marts.fct_finalized_invoice_lines order by all"
+    assert (
+        rerun["late"][invoice.split(" from ")[1].split(" ")[0]]
+        == rerun["second"]["marts.fct_finalized_invoice_lines"]
+    )
+    # ...the difference (40 uncached input and 4 output tokens of gpt-4o) is booked against
+    # it, on sub_a's next draft invoice (November), once: re-running October books nothing.
+    assert pipeline.query(
+        "select original_invoice_id, target_invoice_id, line_key, amount_precise "
+        "from marts.fct_invoice_adjustments order by line_key"
+    ) == [
+        ("inv_sub_a_20261001", "inv_sub_a_20261101", "usage:gpt-4o-output:output",
+         Decimal("0.00004")),
+        ("inv_sub_a_20261001", "inv_sub_a_20261101", "usage:gpt-4o-uncached:uncached_input",
+         Decimal("0.0001")),
+    ]  # fmt: skip
+    assert rerun["late_rerun"] == rerun["late"]
 
 
 def test_late_object_changes_exactly_its_hour_day_and_month(rerun):
@@ -336,3 +440,31 @@ def test_late_object_changes_exactly_its_hour_day_and_month(rerun):
         "select lines_read, valid_count from raw.ingestion_audit "
         "where partition_hour = '2026-10-05 07:00'"
     ) == [(11, 6)]
+
+
+def test_adjustment_lands_as_one_line_on_the_next_draft_invoice(rerun, tmp_path):
+    """November cannot be closed through Dagster yet (its partition ends in the future), so
+    its invoices are built with dbt directly, as of Nov 10: a draft, carrying the adjustment."""
+    pipeline = rerun["pipeline"]
+    november = TimeWindow(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    extra = {"as_of": AS_OF["tokenbill/as_of"], "invoice_grace_days": "3"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(november, extra),
+            "--select", "fct_subscription_fees", "models/invoicing",
+            "--target-path", str(tmp_path / "target"), "--profiles-dir", str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": pipeline.warehouse, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert pipeline.query(
+        "select line_type, amount_precise, amount, status, original_invoice_id "
+        "from marts.fct_invoice_line_items where invoice_id = 'inv_sub_a_20261101' "
+        "order by line_type"
+    ) == [
+        ("adjustment", Decimal("0.00014"), Decimal(0), "draft", "inv_sub_a_20261001"),
+        ("platform_fee", Decimal(99), Decimal("99.00"), "draft", None),
+    ]

@@ -55,3 +55,19 @@
         as decimal(38, 18)
     )
 {%- endmacro %}
+
+{#- Round an exact amount to its currency's minor unit, half away from zero (DuckDB's round on
+    decimals), keeping decimal(38, 18). The exponent is per row; round() needs a constant, so
+    each ISO 4217 exponent in use (0, 2, 3) is a branch. -#}
+{% macro round_to_minor_unit(amount, exponent) -%}
+    case {{ exponent }}
+        when 0 then cast(round({{ amount }}, 0) as decimal(38, 18))
+        when 3 then cast(round({{ amount }}, 3) as decimal(38, 18))
+        else cast(round({{ amount }}, 2) as decimal(38, 18))
+    end
+{%- endmacro %}
+
+{#- The moment invoices are judged at: the `as_of` var, else the start of this dbt run. -#}
+{% macro as_of() -%}
+    cast('{{ var("as_of", run_started_at.strftime("%Y-%m-%dT%H:%M:%S")) }}' as timestamp)
+{%- endmacro %}

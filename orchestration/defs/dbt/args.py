@@ -19,7 +19,9 @@ def window_vars(window: TimeWindow) -> dict[str, str]:
     }
 
 
-def dbt_build_args(window: TimeWindow | None) -> list[str]:
+def dbt_build_args(
+    window: TimeWindow | None, extra_vars: dict[str, str] | None = None
+) -> list[str]:
     """``dbt build`` for exactly the window (all of history when there is none).
 
     ``buildable`` indirect selection runs a test only when each of its parents is built in
@@ -27,8 +29,9 @@ def dbt_build_args(window: TimeWindow | None) -> list[str]:
     daily) runs with the daily grain, not with the hourly one, before daily exists.
     """
     args = ["build", "--indirect-selection", "buildable"]
-    if window is not None:
-        args += ["--vars", json.dumps(window_vars(window), sort_keys=True)]
+    dbt_vars = {**(window_vars(window) if window is not None else {}), **(extra_vars or {})}
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
     return args
 
 

@@ -31,6 +31,7 @@ from orchestration.defs.dbt.args import dbt_build_args
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
+from orchestration.settings import setting
 
 #: Marts analysts rely on, by grain: how stale they may get before the freshness check warns
 #: and fails. Hourly marts follow the hourly schedule (plus its lag); daily ones the daily
@@ -67,9 +68,7 @@ class TokenbillTranslator(DagsterDbtTranslator):
         fqn = dbt_resource_props.get("fqn", [])
         if dbt_resource_props.get("resource_type") == "model" and len(fqn) > 2:
             folder = fqn[1]
-            return {"marts": "token_usage", "rating": "rating", "catalog": "catalog"}.get(
-                folder, folder
-            )
+            return {"marts": "token_usage"}.get(folder, folder)
         return super().get_group_name(dbt_resource_props)
 
 
@@ -93,7 +92,7 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
         os.environ["TOKENBILL_WAREHOUSE_PATH"] = warehouse.path
         window = context.partition_time_window if partitions_def is not None else None
         invocation = dbt.cli(
-            dbt_build_args(window),
+            dbt_build_args(window, invoice_vars(context.run.tags)),
             context=context,
             # One shared target dir keeps dbt's partial-parse cache between runs (runs in
             # the warehouse pool never overlap).
@@ -172,6 +171,19 @@ def _markdown(frame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join([header, rule, *rows])
+
+
+#: A run tag that sets the moment invoices are judged at (drafts vs finalized); by default dbt
+#: uses the start of its run. Operators and tests set it to re-close as of a given time.
+AS_OF_TAG = "tokenbill/as_of"
+
+
+def invoice_vars(run_tags: Mapping[str, str]) -> dict[str, str]:
+    """The invoicing vars: the grace period from the settings, and as_of from the run tag."""
+    values = {"invoice_grace_days": setting("TOKENBILL_INVOICE_GRACE_DAYS")}
+    if run_tags.get(AS_OF_TAG):
+        values["as_of"] = run_tags[AS_OF_TAG]
+    return values
 
 
 def build_errors(run_results: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,59 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+    )
+}}
+
+-- The frozen lines of finalized invoices. Append-only: an invoice is written here once, when
+-- its grace period has passed (finalized_at = period end + invoice_grace_days), and never
+-- changes afterwards. Later differences become rows of fct_invoice_adjustments.
+
+with
+
+computed as (
+
+    select * from {{ ref('int_invoicing__computed_lines') }}
+
+),
+
+currencies as (
+
+    select * from {{ source('catalog', 'currencies') }}
+
+),
+
+due as (
+
+    select
+        computed.*,
+        currencies.minor_unit_exponent,
+        {{ dbt.dateadd('day', var('invoice_grace_days') | int, 'computed.billing_period_end') }}
+            as finalized_at
+    from computed
+    inner join currencies on computed.currency = currencies.currency
+
+)
+
+select
+    invoice_id,
+    subscription_id,
+    customer_id,
+    currency,
+    cast(minor_unit_exponent as integer) as minor_unit_exponent,
+    billing_period_start,
+    billing_period_end,
+    line_key,
+    line_type,
+    description,
+    unit_description,
+    quantity,
+    amount_precise,
+    {{ round_to_minor_unit('amount_precise', 'minor_unit_exponent') }} as amount,
+    cast(finalized_at as timestamp) as finalized_at
+from due
+where
+    finalized_at <= {{ as_of() }}
+    {% if is_incremental() %}
+        and invoice_id not in (select invoice_id from {{ this }})
+    {% endif %}

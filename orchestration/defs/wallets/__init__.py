@@ -1,0 +1,1 @@
+"""Prepaid credit wallets: the wallet catalog, the draw-down ledger and its checks."""

@@ -188,8 +188,8 @@ def test_a_broken_catalog_fails_the_asset_and_applies_nothing(tmp_path):
     result = run(bad)
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
-    assert "3 problem(s); nothing was applied" in failure.message
+    assert "4 problem(s); nothing was applied" in failure.message
     with duckdb.connect(warehouse.path, read_only=True) as con:
-        assert con.sql("select count(*) from catalog.customers").fetchone() == (2,)
+        assert con.sql("select count(*) from catalog.customers").fetchone() == (3,)
         assert con.sql("select unit_price_per_token from catalog.price_tiers "
                        "where price_id = 'gpt-4o-uncached'").fetchone()[0] > 0  # fmt: skip

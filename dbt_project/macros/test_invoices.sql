@@ -38,3 +38,12 @@ where coalesce(invoiced.amount, 0) + coalesce(adjusted.amount, 0) <> coalesce(ex
 select * from {{ model }}
 where total_due <> subtotal - credits_applied
 {% endtest %}
+
+{#- Credits never take an invoice below zero (only a negative adjustment can). -#}
+{% test credits_never_exceed_charges(model) %}
+select invoice_id, sum(amount) as total
+from {{ model }}
+where line_type <> 'adjustment' and {{ in_window('billing_period_start') }}
+group by invoice_id
+having sum(amount) < 0
+{% endtest %}

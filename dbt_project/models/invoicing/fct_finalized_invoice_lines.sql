@@ -17,21 +17,13 @@ computed as (
 
 ),
 
-currencies as (
-
-    select * from {{ source('catalog', 'currencies') }}
-
-),
-
 due as (
 
     select
         computed.*,
-        currencies.minor_unit_exponent,
         {{ dbt.dateadd('day', var('invoice_grace_days') | int, 'computed.billing_period_end') }}
             as finalized_at
     from computed
-    inner join currencies on computed.currency = currencies.currency
 
 )
 
@@ -49,7 +41,7 @@ select
     unit_description,
     quantity,
     amount_precise,
-    {{ round_to_minor_unit('amount_precise', 'minor_unit_exponent') }} as amount,
+    amount,
     cast(finalized_at as timestamp) as finalized_at
 from due
 where

@@ -60,12 +60,8 @@ currencies as (
 
 drafts as (
 
-    select
-        computed.*,
-        currencies.minor_unit_exponent
-    from computed
-    inner join currencies on computed.currency = currencies.currency
-    where computed.invoice_id not in (select invoice_id from frozen)
+    select * from computed
+    where invoice_id not in (select invoice_id from frozen)
 
 ),
 
@@ -95,8 +91,7 @@ lines as (
     select
         invoice_id, subscription_id, customer_id, currency, minor_unit_exponent,
         billing_period_start, billing_period_end, line_key, line_type, description,
-        unit_description, quantity, amount_precise,
-        {{ round_to_minor_unit('amount_precise', 'minor_unit_exponent') }},
+        unit_description, quantity, amount_precise, amount,
         'draft',
         null,
         null

@@ -220,6 +220,48 @@ lines as (
             and ledger.billing_period_start = periods.billing_period_start
     where ledger.entry_type = 'top_up'
 
+),
+
+currencies as (
+
+    select * from {{ source('catalog', 'currencies') }}
+
+),
+
+rounded as (
+
+    select
+        lines.*,
+        currencies.minor_unit_exponent,
+        {{ round_to_minor_unit('lines.amount_precise', 'currencies.minor_unit_exponent') }}
+            as amount_rounded
+    from lines
+    inner join periods on lines.invoice_id = periods.invoice_id
+    inner join currencies on periods.currency = currencies.currency
+
+),
+
+capped as (
+
+    -- Credits applied never exceed what the other (rounded) lines add up to: rounding each
+    -- usage line separately can leave them a cent under the exact credits drawn, and an
+    -- invoice must not come out at -0.01. The exact amount stays in amount_precise.
+    select
+        *,
+        case
+            when line_type = 'credits'
+                then greatest(
+                    amount_rounded,
+                    -greatest(
+                        sum(case when line_type <> 'credits' then amount_rounded else 0 end)
+                            over (partition by invoice_id),
+                        0
+                    )
+                )
+            else amount_rounded
+        end as amount
+    from rounded
+
 )
 
 select
@@ -227,13 +269,15 @@ select
     periods.subscription_id,
     periods.customer_id,
     periods.currency,
+    cast(capped.minor_unit_exponent as integer) as minor_unit_exponent,
     periods.billing_period_start,
     periods.billing_period_end,
-    lines.line_key,
-    lines.line_type,
-    lines.description,
-    lines.unit_description,
-    lines.quantity,
-    cast(lines.amount_precise as decimal(38, 18)) as amount_precise
-from lines
-inner join periods on lines.invoice_id = periods.invoice_id
+    capped.line_key,
+    capped.line_type,
+    capped.description,
+    capped.unit_description,
+    capped.quantity,
+    cast(capped.amount_precise as decimal(38, 18)) as amount_precise,
+    cast(capped.amount as decimal(38, 18)) as amount
+from capped
+inner join periods on capped.invoice_id = periods.invoice_id

@@ -30,6 +30,7 @@ from orchestration.defs.rating.catalog import (
     read_provider_costs,
     write_catalog,
 )
+from orchestration.defs.wallets.assets import LEDGER_DDL
 
 D = Decimal
 CARD = (
@@ -188,6 +189,18 @@ PLANS = [
         ],
     },
     {"plan_id": "nofail", "bill_failed_attempts": False, "prices": [output_price("nofail")]},
+    {
+        "plan_id": "jpysmall",
+        "currency": "JPY",
+        "prices": [
+            output_price(
+                f"jpysmall-{f}",
+                selector={"model": "m", "feature": f},
+                versions=[{"effective_from": "2026-01-01", "unit_price": "0.5"}],
+            )
+            for f in ("a", "b", "c")
+        ],
+    },
 ]
 # customer -> (plan, anchor day)
 SUBSCRIBED = {
@@ -196,7 +209,7 @@ SUBSCRIBED = {
     "cus_pkgdown": ("pkgdown", 1), "cus_allow": ("allow", 1), "cus_vers": ("vers", 1),
     "cus_spec": ("prec", 1), "cus_over": ("prec", 1), "cus_amb": ("amb", 1),
     "cus_jpy": ("jpy", 1), "cus_nofail": ("nofail", 1), "cus_noprice": ("grad", 1),
-    "cus_zero": ("grad", 1), "cus_anchor": ("grad", 15),
+    "cus_zero": ("grad", 1), "cus_anchor": ("grad", 15), "cus_jpysmall": ("jpysmall", 1),
 }  # fmt: skip
 OVERRIDES = [
     {
@@ -229,12 +242,14 @@ EVENTS = [
     ("cus_nosub", "05 10", 10, {}),
     ("cus_zero", "05 10", 0, {}),
     ("cus_anchor", "14 10", 10, {}), ("cus_anchor", "15 10", 15, {}),
+    ("cus_jpysmall", "05 10", 1, {"feature": "a"}), ("cus_jpysmall", "05 10", 1, {"feature": "b"}),
+    ("cus_jpysmall", "05 10", 1, {"feature": "c"}),
 ]  # fmt: skip
 
 
 def _catalog_documents() -> dict[str, dict]:
     customers = [
-        {"customer_id": c, "name": c, "currency": "JPY" if c == "cus_jpy" else "USD"}
+        {"customer_id": c, "name": c, "currency": "JPY" if c.startswith("cus_jpy") else "USD"}
         for c in [*SUBSCRIBED, "cus_nosub", "cus_mid"]
     ]
     plans = [
@@ -327,6 +342,21 @@ def rated(tmp_path_factory):
         text=True,
     )  # fmt: skip
     assert fees.returncode == 0, fees.stdout[-3000:]
+    with duckdb.connect(warehouse) as con:
+        con.execute(LEDGER_DDL)  # no wallets in this catalog: an empty ledger
+    invoices = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            *dbt_build_args(month, {"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"}),
+            "--select", "fct_wallet_ledger", "models/invoicing",
+            "--target-path", str(root / "target"), "--profiles-dir", str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert invoices.returncode == 0, invoices.stdout[-3000:]
     # all_usage_is_priced fails on purpose (unpriced scenarios); nothing else may fail.
     failures = [
         line for line in result.stdout.splitlines()
@@ -498,3 +528,36 @@ def test_platform_fee_is_prorated_and_minimum_spend_trued_up(rated):
             D("67.741935483870967741"),
         ),
     ]  # fmt: skip
+
+
+def test_jpy_invoice_rounds_each_small_line_to_whole_yen(rated):
+    # Three lines of 0.5 yen each round half away from zero to 1 yen: the invoice is 3 yen,
+    # its exact total 1.5 (the documented per-line rule).
+    with duckdb.connect(rated, read_only=True) as con:
+        lines = con.execute(
+            "select line_key, amount_precise, amount, amount_minor_units from "
+            "marts.fct_invoice_line_items where customer_id = 'cus_jpysmall' order by line_key"
+        ).fetchall()
+        invoice = con.execute(
+            "select currency, subtotal, total_due, total_precise, status from marts.fct_invoices "
+            "where customer_id = 'cus_jpysmall'"
+        ).fetchall()
+    assert lines == [(f"usage:jpysmall-{f}:output", D("0.5"), D(1), 1) for f in ("a", "b", "c")]
+    assert invoice == [("JPY", D(3), D(3), D("1.5"), "finalized")]
+
+
+def test_usd_invoice_rounds_half_away_from_zero_and_totals_the_rounded_lines(rated):
+    # cus_mid joined on Oct 11: fee 21 and a minimum true-up of 67.741935... -> 67.74.
+    with duckdb.connect(rated, read_only=True) as con:
+        rows = con.execute(
+            "select line_key, amount_precise, amount from marts.fct_invoice_line_items "
+            "where customer_id = 'cus_mid' order by line_key"
+        ).fetchall()
+        total = con.execute(
+            "select total_due from marts.fct_invoices where customer_id = 'cus_mid'"
+        ).fetchone()
+    assert rows == [
+        ("minimum_true_up", D("67.741935483870967741"), D("67.74")),
+        ("platform_fee", D(21), D("21.00")),
+    ]
+    assert total == (D("88.74"),)

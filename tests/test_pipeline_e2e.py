@@ -6,9 +6,6 @@ The hand-made data set is in ``pipeline_data.py``; every expected number is deri
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,10 +16,9 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter, TimeWindow
 
 from orchestration.definitions import build_defs
-from orchestration.defs.dbt.args import dbt_build_args
-from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from orchestration.runner import run_job_range, run_period
 from tests import pipeline_data as data
+from tests.dbt_support import dbt_build
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 #: Every run judges invoices as of this moment: October's invoices are past their grace period
@@ -448,17 +444,14 @@ def test_adjustment_lands_as_one_line_on_the_next_draft_invoice(rerun, tmp_path)
     pipeline = rerun["pipeline"]
     november = TimeWindow(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
     extra = {"as_of": AS_OF["tokenbill/as_of"], "invoice_grace_days": "3"}
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(november, extra),
-            "--select", "fct_subscription_fees", "models/invoicing",
-            "--target-path", str(tmp_path / "target"), "--profiles-dir", str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": pipeline.warehouse, "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    result = dbt_build(
+        pipeline.warehouse,
+        tmp_path / "target",
+        november,
+        "fct_subscription_fees",
+        "models/invoicing",
+        extra_vars=extra,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert pipeline.query(
         "select line_type, amount_precise, amount, status, original_invoice_id "

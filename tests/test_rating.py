@@ -8,12 +8,8 @@ the test.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -21,8 +17,6 @@ import pytest
 import yaml
 from dagster import TimeWindow
 
-from orchestration.defs.dbt.args import dbt_build_args
-from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from orchestration.defs.ingestion.landing import ensure_raw_schema
 from orchestration.defs.rating.catalog import (
     catalog_tables,
@@ -31,6 +25,7 @@ from orchestration.defs.rating.catalog import (
     write_catalog,
 )
 from orchestration.defs.wallets.assets import LEDGER_DDL
+from tests.dbt_support import dbt_build
 
 D = Decimal
 CARD = (
@@ -318,44 +313,19 @@ def rated(tmp_path_factory):
         )
         write_catalog(con, tables)
     window = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(window),
-            "--select", "tag:catalog", "tag:hourly", "--target-path", str(root / "target"),
-            "--profiles-dir", str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    month = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
-    fees = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(month),
-            "--select", "fct_subscription_fees", "--target-path", str(root / "target"),
-            "--profiles-dir", str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    result = dbt_build(warehouse, root / "target", window, "tag:catalog", "tag:hourly")
+    fees = dbt_build(warehouse, root / "target", window, "fct_subscription_fees")
     assert fees.returncode == 0, fees.stdout[-3000:]
     with duckdb.connect(warehouse) as con:
         con.execute(LEDGER_DDL)  # no wallets in this catalog: an empty ledger
-    invoices = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            *dbt_build_args(month, {"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"}),
-            "--select", "fct_wallet_ledger", "models/invoicing",
-            "--target-path", str(root / "target"), "--profiles-dir", str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    invoices = dbt_build(
+        warehouse,
+        root / "target",
+        window,
+        "fct_wallet_ledger",
+        "models/invoicing",
+        extra_vars={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},
+    )
     assert invoices.returncode == 0, invoices.stdout[-3000:]
     # all_usage_is_priced fails on purpose (unpriced scenarios); nothing else may fail.
     failures = [

@@ -6,10 +6,7 @@ Every expected number is worked out by hand in the test.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,8 +19,6 @@ from dagster import TimeWindow, materialize
 
 from contracts.catalog import CatalogError
 from contracts.wallets import validate_wallets
-from orchestration.defs.dbt.args import dbt_build_args
-from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from orchestration.defs.rating.catalog import (
     catalog_tables,
     load_catalog,
@@ -48,6 +43,7 @@ from orchestration.defs.wallets.ledger import (
     period_function,
     simulate,
 )
+from tests.dbt_support import dbt_build
 
 D = Decimal
 T0 = datetime(2026, 10, 1)
@@ -450,17 +446,7 @@ def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
 def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
     root, warehouse = booked["root"], booked["warehouse"]
     window = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"), *dbt_build_args(window),
-            "--select", "tag:catalog", "path:models/wallets",
-            "--target-path", str(root / "target"), "--profiles-dir", str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    result = dbt_build(warehouse, root / "target", window, "tag:catalog", "path:models/wallets")
     assert result.returncode == 0, result.stdout[-4000:]
     with duckdb.connect(warehouse, read_only=True) as con:
         alerts = con.execute(

@@ -456,7 +456,7 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
 
     timers: dict[str, float] = defaultdict(float)
     names = {
-        "object_lines": "decode + split lines",
+        "split_lines": "split lines",
         "extract_wire_fields": "JSON extraction (DuckDB)",
         "validate_wire_events": "contract validation (pandera/polars)",
         "_deduplicate": "deduplication",

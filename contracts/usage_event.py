@@ -169,6 +169,11 @@ def parse_count(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.str.contains(r"^-?\d{1,18}$")).then(expr.cast(pl.Int64, strict=False))
 
 
+#: Every column check as (column, reason code, predicate), in schema order; filled by _check.
+#: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once.
+_COLUMN_RULES: list[tuple[str, str, Callable[[pl.Expr], pl.Expr]]] = []
+
+
 def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], **stats) -> pa.Check:
     """A vectorised column check named after its reason code; null values pass."""
 
@@ -176,7 +181,9 @@ def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], **stats) -> pa.Ch
         col = pl.col(data.key)
         return data.lazyframe.select(predicate(col).fill_null(True))
 
-    return pa.Check(fn, name=name, statistics=stats or None)
+    check = pa.Check(fn, name=name, statistics=stats or None)
+    check.predicate = predicate  # read back by _columns to register the rule
+    return check
 
 
 def _count_checks(minimum: int) -> list[pa.Check]:
@@ -211,6 +218,7 @@ def _identifier_checks(required: bool) -> list[pa.Check]:
 
 
 def _column(name: str, checks: list[pa.Check], description: str) -> pa.Column:
+    _COLUMN_RULES.extend((name, check.name, check.predicate) for check in checks)
     return pa.Column(
         pl.String,
         checks=checks,
@@ -280,27 +288,35 @@ def _columns() -> dict[str, pa.Column]:
     return cols
 
 
-def _subset_invariant(data) -> pl.LazyFrame:
+def _subset_invariant_holds() -> pl.Expr:
     # Only judged where every count is a valid non-negative integer: other reasons cover the rest.
     n = {f: parse_count(pl.col(f)).clip(lower_bound=0) for f in TOKEN_FIELDS}
     ok = (n["cached_input_tokens"].fill_null(0) + n["cache_write_tokens"].fill_null(0)) <= n[
         "input_tokens"
     ]
     ok = ok & (n["reasoning_tokens"].fill_null(0) <= n["output_tokens"])
-    return data.lazyframe.select(ok.fill_null(True))
+    return ok.fill_null(True)
 
 
-def _timestamp_in_hour(data) -> pl.LazyFrame:
+def _timestamp_in_source_hour() -> pl.Expr:
     ts = parse_timestamp(pl.col("timestamp"))
-    return data.lazyframe.select((ts.dt.truncate("1h") == pl.col(SOURCE_HOUR)).fill_null(True))
+    return (ts.dt.truncate("1h") == pl.col(SOURCE_HOUR)).fill_null(True)
+
+
+#: The checks on whole rows, as (reason code, predicate).
+_ROW_RULES: list[tuple[str, Callable[[], pl.Expr]]] = [
+    ("subset_invariant_broken", _subset_invariant_holds),
+    ("timestamp_outside_hour", _timestamp_in_source_hour),
+]
+
+
+def _row_check(name: str, predicate: Callable[[], pl.Expr]) -> pa.Check:
+    return pa.Check(lambda data: data.lazyframe.select(predicate()), name=name)
 
 
 USAGE_EVENT_SCHEMA = pa.DataFrameSchema(
     columns=_columns(),
-    checks=[
-        pa.Check(_subset_invariant, name="subset_invariant_broken"),
-        pa.Check(_timestamp_in_hour, name="timestamp_outside_hour"),
-    ],
+    checks=[_row_check(name, predicate) for name, predicate in _ROW_RULES],
     strict=False,
     name="usage_event",
     description="One LLM usage event per model-call attempt (wire form, before typing).",
@@ -311,6 +327,24 @@ USAGE_EVENT_SCHEMA = pa.DataFrameSchema(
 # Validation: split a frame of wire events into typed valid rows and reasons per failed row.
 
 
+def passes_contract() -> pl.Expr:
+    """True for a row of wire events that passes every check of ``USAGE_EVENT_SCHEMA``.
+
+    The same predicates as the schema's checks, plus its non-null requirements, evaluated as
+    one expression: one vectorised pass over the rows, where pandera runs each check on its
+    own and gathers failure cases. Rows for which this is false are then validated by the
+    schema itself, which says why.
+    """
+    terms = [
+        pl.col(name).is_not_null()
+        for name, column in USAGE_EVENT_SCHEMA.columns.items()
+        if not column.nullable
+    ]
+    terms += [predicate(pl.col(name)).fill_null(True) for name, _, predicate in _COLUMN_RULES]
+    terms += [predicate() for _, predicate in _ROW_RULES]
+    return pl.all_horizontal(terms)
+
+
 def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate a frame of wire events (all ``WIRE_FIELDS`` as text plus ``source_hour``).
 
@@ -318,17 +352,33 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     check (see :func:`to_typed`); ``failures`` has one row per failed input row with its
     position ``row`` in ``wire``, the sorted reason codes and a human-readable detail
     naming each field, the check and the offending value.
+
+    Every row is screened by :func:`passes_contract`; only the rows it rejects (a fraction of
+    a percent of real traffic) go through pandera, whose failure cases are the reasons.
     """
     failures = pl.DataFrame(
         schema={"row": pl.Int64, "reason_codes": pl.List(pl.String), "reason_detail": pl.String}
     )
-    if wire.height:
+    # One lazy pass: the screen and the typed values share their parsed timestamps and counts.
+    screened = (
+        wire.lazy()
+        .select(
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+            passes_contract().alias("ok"),
+            *_typed_exprs(wire.columns),
+        )
+        .collect()
+    )
+    suspects = screened.filter(~pl.col("ok"))["row"]
+    if suspects.len():
         try:
-            USAGE_EVENT_SCHEMA.validate(wire, lazy=True)
+            USAGE_EVENT_SCHEMA.validate(wire[suspects], lazy=True)
         except pa.errors.SchemaErrors as exc:
-            failures = _summarise_failures(exc.failure_cases)
-    valid_mask = ~pl.int_range(wire.height, eager=True).is_in(failures["row"].implode())
-    return to_typed(wire.filter(valid_mask)), failures
+            summary = _summarise_failures(exc.failure_cases)
+            # Back from positions among the suspects to positions in ``wire``.
+            failures = summary.with_columns(row=suspects.gather(summary["row"]))
+    valid = screened.filter(~pl.col("row").is_in(failures["row"].implode()))
+    return valid.drop("row", "ok"), failures
 
 
 def _summarise_failures(cases: pl.DataFrame) -> pl.DataFrame:
@@ -364,7 +414,11 @@ def to_typed(wire: pl.DataFrame) -> pl.DataFrame:
     """Convert validated wire rows to their landed types (defaults applied).
 
     Columns that are not wire fields (ingestion's line references) are kept, first."""
-    exprs: list[pl.Expr] = [pl.col(c) for c in wire.columns if c not in (*WIRE_FIELDS, SOURCE_HOUR)]
+    return wire.select(_typed_exprs(wire.columns))
+
+
+def _typed_exprs(columns: list[str]) -> list[pl.Expr]:
+    exprs: list[pl.Expr] = [pl.col(c) for c in columns if c not in (*WIRE_FIELDS, SOURCE_HOUR)]
     for name in WIRE_FIELDS:
         col = pl.col(name)
         if name == "timestamp":
@@ -377,7 +431,7 @@ def to_typed(wire: pl.DataFrame) -> pl.DataFrame:
             exprs.append(col.fill_null("success").alias(name))
         else:
             exprs.append(col)
-    return wire.select(exprs)
+    return exprs
 
 
 # ---------------------------------------------------------------------------------------------

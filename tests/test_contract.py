@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pandera.polars as pa
 import polars as pl
 import pytest
 
@@ -12,7 +13,9 @@ from contracts.usage_event import (
     REASONS,
     SCHEMA_PATH,
     SOURCE_HOUR,
+    USAGE_EVENT_SCHEMA,
     WIRE_FIELDS,
+    passes_contract,
     render_json_schema,
     validate_wire_events,
 )
@@ -46,31 +49,31 @@ def reasons_of(**overrides: str | None) -> list[str]:
     return failures["reason_codes"].to_list()[0] if failures.height else []
 
 
-@pytest.mark.parametrize(
-    ("overrides", "reason"),
-    [
-        ({"customer_id": None}, "missing_required_field"),
-        ({"event_id": ""}, "missing_required_field"),
-        ({"timestamp": None}, "missing_required_field"),
-        ({"output_tokens": None}, "missing_required_field"),
-        ({"input_tokens": "12.5"}, "wrong_type"),
-        ({"input_tokens": "true"}, "wrong_type"),
-        ({"model": '{"name":"gpt-4o"}'}, "wrong_type"),
-        ({"metadata": '"a string"'}, "wrong_type"),
-        ({"input_tokens": "-1"}, "negative_count"),
-        ({"input_tokens": "1000000000"}, "count_out_of_range"),
-        ({"output_tokens": "123456789012345678901234"}, "count_out_of_range"),
-        ({"attempt": "0"}, "count_out_of_range"),
-        ({"cached_input_tokens": "60", "cache_write_tokens": "41"}, "subset_invariant_broken"),
-        ({"reasoning_tokens": "11"}, "subset_invariant_broken"),
-        ({"timestamp": "2026-10-05 07:12"}, "unparseable_timestamp"),
-        ({"timestamp": "2026-10-05T07:12:00"}, "unparseable_timestamp"),  # no offset
-        ({"timestamp": "2026-02-30T07:12:00Z"}, "unparseable_timestamp"),
-        ({"timestamp": "2026-10-05T08:00:00Z"}, "timestamp_outside_hour"),
-        ({"timestamp": "2026-10-05T07:59:59-01:00"}, "timestamp_outside_hour"),
-        ({"status": "ok"}, "unknown_status"),
-    ],
-)
+BAD_FIELDS = [
+    ({"customer_id": None}, "missing_required_field"),
+    ({"event_id": ""}, "missing_required_field"),
+    ({"timestamp": None}, "missing_required_field"),
+    ({"output_tokens": None}, "missing_required_field"),
+    ({"input_tokens": "12.5"}, "wrong_type"),
+    ({"input_tokens": "true"}, "wrong_type"),
+    ({"model": '{"name":"gpt-4o"}'}, "wrong_type"),
+    ({"metadata": '"a string"'}, "wrong_type"),
+    ({"input_tokens": "-1"}, "negative_count"),
+    ({"input_tokens": "1000000000"}, "count_out_of_range"),
+    ({"output_tokens": "123456789012345678901234"}, "count_out_of_range"),
+    ({"attempt": "0"}, "count_out_of_range"),
+    ({"cached_input_tokens": "60", "cache_write_tokens": "41"}, "subset_invariant_broken"),
+    ({"reasoning_tokens": "11"}, "subset_invariant_broken"),
+    ({"timestamp": "2026-10-05 07:12"}, "unparseable_timestamp"),
+    ({"timestamp": "2026-10-05T07:12:00"}, "unparseable_timestamp"),  # no offset
+    ({"timestamp": "2026-02-30T07:12:00Z"}, "unparseable_timestamp"),
+    ({"timestamp": "2026-10-05T08:00:00Z"}, "timestamp_outside_hour"),
+    ({"timestamp": "2026-10-05T07:59:59-01:00"}, "timestamp_outside_hour"),
+    ({"status": "ok"}, "unknown_status"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "reason"), BAD_FIELDS)
 def test_each_bad_field_is_quarantined_with_its_reason(overrides, reason):
     assert reasons_of(**overrides) == [reason]
 
@@ -134,6 +137,34 @@ def test_valid_rows_keep_their_order_and_failures_their_row_position():
     )
     assert valid["event_id"].to_list() == ["a", "c"]
     assert failures["row"].to_list() == [1]
+
+
+def test_the_one_pass_screen_rejects_exactly_the_rows_pandera_fails():
+    # Every bad field alone, pairs of them, and rows that pass (edge values included).
+    rows = [wire(**o) for o, _ in BAD_FIELDS]
+    rows += [
+        wire(**{**a, **b})
+        for (a, _), (b, _) in zip(BAD_FIELDS, BAD_FIELDS[3:], strict=False)
+        if not a.keys() & b.keys()
+    ]
+    rows += [
+        wire(),
+        wire(input_tokens="999999999", cached_input_tokens="999999999"),
+        wire(attempt="1", status="cancelled", metadata='{"a":1}', region="r" * 256),
+        wire(timestamp="2026-10-05t07:00:00.123456789+00:00"),
+        wire(region="r" * 257),
+    ]
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(WIRE_FIELDS, pl.String)).with_columns(
+        pl.lit(HOUR).cast(pl.Datetime("us", "UTC")).alias(SOURCE_HOUR)
+    )
+    screened = frame.select(passes_contract())[:, 0].to_list()
+    try:
+        USAGE_EVENT_SCHEMA.validate(frame, lazy=True)
+        failed = set()
+    except pa.errors.SchemaErrors as exc:
+        failed = set(exc.failure_cases["index"].to_list())
+    assert {i for i, ok in enumerate(screened) if not ok} == failed
+    assert len(failed) == len(rows) - 4  # every row but the four valid ones
 
 
 def test_published_json_schema_is_generated_from_the_pandera_schema():

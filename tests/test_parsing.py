@@ -11,8 +11,10 @@ import polars as pl
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     S3Object,
+    extract_wire_fields,
     list_hour_objects,
     route_hours,
+    split_lines,
 )
 
 HOUR = datetime(2026, 10, 5, 7, tzinfo=UTC)
@@ -163,4 +165,77 @@ def test_hours_batched_together_are_routed_as_if_alone():
         (datetime(2026, 10, 5, 7), 1, 1),
         (datetime(2026, 10, 5, 8), 1, 1),
         (datetime(2026, 10, 5, 9), 0, 0),
+    ]
+
+
+def test_split_lines_numbers_lines_like_a_text_editor():
+    lines = split_lines(["a\nb\n", "c\r\n\nd", "", "\n", "e"], [0, 1, 2, 3, 4])
+    assert lines.rows() == [
+        (0, 1, "a"),
+        (0, 2, "b"),
+        (1, 1, "c"),
+        (1, 2, ""),
+        (1, 3, "d"),
+        (4, 1, "e"),
+    ]
+
+
+def extract(*lines: str) -> list[dict]:
+    wire, not_objects = extract_wire_fields(pl.DataFrame({"raw_line": list(lines)}))
+    rows = {r.pop("line_idx"): r for r in wire.to_dicts()}
+    bad = set(not_objects["line_idx"].to_list())
+    return [None if i in bad else rows[i] for i in range(len(lines))]
+
+
+def test_values_are_extracted_as_the_text_they_were_sent_as():
+    (row,) = extract(
+        '{"event_id": "e\\u00e9", "customer_id": 12, "input_tokens": "2546", '
+        '"output_tokens": 1.50, "model": {"name": "m"}, "plan": true, "feature": null, '
+        '"region": [1, 2], "trace_id": ""}'
+    )
+    assert {k: v for k, v in row.items() if v is not None} == {
+        "event_id": "eé",
+        "customer_id": "12",
+        "input_tokens": "2546",
+        "output_tokens": "1.5",
+        "model": '{"name":"m"}',
+        "plan": "true",
+        "region": "[1,2]",
+        "trace_id": "",
+    }
+
+
+def test_unknown_top_level_fields_are_merged_into_metadata():
+    rows = extract(
+        '{"event_id": "a", "metadata": {"app": "web", "n": 1}}',
+        '{"event_id": "b", "metadata": {"app": "web"}, "sdk": "2.6", "extra": {"x": 1}}',
+        '{"event_id": "c", "sdk": "2.6"}',
+        '{"event_id": "d", "metadata": null, "sdk": "2.6"}',
+        '{"event_id": "e", "metadata": "free text", "sdk": "2.6"}',
+        '{"event_id": "f", "metadata": {"sdk": "old"}, "sdk": "new"}',
+        '{"event_id": "g", "region": null}',
+        '{"event_id": "h", "metadata": {}}',
+    )
+    assert [r["metadata"] for r in rows] == [
+        '{"app":"web","n":1}',
+        '{"app":"web","sdk":"2.6","extra":{"x":1}}',
+        '{"sdk":"2.6"}',
+        '{"sdk":"2.6"}',
+        '"free text"',
+        '{"sdk":"new"}',
+        None,
+        "{}",
+    ]
+
+
+def test_lines_that_are_not_json_objects_are_told_apart():
+    rows = extract('{"event_id": "a"}', "[1]", '"text"', "", "{", '  {"event_id": "b"}', "nul")
+    assert [None if r is None else r["event_id"] for r in rows] == [
+        "a",
+        None,
+        None,
+        None,
+        None,
+        "b",
+        None,
     ]

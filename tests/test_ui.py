@@ -53,7 +53,9 @@ REPO_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITOR
 
 
 @pytest.fixture
-def dagster_ui(tmp_path: Path, s3_endpoint: str) -> Iterator[tuple[DagsterServices, Path]]:
+def dagster_ui(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[DagsterServices, Path]]:
     """Webserver + daemon on a fresh instance, warehouse and bucket; stopped on teardown."""
     bucket = f"tb-ui-{uuid.uuid4().hex[:10]}"
     client = boto3.client("s3")
@@ -65,6 +67,7 @@ def dagster_ui(tmp_path: Path, s3_endpoint: str) -> Iterator[tuple[DagsterServic
     shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
     # Create the instance's SQLite storage here: the webserver and the daemon starting at once
     # on an empty DAGSTER_HOME race to create it (alembic CommandError in one of them).
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # where the project's storage lives
     with DagsterInstance.from_config(str(home)):
         pass
     warehouse = tmp_path / "warehouse.duckdb"

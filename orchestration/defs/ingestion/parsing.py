@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from contracts.usage_event import (
     REASONS,
@@ -102,28 +103,22 @@ def list_hour_objects(client, bucket: str, prefix: str) -> list[S3Object]:
     return sorted(found, key=lambda o: o.key)
 
 
-def fetch_bodies(client, bucket: str, objects: list[S3Object], workers: int = 8) -> list[bytes]:
-    def get(obj: S3Object) -> bytes:
-        return client.get_object(Bucket=bucket, Key=obj.key)["Body"].read()
-
-    if len(objects) <= 1:
-        return [get(o) for o in objects]
-    with ThreadPoolExecutor(max_workers=min(workers, len(objects))) as pool:
-        return list(pool.map(get, objects))
-
-
 def fetch_hours(
     client, bucket: str, prefixes: list[tuple[datetime, str]], ahead: int = 16
 ) -> Iterator[HourInput]:
-    """List and fetch hours in order, ``ahead`` hours in flight at once.
+    """List, fetch and decode hours in order, ``ahead`` hours in flight at once.
 
-    Fetching is I/O: overlapping it hides S3 latency, while the bounded look-ahead keeps
-    memory to a few hours of objects whatever the length of the range.
+    Fetching is I/O and gunzip releases the GIL: doing both in the pool overlaps them with
+    the routing of earlier hours, while the bounded look-ahead keeps memory to a few hours of
+    objects whatever the length of the range.
     """
 
     def fetch(hour: datetime, prefix: str) -> HourInput:
         objects = list_hour_objects(client, bucket, prefix)
-        return HourInput(hour, objects, fetch_bodies(client, bucket, objects, workers=1))
+        bodies = [client.get_object(Bucket=bucket, Key=o.key)["Body"].read() for o in objects]
+        item = HourInput(hour, objects, bodies)
+        item.decode()
+        return item
 
     with ThreadPoolExecutor(max_workers=ahead) as pool:
         pending: deque = deque()
@@ -136,12 +131,13 @@ def fetch_hours(
 
 
 def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourInput]]:
-    """Group consecutive hours until their objects reach ``max_bytes`` (at least one hour)."""
+    """Group consecutive hours until their decoded text reaches ``max_bytes`` (at least one
+    hour): the unit of routing and of one landing transaction."""
     batch: list[HourInput] = []
     size = 0
     for item in inputs:
         batch.append(item)
-        size += item.size
+        size += item.decoded_size
         if size >= max_bytes:
             yield batch
             batch, size = [], 0
@@ -150,7 +146,7 @@ def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourIn
 
 
 # ---------------------------------------------------------------------------------------------
-# Object -> lines
+# Object -> text
 
 
 class UnreadableObject(Exception):
@@ -160,45 +156,46 @@ class UnreadableObject(Exception):
         self.detail = detail
 
 
-def object_lines(key: str, body: bytes) -> pl.DataFrame:
-    """Split one object into numbered text lines (1-based), whatever its format.
+@dataclass(frozen=True)
+class DecodedObject:
+    """One object made readable: JSON Lines ``text``, or Parquet ``rows`` re-encoded as JSON
+    objects (one per row), or the ``error`` that makes it unreadable."""
+
+    text: str | None = None
+    rows: pl.Series | None = None
+    error: UnreadableObject | None = None
+
+    @property
+    def size(self) -> int:
+        if self.text is not None:
+            return len(self.text)
+        return int(self.rows.str.len_bytes().sum()) if self.rows is not None else 0
+
+
+def decode_object(key: str, body: bytes) -> DecodedObject:
+    """Read one object whatever its format; a corrupt or unsupported object is an error value.
 
     Parquet rows are re-encoded as JSON objects so that every format goes through the same
     extraction and the same contract.
     """
-    if key.endswith(".jsonl.gz"):
-        try:
-            text = gzip.decompress(body).decode("utf-8")
-        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-            raise UnreadableObject("unreadable_object", f"cannot gunzip/decode: {exc}") from exc
-        lines = _split_lines(text)
-    elif key.endswith(".jsonl"):
-        try:
-            lines = _split_lines(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise UnreadableObject("unreadable_object", f"not UTF-8: {exc}") from exc
-    elif key.endswith(".parquet"):
-        lines = _parquet_lines(body)
-    else:
+    try:
+        if key.endswith(".jsonl.gz"):
+            try:
+                return DecodedObject(text=gzip.decompress(body).decode("utf-8"))
+            except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+                raise UnreadableObject("unreadable_object", f"cannot gunzip/decode: {exc}") from exc
+        if key.endswith(".jsonl"):
+            try:
+                return DecodedObject(text=body.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise UnreadableObject("unreadable_object", f"not UTF-8: {exc}") from exc
+        if key.endswith(".parquet"):
+            return DecodedObject(rows=_parquet_lines(body))
         raise UnreadableObject(
             "unsupported_format", "name does not end in .jsonl, .jsonl.gz or .parquet"
         )
-    return pl.DataFrame(
-        {
-            "source_key": pl.Series([key] * len(lines), dtype=pl.String),
-            "line_number": pl.int_range(1, len(lines) + 1, eager=True, dtype=pl.Int64),
-            "raw_line": lines,
-        },
-        schema=LINES_SCHEMA,
-    )
-
-
-def _split_lines(text: str) -> pl.Series:
-    if text.endswith("\n"):
-        text = text[:-1]
-    if not text:
-        return pl.Series([], dtype=pl.String)
-    return pl.Series(text.split("\n"), dtype=pl.String).str.strip_suffix("\r")
+    except UnreadableObject as exc:
+        return DecodedObject(error=exc)
 
 
 def _parquet_lines(body: bytes) -> pl.Series:
@@ -207,7 +204,7 @@ def _parquet_lines(body: bytes) -> pl.Series:
     except Exception as exc:  # polars raises several error types for corrupt files
         raise UnreadableObject("unreadable_object", f"cannot read Parquet: {exc}") from exc
     if frame.height == 0:
-        return pl.Series([], dtype=pl.String)
+        return pl.Series("raw_line", [], dtype=pl.String)
     stamps = [
         pl.col(name).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
         if dtype.time_zone  # type: ignore[union-attr]
@@ -219,40 +216,78 @@ def _parquet_lines(body: bytes) -> pl.Series:
     return frame.select(pl.struct(pl.all()).struct.json_encode().alias("raw_line"))["raw_line"]
 
 
+def split_lines(texts: list[str], objects: list[int]) -> pl.DataFrame:
+    """Numbered lines (1-based) of JSON Lines texts, in one vectorised pass.
+
+    ``objects[i]`` identifies ``texts[i]``; the result has ``obj``, ``line_number`` and
+    ``raw_line``. One final newline ends the last line rather than starting an empty one; a
+    ``\r`` before a newline is dropped; any other empty line is a line (and invalid JSON).
+    """
+    frame = pl.DataFrame(
+        {"obj": pl.Series(objects, dtype=pl.UInt32), "text": pl.Series(texts, dtype=pl.String)}
+    )
+    parts = (
+        frame.with_columns(pl.col("text").str.strip_suffix("\n"))
+        .filter(pl.col("text") != "")
+        .select("obj", pl.col("text").str.split("\n").alias("raw_line"))
+    )
+    return (
+        parts.with_columns(
+            line_number=pl.int_ranges(1, pl.col("raw_line").list.len() + 1, dtype=pl.Int64)
+        )
+        .explode("raw_line", "line_number", empty_as_null=False)
+        .with_columns(pl.col("raw_line").str.strip_suffix("\r"))
+        .select("obj", "line_number", "raw_line")
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Lines -> wire fields (DuckDB's JSON functions: vectorised, and they keep numbers as text)
 
+_WIRE_STRUCT = (
+    "{"
+    + ", ".join(f'"{f}": "{"JSON" if f == "metadata" else "VARCHAR"}"' for f in WIRE_FIELDS)
+    + "}"
+)
 _KNOWN_NULLS = "{" + ",".join(f'"{f}":null' for f in WIRE_FIELDS) + "}"
+#: metadata as the contract defines it: the object sent, with unknown top-level fields merged
+#: in (JSON merge patch with nulls deletes the known keys: what is left is unknown). Also
+#: non-objects, as their JSON text, for validation to reject.
+_MERGE_SQL = f"""
+select
+    line_idx,
+    case
+        when json_type(raw_line, '$.metadata') = 'OBJECT'
+            then json_merge_patch(
+                raw_line->'$.metadata', json_merge_patch(raw_line, '{_KNOWN_NULLS}')
+            )::varchar
+        when json_type(raw_line, '$.metadata') is null
+            or json_type(raw_line, '$.metadata') = 'NULL'
+            then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
+        else (raw_line->'$.metadata')::varchar
+    end as metadata
+from lines
+"""
+#: One parse per line into the wire fields (``from_json``: every value as the text it was
+#: sent as, numbers included). A line whose keys outnumber its non-null known fields has an
+#: unknown field (or an explicit null, or a repeated key): only those lines (``needs_merge``)
+#: go through ``_MERGE_SQL``. Any other line's metadata is exactly what it sent.
 _EXTRACT_SQL = f"""
-with checked as (
-    select *, json_valid(raw_line) and json_type(raw_line) = 'OBJECT' as is_object
+with objects as (
+    select line_idx, raw_line, from_json(raw_line, '{_WIRE_STRUCT}') as w
     from lines
-),
-objects as (
-    select line_idx, raw_line::json as j from checked where is_object
-),
-extracted as (
-    select
-        line_idx,
-        {", ".join(f"j->>'$.{f}' as {f}" for f in WIRE_FIELDS if f != "metadata")},
-        json_type(j, '$.metadata') as metadata_type,
-        j->'$.metadata' as metadata_json,
-        -- JSON merge patch with nulls deletes the known keys: what is left is unknown.
-        json_merge_patch(j, '{_KNOWN_NULLS}') as unknown_fields
-    from objects
+    where json_valid(raw_line) and starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{')
 )
 select
-    * exclude (metadata_type, metadata_json, unknown_fields),
-    case
-        when metadata_type = 'OBJECT'
-            then json_merge_patch(metadata_json, unknown_fields)::varchar
-        when metadata_type is null or metadata_type = 'NULL'
-            then nullif(unknown_fields::varchar, '{{}}')
-        else metadata_json::varchar
-    end as metadata
-from extracted
-order by line_idx
+    line_idx,
+    {", ".join(f"w.{f} as {f}" for f in WIRE_FIELDS if f != "metadata")},
+    w.metadata::varchar as metadata,
+    len(json_keys(raw_line))
+        > {" + ".join(f"(w.{f} is not null)::int" for f in WIRE_FIELDS)} as needs_merge
+from objects
 """
+#: Rows per Arrow record batch handed to DuckDB: its scan runs one batch per thread.
+_SCAN_ROWS = 50_000
 
 
 def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -261,32 +296,54 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     lines = lines.select("raw_line").with_row_index("line_idx")
     con = duckdb.connect()
     try:
-        con.register("lines", lines.to_arrow())
+        con.register("lines", _chunked(lines))
         wire = con.sql(_EXTRACT_SQL).pl()
+        merge = wire.filter("needs_merge").select("line_idx")
+        if merge.height:
+            con.register("lines", _chunked(lines.join(merge, on="line_idx")))
+            merged = con.sql(_MERGE_SQL).pl()
+            wire = wire.update(merged, on="line_idx", include_nulls=True)
     finally:
         con.close()
-    wire = wire.with_columns(pl.col("line_idx").cast(pl.UInt32))
-    not_objects = lines.select("line_idx").filter(
-        ~pl.col("line_idx").is_in(wire["line_idx"].implode())
-    )
+    wire = wire.with_columns(pl.col("line_idx").cast(pl.UInt32)).sort("line_idx")
+    not_objects = lines.select("line_idx").join(wire.select("line_idx"), on="line_idx", how="anti")
     return wire.select("line_idx", *WIRE_FIELDS), not_objects
+
+
+def _chunked(frame: pl.DataFrame) -> pa.Table:
+    table = frame.to_arrow()
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_SCAN_ROWS), schema=table.schema)
 
 
 # ---------------------------------------------------------------------------------------------
 # A batch of hours: read, validate, deduplicate -- in one vectorised pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class HourInput:
-    """One hour's objects and their bodies, as fetched from S3."""
+    """One hour's objects and their bodies, as fetched from S3; ``decode`` reads them."""
 
     hour: datetime
     objects: list[S3Object]
     bodies: list[bytes]
+    decoded: list[DecodedObject] | None = None
+
+    def decode(self) -> list[DecodedObject]:
+        if self.decoded is None:
+            self.decoded = [
+                decode_object(o.key, b) for o, b in zip(self.objects, self.bodies, strict=True)
+            ]
+            self.bodies = []  # the text replaces them; keep memory to one copy
+        return self.decoded
 
     @property
     def size(self) -> int:
-        return sum(len(b) for b in self.bodies)
+        """Bytes of the hour's objects as stored (compressed or not)."""
+        return sum(o.size for o in self.objects)
+
+    @property
+    def decoded_size(self) -> int:
+        return sum(d.size for d in self.decode())
 
 
 def route_hours(inputs: list[HourInput]) -> RoutedBatch:
@@ -295,33 +352,57 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     Hours are independent (deduplication is per hour), so batching them only amortises the
     fixed cost of extraction and validation; the result is the same as hour by hour.
     """
-    frames, object_rows, bad_objects = [], [], []
+    # Objects are numbered in (hour, key) order: ``obj`` stands for (partition_hour,
+    # source_key) in every frame below until the end, and orders them the same way.
+    object_rows, bad_objects = [], []
+    texts, text_objs, parquet = [], [], []
     for item in inputs:
         hour = _naive_utc(item.hour)
-        for obj, body in zip(item.objects, item.bodies, strict=True):
-            try:
-                frame = object_lines(obj.key, body)
-            except UnreadableObject as exc:
-                object_rows.append((hour, obj.key, obj.etag, obj.size, 0, exc.code))
-                detail = f"{REASONS[exc.code].what}: {exc.detail}"
-                bad_objects.append((hour, obj.key, None, None, [exc.code], detail, None))
+        pairs = sorted(zip(item.objects, item.decode(), strict=True), key=lambda p: p[0].key)
+        for obj, decoded in pairs:
+            index = len(object_rows)
+            if decoded.error is not None:
+                code = decoded.error.code
+                object_rows.append((hour, obj.key, obj.etag, obj.size, 0, code))
+                detail = f"{REASONS[code].what}: {decoded.error.detail}"
+                bad_objects.append((hour, obj.key, None, None, [code], detail, None))
                 continue
-            frames.append(frame.with_columns(partition_hour=pl.lit(hour)))
-            object_rows.append((hour, obj.key, obj.etag, obj.size, frame.height, "read"))
-    lines = (
-        pl.concat(frames)
-        if frames
-        else pl.DataFrame(schema={**LINES_SCHEMA, "partition_hour": pl.Datetime("us")})
+            if decoded.text is not None:
+                texts.append(decoded.text)
+                text_objs.append(index)
+                n_lines = _line_count(decoded.text)
+            else:
+                parquet.append(
+                    pl.DataFrame(
+                        {
+                            "obj": pl.repeat(index, len(decoded.rows), dtype=pl.UInt32, eager=True),
+                            "line_number": pl.int_range(
+                                1, len(decoded.rows) + 1, dtype=pl.Int64, eager=True
+                            ),
+                            "raw_line": decoded.rows,
+                        }
+                    )
+                )
+                n_lines = len(decoded.rows)
+            object_rows.append((hour, obj.key, obj.etag, obj.size, n_lines, "read"))
+    objects = pl.DataFrame(
+        object_rows,
+        schema={"partition_hour": pl.Datetime("us"), **OBJECTS_SCHEMA},
+        orient="row",
     )
+    lines = pl.concat([split_lines(texts, text_objs), *parquet]).sort("obj", "line_number")
+    texts.clear()
 
     wire, not_objects = extract_wire_fields(lines)
     lines = lines.with_row_index("line_idx")
-    wire = (
-        wire.join(lines.select("line_idx", "partition_hour"), on="line_idx")
-        .with_columns(pl.col("partition_hour").dt.replace_time_zone("UTC").alias(SOURCE_HOUR))
-        .drop("partition_hour")
+    object_hours = objects.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("obj"),
+        pl.col("partition_hour").dt.replace_time_zone("UTC").alias(SOURCE_HOUR),
     )
-    valid, failures = validate_wire_events(wire)
+    wire = wire.join(lines.select("line_idx", "obj"), on="line_idx").join(
+        object_hours, on="obj", how="left"
+    )
+    valid, failures = validate_wire_events(wire.drop("obj"))
 
     invalid_json = lines.join(not_objects, on="line_idx").with_columns(
         event_id=pl.lit(None, pl.String),
@@ -335,10 +416,13 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         .join(failures, on="row")
         .join(lines, on="line_idx")
     )
+    with_source = objects.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("obj"), "partition_hour", "source_key"
+    )
     quarantine = pl.concat(
         [
-            _quarantine_rows(invalid_json),
-            _quarantine_rows(failed),
+            _quarantine_rows(invalid_json.join(with_source, on="obj")),
+            _quarantine_rows(failed.join(with_source, on="obj")),
             pl.DataFrame(
                 bad_objects,
                 schema={"partition_hour": pl.Datetime("us"), **QUARANTINE_SCHEMA},
@@ -347,18 +431,46 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         ]
     ).sort("partition_hour", "source_key", "line_number", nulls_last=False)
 
-    valid = lines.drop("raw_line").join(valid, on="line_idx").drop("line_idx")
+    valid = (
+        lines.select("line_idx", "obj", "line_number")
+        .join(valid, on="line_idx")
+        .join(with_source.drop("source_key"), on="obj")
+        .drop("line_idx")
+    )
     valid, duplicates = _deduplicate(valid)
+    first_source = with_source.select(
+        pl.col("obj").alias("first_obj"), pl.col("source_key").alias("first_source_key")
+    )
+    duplicates = duplicates.join(first_source, on="first_obj", maintain_order="left").select(
+        "obj",
+        "line_number",
+        "event_id",
+        "first_source_key",
+        "first_line_number",
+        "is_conflicting",
+    )
     return RoutedBatch(
         hours=[_naive_utc(i.hour) for i in inputs],
-        valid=valid,
-        duplicates=duplicates,
+        valid=_with_source(valid, with_source),
+        duplicates=_with_source(duplicates, with_source),
         quarantine=quarantine,
-        objects=pl.DataFrame(
-            object_rows,
-            schema={"partition_hour": pl.Datetime("us"), **OBJECTS_SCHEMA},
-            orient="row",
-        ),
+        objects=objects,
+    )
+
+
+def _line_count(text: str) -> int:
+    """Lines in a JSON Lines text, as :func:`split_lines` numbers them."""
+    if text.endswith("\n"):
+        text = text[:-1]
+    return text.count("\n") + 1 if text else 0
+
+
+def _with_source(frame: pl.DataFrame, with_source: pl.DataFrame) -> pl.DataFrame:
+    """Replace ``obj`` by (partition_hour, source_key), first."""
+    frame = frame.drop("partition_hour", strict=False)
+    rest = [c for c in frame.columns if c != "obj"]
+    return frame.join(with_source, on="obj", how="left", maintain_order="left").select(
+        "partition_hour", "source_key", *rest
     )
 
 
@@ -382,39 +494,42 @@ _CONTENT_COLUMNS = [f if f != "timestamp" else "event_ts" for f in WIRE_FIELDS]
 
 
 def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """First occurrence of each event_id wins, in (object key, line number) order.
+    """First occurrence of each event_id wins, in (object key, line number) order, per hour.
 
+    ``valid`` carries ``obj`` (objects numbered in hour then key order) and its hour.
     A later copy is a duplicate; ``is_conflicting`` marks a copy whose content differs from
     the winner's (an idempotency key reused for a different event: a producer bug to chase).
+    Only rows whose (hour, event_id) repeats are hashed and joined.
     """
-    valid = valid.sort("partition_hour", "source_key", "line_number").with_columns(
+    valid = valid.sort("obj", "line_number")
+    key = pl.struct("partition_hour", "event_id")
+    repeated = valid.filter(key.is_duplicated()).with_columns(
         content_hash=pl.struct(_CONTENT_COLUMNS).hash(seed=0)
     )
-    first = pl.struct("partition_hour", "event_id").is_first_distinct()
-    winners = valid.filter(first)
+    first = key.is_first_distinct()
+    winners = repeated.filter(first)
     duplicates = (
-        valid.filter(~first)
+        repeated.filter(~first)
         .join(
             winners.select(
                 "partition_hour",
                 "event_id",
-                pl.col("source_key").alias("first_source_key"),
+                pl.col("obj").alias("first_obj"),
                 pl.col("line_number").alias("first_line_number"),
                 pl.col("content_hash").alias("first_hash"),
             ),
             on=["partition_hour", "event_id"],
         )
         .select(
-            "partition_hour",
-            "source_key",
+            "obj",
             "line_number",
             "event_id",
-            "first_source_key",
+            "first_obj",
             "first_line_number",
             (pl.col("content_hash") != pl.col("first_hash")).alias("is_conflicting"),
         )
     )
-    return winners.drop("content_hash"), duplicates
+    return valid.filter(key.is_first_distinct()), duplicates
 
 
 def utc_hour(value: datetime) -> datetime:

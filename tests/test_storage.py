@@ -1,0 +1,122 @@
+"""The instance storage writes a ranged run's asset events in batches, and what it stores is
+what Dagster's own SQLite storage stores event by event."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    EventRecordsFilter,
+    HourlyPartitionsDefinition,
+    asset,
+    define_asset_job,
+)
+
+from orchestration.settings import REPO_ROOT
+from orchestration.storage import BatchingSqliteEventLogStorage
+
+HOURS = HourlyPartitionsDefinition(start_date="2026-10-01-00:00", timezone="UTC")
+
+
+@asset(partitions_def=HOURS, backfill_policy=BackfillPolicy.single_run())
+def hourly_thing(context) -> None:
+    context.log.info(f"{len(context.partition_keys)} hours")
+
+
+@asset(partitions_def=HOURS, backfill_policy=BackfillPolicy.single_run(), deps=[hourly_thing])
+def hourly_child() -> None:
+    pass
+
+
+DEFS = Definitions(
+    assets=[hourly_thing, hourly_child],
+    jobs=[define_asset_job("hours")],
+)
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-10-01-00:00",
+    "dagster/asset_partition_range_end": "2026-10-02-23:00",
+}
+
+
+def _instance(home, project_yaml: bool) -> DagsterInstance:
+    home.mkdir()
+    if project_yaml:
+        shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    return DagsterInstance.from_config(str(home))
+
+
+def _run_range(instance: DagsterInstance) -> None:
+    result = DEFS.resolve_job_def("hours").execute_in_process(instance=instance, tags=RANGE)
+    assert result.success
+
+
+def _stored(instance: DagsterInstance) -> dict:
+    """What the UI and the asset graph read: per asset, materialized partitions, the counts of
+    planned and done events by partition, and the latest materialization."""
+    out = {}
+    for key in (AssetKey("hourly_thing"), AssetKey("hourly_child")):
+        by_type = {}
+        for kind in (
+            DagsterEventType.ASSET_MATERIALIZATION,
+            DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        ):
+            records = instance.get_event_records(EventRecordsFilter(kind, asset_key=key))
+            by_type[kind.value] = Counter(r.partition_key for r in records)
+        latest = instance.get_latest_materialization_event(key)
+        out[key.to_user_string()] = {
+            "materialized": sorted(instance.get_materialized_partitions(key)),
+            "events": by_type,
+            "latest_partition": latest.dagster_event.partition,
+            "last_run": instance.get_asset_records([key])[0].asset_entry.last_run_id is not None,
+        }
+    return out
+
+
+def test_a_ranged_run_is_stored_in_batches_the_same_as_event_by_event(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    stock = _instance(tmp_path / "stock", project_yaml=False)
+    _run_range(stock)
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "batching"))
+    batching = _instance(tmp_path / "batching", project_yaml=True)
+    storage = batching.event_log_storage
+    assert isinstance(storage, BatchingSqliteEventLogStorage)
+    single, batched = Counter(), Counter()
+    store_event, store_event_batch = storage.store_event, storage.store_event_batch
+
+    def count_single(event):
+        single[event.dagster_event_type] += 1
+        return store_event(event)
+
+    def count_batch(events):
+        batched[len(events)] += 1
+        return store_event_batch(events)
+
+    monkeypatch.setattr(storage, "store_event", count_single)
+    monkeypatch.setattr(storage, "store_event_batch", count_batch)
+    _run_range(batching)
+
+    expected = _stored(stock)
+    assert _stored(batching) == expected
+    assert len(expected["hourly_thing"]["materialized"]) == 48
+    # 48 planned + 48 done events per asset, none of them written one at a time.
+    assert single[DagsterEventType.ASSET_MATERIALIZATION] == 0
+    assert single[DagsterEventType.ASSET_MATERIALIZATION_PLANNED] == 0
+    assert batched == {96: 1, 48: 2}  # the run's planned events, then each step's output
+
+
+def test_the_storage_needs_a_home_or_a_base_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    from orchestration.storage import TokenbillSqliteStorage
+
+    with pytest.raises(RuntimeError, match="DAGSTER_HOME"):
+        TokenbillSqliteStorage.from_config_value(None, {})
+    storage = TokenbillSqliteStorage.from_config_value(None, {"base_dir": str(tmp_path)})
+    assert isinstance(storage.event_log_storage, BatchingSqliteEventLogStorage)

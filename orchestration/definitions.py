@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from dagster import Definitions, define_asset_job
-from dagster_dbt import DbtCliResource
 
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import tokenbill_dbt_project
+from orchestration.defs.dbt.resource import TokenbillDbtCliResource
 from orchestration.defs.ingestion.assets import raw_usage_events
 from orchestration.defs.invoicing.assets import invoice_export
 from orchestration.defs.operations.schedules import (
@@ -86,12 +86,13 @@ def build_defs(
                 prefix=prefix if prefix is not None else env_or_default("TOKENBILL_S3_PREFIX"),
             ),
             "warehouse": Warehouse(
-                path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH")
+                path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH"),
+                memory_limit=env_or_default("TOKENBILL_DUCKDB_MEMORY_LIMIT"),
             ),
             "catalog_dir": PricingCatalogDir(
                 path=catalog_dir or env_or_default("TOKENBILL_CATALOG_DIR")
             ),
-            "dbt": DbtCliResource(
+            "dbt": TokenbillDbtCliResource(
                 project_dir=tokenbill_dbt_project(),
                 profiles_dir=str(tokenbill_dbt_project().profiles_dir),
                 # The dbt installed beside this interpreter, whether or not the venv is on PATH.

@@ -25,6 +25,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         str(REPO_ROOT / ".tokenbill" / "warehouse.duckdb"),
         "The DuckDB warehouse file (created if missing).",
     ),
+    "TOKENBILL_DUCKDB_MEMORY_LIMIT": (
+        "1GB",
+        "Memory DuckDB may use per connection (ingestion, dbt) before spilling to disk.",
+    ),
     "TOKENBILL_FIRST_PARTITION": (
         "2026-01-01",
         "First hour/day/month partition (UTC date). Earlier events are never read.",

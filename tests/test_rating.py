@@ -50,6 +50,18 @@ def output_price(price_id: str, **spec) -> dict:
 
 PLANS = [
     {
+        "plan_id": "longctx",
+        "prices": [
+            output_price("longctx-out"),
+            {
+                "price_id": "longctx-in",
+                "meter": "uncached_input",
+                "selector": {"model": "m"},
+                "versions": [{"effective_from": "2026-01-01", "unit_price": "0"}],
+            },
+        ],
+    },
+    {
         "plan_id": "grad",
         "prices": [
             output_price(
@@ -205,6 +217,7 @@ SUBSCRIBED = {
     "cus_spec": ("prec", 1), "cus_over": ("prec", 1), "cus_amb": ("amb", 1),
     "cus_jpy": ("jpy", 1), "cus_nofail": ("nofail", 1), "cus_noprice": ("grad", 1),
     "cus_zero": ("grad", 1), "cus_anchor": ("grad", 15), "cus_jpysmall": ("jpysmall", 1),
+    "cus_long": ("longctx", 1),
 }  # fmt: skip
 OVERRIDES = [
     {
@@ -239,6 +252,9 @@ EVENTS = [
     ("cus_anchor", "14 10", 10, {}), ("cus_anchor", "15 10", 15, {}),
     ("cus_jpysmall", "05 10", 1, {"feature": "a"}), ("cus_jpysmall", "05 10", 1, {"feature": "b"}),
     ("cus_jpysmall", "05 10", 1, {"feature": "c"}),
+    # One hour, one grain: a 1k-token prompt and a 250k-token one (long-context rates).
+    ("cus_long", "05 10", 10, {"input_tokens": 1_000}),
+    ("cus_long", "05 10", 20, {"input_tokens": 250_000, "reasoning_tokens": 5}),
 ]  # fmt: skip
 
 
@@ -478,6 +494,25 @@ def test_provider_cost_uses_the_card_with_fallbacks(rated):
             "where customer_id = 'cus_grad' order by usage_hour"
         ).fetchall()
     assert rows == [(D("0.15"), True), (D("0.10"), True)]
+
+
+def test_provider_cost_prices_long_prompts_whole_at_long_context_rates(rated):
+    # Card: input 0.001 (no long-context input rate: the plain one), output 0.01, output
+    # above 200k 0.02, reasoning at the output rate. The 1k prompt: 1000 * 0.001 input and
+    # 10 * 0.01 output; the 250k prompt: 250000 * 0.001 input, (20 - 5) * 0.02 output and
+    # 5 * 0.01 reasoning. Both calls are one row of the hourly mart.
+    with duckdb.connect(rated, read_only=True) as con:
+        rows = con.execute(
+            "select meter, quantity, provider_cost from marts.fct_rated_charges_hourly "
+            "where customer_id = 'cus_long' order by meter"
+        ).fetchall()
+        hourly = con.execute(
+            "select event_count, long_context_uncached_input_tokens, "
+            "long_context_output_tokens, long_context_reasoning_tokens "
+            "from marts.fct_token_usage_hourly where customer_id = 'cus_long'"
+        ).fetchall()
+    assert hourly == [(2, 250_000, 20, 5)]
+    assert rows == [("output", 30, D("0.45")), ("uncached_input", 251_000, D("251"))]
 
 
 def test_platform_fee_is_prorated_and_minimum_spend_trued_up(rated):

@@ -67,7 +67,14 @@
     end
 {%- endmacro %}
 
-{#- The moment invoices are judged at: the `as_of` var, else the start of this dbt run. -#}
+{#- The moment invoices are judged at: the `as_of` var, else TOKENBILL_DBT_AS_OF (Dagster's
+    run tag tokenbill/as_of), else the start of this dbt run. -#}
 {% macro as_of() -%}
-    cast('{{ var("as_of", run_started_at.strftime("%Y-%m-%dT%H:%M:%S")) }}' as timestamp)
+    cast('{{ run_setting("as_of", "TOKENBILL_DBT_AS_OF", run_started_at.strftime("%Y-%m-%dT%H:%M:%S")) }}' as timestamp)
+{%- endmacro %}
+
+{#- Days a finalized invoice waits after its period: the `invoice_grace_days` var, else
+    TOKENBILL_INVOICE_GRACE_DAYS (Dagster's setting), else 3. -#}
+{% macro invoice_grace_days() -%}
+    {{- run_setting("invoice_grace_days", "TOKENBILL_INVOICE_GRACE_DAYS", "3") -}}
 {%- endmacro %}

@@ -13,6 +13,8 @@ from botocore.config import Config
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from orchestration.settings import SETTINGS
+
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
 #: (DuckDB allows one writer per file).
 WAREHOUSE_POOL = "tokenbill_warehouse"
@@ -43,6 +45,10 @@ class Warehouse(ConfigurableResource):
     """The DuckDB warehouse file."""
 
     path: str = Field(description="Path of the DuckDB file.")
+    memory_limit: str = Field(
+        default=SETTINGS["TOKENBILL_DUCKDB_MEMORY_LIMIT"][0],
+        description="DuckDB's memory_limit for this connection; beyond it DuckDB spills to disk.",
+    )
     lock_timeout_seconds: float = Field(
         default=300.0,
         description="How long to wait for another process's write lock before failing.",
@@ -59,7 +65,9 @@ class Warehouse(ConfigurableResource):
         deadline = time.monotonic() + self.lock_timeout_seconds
         while True:
             try:
-                con = duckdb.connect(self.path, read_only=read_only)
+                con = duckdb.connect(
+                    self.path, read_only=read_only, config={"memory_limit": self.memory_limit}
+                )
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:

@@ -21,7 +21,7 @@ due as (
 
     select
         computed.*,
-        {{ dbt.dateadd('day', var('invoice_grace_days') | int, 'computed.billing_period_end') }}
+        {{ dbt.dateadd('day', invoice_grace_days() | int, 'computed.billing_period_end') }}
             as finalized_at
     from computed
 

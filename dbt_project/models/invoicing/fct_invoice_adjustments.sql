@@ -105,7 +105,7 @@ targets as (
 
     select
         compared.*,
-        {{ billing_period_start(dbt.dateadd('day', -(var('invoice_grace_days') | int), as_of()), 'subscriptions.billing_anchor_day') }}
+        {{ billing_period_start(dbt.dateadd('day', -(invoice_grace_days() | int), as_of()), 'subscriptions.billing_anchor_day') }}
             as target_period_start
     from compared
     inner join subscriptions on compared.subscription_id = subscriptions.subscription_id

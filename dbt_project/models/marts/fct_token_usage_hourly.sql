@@ -5,11 +5,16 @@
     )
 }}
 
+-- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- The staging events of the window, read through the bounded form of the staging SQL.
+
 with
+
+{{ usage_events_deduplicated(bounded=true) }},
 
 usage_events as (
 
-    select * from {{ ref('stg_tokenbill__usage_events') }}
+    select * from deduplicated
     where {{ in_window('usage_hour') }}
 
 ),

@@ -20,53 +20,37 @@ priced as (
 
 ),
 
-tiers as (
+-- Each price version's tiers as one list: every usage row computes its tiered amount from
+-- the list of its price (a few tiers), with no join of rows to tiers and back.
+tier_lists as (
 
-    select * from {{ ref('dim_price_tiers') }}
-
-),
-
-provider_costs as (
-
-    select * from {{ ref('int_rating__provider_costs') }}
+    select
+        price_id,
+        price_version,
+        list(
+            struct_pack(
+                lower_tokens := lower_tokens,
+                upper_tokens := upper_tokens,
+                unit_price_per_token := unit_price_per_token,
+                flat_fee := flat_fee
+            )
+        ) as tiers
+    from {{ ref('dim_price_tiers') }}
+    group by all
 
 ),
 
 bounds as (
 
     select
-        *,
-        greatest(period_quantity_before - included_tokens, 0) as chargeable_before,
-        greatest(period_quantity_before + billable_quantity - included_tokens, 0)
+        priced.*,
+        tier_lists.tiers,
+        greatest(priced.period_quantity_before - priced.included_tokens, 0) as chargeable_before,
+        greatest(priced.period_quantity_before + priced.billable_quantity - priced.included_tokens, 0)
             as chargeable_through
     from priced
-
-),
-
-tiered_amounts as (
-
-    select
-        bounds.usage_hour,
-        bounds.customer_id,
-        bounds.provider,
-        bounds.model,
-        bounds.feature,
-        bounds.environment,
-        bounds.status,
-        bounds.meter,
-        sum(
-            case bounds.pricing_model
-                when 'volume' then
-                    {{ volume_value('bounds.chargeable_through', 'tiers') }}
-                    - {{ volume_value('bounds.chargeable_before', 'tiers') }}
-                else
-                    {{ graduated_amount('bounds.chargeable_before', 'bounds.chargeable_through', 'tiers') }}
-            end
-        ) as tiered_amount
-    from bounds
-    inner join tiers
-        on bounds.price_id = tiers.price_id and bounds.price_version = tiers.price_version
-    group by all
+    left join tier_lists
+        on priced.price_id = tier_lists.price_id and priced.price_version = tier_lists.price_version
 
 ),
 
@@ -85,19 +69,16 @@ charged as (
                     {{ int_div('bounds.chargeable_through', 'bounds.package_size_tokens') }}
                     - {{ int_div('bounds.chargeable_before', 'bounds.package_size_tokens') }}
                 ) * bounds.package_price
-            else coalesce(tiered_amounts.tiered_amount, 0)
+            when bounds.pricing_model = 'volume'
+                then coalesce(list_sum(list_transform(bounds.tiers, tier ->
+                    {{ volume_value('bounds.chargeable_through', 'tier') }}
+                    - {{ volume_value('bounds.chargeable_before', 'tier') }}
+                )), 0)
+            else coalesce(list_sum(list_transform(bounds.tiers, tier ->
+                {{ graduated_amount('bounds.chargeable_before', 'bounds.chargeable_through', 'tier') }}
+            )), 0)
         end as amount
     from bounds
-    left join tiered_amounts
-        on
-            bounds.usage_hour = tiered_amounts.usage_hour
-            and bounds.customer_id = tiered_amounts.customer_id
-            and bounds.provider is not distinct from tiered_amounts.provider
-            and bounds.model = tiered_amounts.model
-            and bounds.feature is not distinct from tiered_amounts.feature
-            and bounds.environment is not distinct from tiered_amounts.environment
-            and bounds.status = tiered_amounts.status
-            and bounds.meter = tiered_amounts.meter
 
 )
 
@@ -125,16 +106,6 @@ select
     cast(charged.period_quantity_before as bigint) as period_quantity_before,
     cast(charged.amount as decimal(38, 18)) as amount,
     charged.currency,
-    cast(coalesce(provider_costs.provider_cost, 0) as decimal(38, 18)) as provider_cost,
-    coalesce(provider_costs.has_card, false) as has_provider_cost
+    cast(charged.provider_cost as decimal(38, 18)) as provider_cost,
+    charged.has_provider_cost
 from charged
-left join provider_costs
-    on
-        charged.usage_hour = provider_costs.usage_hour
-        and charged.customer_id = provider_costs.customer_id
-        and charged.provider is not distinct from provider_costs.provider
-        and charged.model = provider_costs.model
-        and charged.feature is not distinct from provider_costs.feature
-        and charged.environment is not distinct from provider_costs.environment
-        and charged.status = provider_costs.status
-        and charged.meter = provider_costs.meter

@@ -26,12 +26,6 @@ unpriced as (
         )
         and (billable_quantity > 0 or subscription_id is null)
 
-),
-
-provider_costs as (
-
-    select * from {{ ref('int_rating__provider_costs') }}
-
 )
 
 select
@@ -48,15 +42,5 @@ select
     cast(unpriced.quantity as bigint) as quantity,
     unpriced.unpriced_reason,
     unpriced.ambiguous_price_ids,
-    cast(coalesce(provider_costs.provider_cost, 0) as decimal(38, 18)) as provider_cost
+    cast(unpriced.provider_cost as decimal(38, 18)) as provider_cost
 from unpriced
-left join provider_costs
-    on
-        unpriced.usage_hour = provider_costs.usage_hour
-        and unpriced.customer_id = provider_costs.customer_id
-        and unpriced.provider is not distinct from provider_costs.provider
-        and unpriced.model = provider_costs.model
-        and unpriced.feature is not distinct from provider_costs.feature
-        and unpriced.environment is not distinct from provider_costs.environment
-        and unpriced.status = provider_costs.status
-        and unpriced.meter = provider_costs.meter

@@ -12,7 +12,6 @@
     'reasoning': 'reasoning_tokens',
     'requests': 'event_count',
 } %}
-{% set usage_key = 'usage_hour, customer_id, provider, model, feature, environment, status, meter' %}
 
 with
 
@@ -22,6 +21,51 @@ usage as (
     where
         usage_hour >= {{ dbt.dateadd('day', -31, window_start()) }}
         and usage_hour < {{ window_end() }}
+
+),
+
+card as (
+
+    select * from {{ ref('dim_provider_costs') }}
+
+),
+
+-- What the usage cost us at the providers' list prices, per meter. A call whose prompt
+-- exceeds 200k tokens is priced whole at the long-context rates: the hourly mart keeps those
+-- calls' tokens apart (long_context_*), so the cost is exact from it (sums of products equal
+-- products of sums in exact decimals, and the card's versions start on whole days, so an hour
+-- has one card version). Reasoning is inside output; requests cost nothing.
+costed as (
+
+    select
+        usage.*,
+        card.model is not null as has_card,
+        (usage.uncached_input_tokens - usage.long_context_uncached_input_tokens)
+        * card.input_per_token
+        + usage.long_context_uncached_input_tokens * card.input_above_200k_per_token
+            as uncached_input_cost,
+        (usage.cached_input_tokens - usage.long_context_cached_input_tokens)
+        * card.cache_read_per_token
+        + usage.long_context_cached_input_tokens * card.cache_read_above_200k_per_token
+            as cached_input_cost,
+        (usage.cache_write_tokens - usage.long_context_cache_write_tokens)
+        * card.cache_write_per_token
+        + usage.long_context_cache_write_tokens * card.cache_write_above_200k_per_token
+            as cache_write_cost,
+        (
+            usage.output_tokens - usage.reasoning_tokens
+            - (usage.long_context_output_tokens - usage.long_context_reasoning_tokens)
+        ) * card.output_per_token
+        + (usage.long_context_output_tokens - usage.long_context_reasoning_tokens)
+        * card.output_above_200k_per_token
+        + usage.reasoning_tokens * card.reasoning_per_token as output_cost
+    from usage
+    left join card
+        on
+            usage.provider = card.provider
+            and usage.model = card.model
+            and usage.usage_hour >= card.effective_from
+            and usage.usage_hour < coalesce(card.effective_to, 'infinity'::timestamp)
 
 ),
 
@@ -49,8 +93,15 @@ metered as (
     select
         usage_hour, customer_id, provider, model, feature, environment, status,
         '{{ meter }}' as meter,
-        sum({{ column }}) as quantity
-    from usage
+        sum({{ column }}) as quantity,
+        {% if meter in ('uncached_input', 'cached_input', 'cache_write', 'output') %}
+        coalesce(sum({{ meter }}_cost), 0) as provider_cost,
+        bool_and(has_card) as has_provider_cost
+        {% else %}
+        0 as provider_cost,
+        false as has_provider_cost
+        {% endif %}
+    from costed
     where {{ column }} > 0
     group by all
     {% if not loop.last %}union all{% endif %}
@@ -59,11 +110,14 @@ metered as (
 ),
 
 -- The catalog is the authority on subscriptions (at most one active per customer); the
--- subscription id an event carries is informational.
-subscribed as (
+-- subscription id an event carries is informational. Materialized (computed once), so that
+-- usage_row, a number for each usage row, is the same wherever it is read: price matching
+-- groups and joins on it instead of on eight text columns, in a fraction of the memory.
+subscribed as materialized (
 
     select
         metered.*,
+        row_number() over () as usage_row,
         subscriptions.subscription_id,
         subscriptions.plan_id,
         subscriptions.currency,
@@ -71,62 +125,132 @@ subscribed as (
         {{ billing_period_start('metered.usage_hour', 'subscriptions.billing_anchor_day') }}
             as billing_period_start
     from metered
+    -- Join conditions are written without OR: an OR in a left join's condition makes DuckDB
+    -- compare every pair of rows (a nested-loop join) instead of hashing on the equal keys.
     left join subscriptions
         on
             metered.customer_id = subscriptions.customer_id
             and metered.usage_hour >= subscriptions.starts_at
-            and (subscriptions.ends_at is null or metered.usage_hour < subscriptions.ends_at)
+            and metered.usage_hour < coalesce(subscriptions.ends_at, 'infinity'::timestamp)
     left join plans on subscriptions.plan_id = plans.plan_id
 
 ),
 
-matched as (
-
-    select
-        subscribed.*,
-        prices.price_id,
-        prices.price_version,
-        prices.specificity,
-        prices.pricing_model,
-        prices.included_tokens,
-        prices.package_size_tokens,
-        prices.package_rounding,
-        prices.package_price
-    from subscribed
-    left join prices
-        on
-            subscribed.meter = prices.meter
-            and (
-                (prices.scope = 'plan' and prices.plan_id = subscribed.plan_id)
-                or (prices.scope = 'customer' and prices.customer_id = subscribed.customer_id)
-            )
-            and subscribed.model like prices.model_like escape '\'
-            and (prices.provider is null or prices.provider = subscribed.provider)
-            and (prices.feature is null or prices.feature = subscribed.feature)
-            and (prices.environment is null or prices.environment = subscribed.environment)
-            and subscribed.usage_hour >= prices.effective_from
-            and (prices.effective_to is null or subscribed.usage_hour < prices.effective_to)
-
-),
-
-candidates as (
+-- A price belongs to a plan or to a customer (an override): its owner key is one or the
+-- other, and each usage row looks for prices under both of its keys.
+owned_prices as (
 
     select
         *,
-        max(specificity) over (partition by {{ usage_key }}) as top_specificity
-    from matched
+        case scope when 'plan' then 'plan:' || plan_id else 'customer:' || customer_id end
+            as owner_key
+    from prices
+
+),
+
+owner_keys as (
+
+    select
+        subscribed.usage_row,
+        subscribed.usage_hour,
+        subscribed.meter,
+        subscribed.model,
+        subscribed.provider,
+        subscribed.feature,
+        subscribed.environment,
+        owner.owner_key
+    from subscribed
+    cross join lateral (
+        select 'plan:' || subscribed.plan_id as owner_key
+        union all
+        select 'customer:' || subscribed.customer_id
+    ) as owner
+
+),
+
+candidate_prices as (
+
+    select
+        owner_keys.usage_row,
+        owned_prices.price_id,
+        owned_prices.price_version,
+        owned_prices.specificity
+    from owner_keys
+    inner join owned_prices
+        on
+            owner_keys.meter = owned_prices.meter
+            and owner_keys.owner_key = owned_prices.owner_key
+            and owner_keys.model like owned_prices.model_like escape '\'
+            and coalesce(owned_prices.provider = owner_keys.provider, owned_prices.provider is null)
+            and coalesce(owned_prices.feature = owner_keys.feature, owned_prices.feature is null)
+            and coalesce(
+                owned_prices.environment = owner_keys.environment,
+                owned_prices.environment is null
+            )
+            and owner_keys.usage_hour >= owned_prices.effective_from
+            and owner_keys.usage_hour < coalesce(owned_prices.effective_to, 'infinity'::timestamp)
+
+),
+
+-- Per usage row, the most specific matching price wins; two or more sharing the top
+-- specificity make the row ambiguous (never priced). Each price has at most one version in
+-- force at an hour, so a price_id is one candidate of a row. Narrow rows and plain
+-- aggregates only: DuckDB spills them to disk past its memory limit.
+top_candidates as (
+
+    select usage_row, price_id, price_version
+    from (
+        select
+            *,
+            max(specificity) over (partition by usage_row) as top_specificity
+        from candidate_prices
+    )
+    where specificity = top_specificity
+
+),
+
+chosen as (
+
+    select
+        usage_row,
+        count(*) as top_candidates,
+        min(price_id) as price_id,
+        arg_min(price_version, price_id) as price_version
+    from top_candidates
+    group by usage_row
+
+),
+
+ambiguous as (
+
+    select
+        usage_row,
+        string_agg(price_id, ',' order by price_id) as top_price_ids
+    from top_candidates
+    where usage_row in (select usage_row from chosen where top_candidates > 1)
+    group by usage_row
 
 ),
 
 best as (
 
     select
-        * exclude (top_specificity),
-        count(price_id) over (partition by {{ usage_key }}) as top_candidates,
-        array_to_string(list_sort(list(price_id) over (partition by {{ usage_key }})), ',')
-            as top_price_ids
-    from candidates
-    where specificity = top_specificity or price_id is null
+        subscribed.*,
+        chosen.price_id,
+        chosen.price_version,
+        prices.specificity,
+        prices.pricing_model,
+        prices.included_tokens,
+        prices.package_size_tokens,
+        prices.package_rounding,
+        prices.package_price,
+        coalesce(chosen.top_candidates, 0) as top_candidates,
+        ambiguous.top_price_ids
+    from subscribed
+    left join chosen on subscribed.usage_row = chosen.usage_row
+    left join ambiguous on subscribed.usage_row = ambiguous.usage_row
+    left join prices
+        on chosen.price_id = prices.price_id and chosen.price_version = prices.price_version
 
 ),
 
@@ -144,17 +268,32 @@ resolved as (
             when status = 'success' or bill_failed_attempts then quantity else 0
         end as billable_quantity
     from best
-    qualify row_number() over (partition by {{ usage_key }} order by price_id) = 1
+
+),
+
+-- Period-to-date quantity of the (subscription, price) before each row, in a total order
+-- (hour, then the row's dimensions): hourly charges then sum exactly to the period amount.
+-- The window sorts only the columns it needs; the rest joins back on usage_row.
+period_to_date as (
+
+    select
+        usage_row,
+        coalesce(sum(case when unpriced_reason is null then billable_quantity end) over (
+            partition by subscription_id, price_id, billing_period_start
+            order by usage_hour, provider, model, feature, environment, status
+            rows between unbounded preceding and 1 preceding
+        ), 0) as period_quantity_before
+    from (
+        select
+            usage_row, subscription_id, price_id, billing_period_start, usage_hour, provider,
+            model, feature, environment, status, unpriced_reason, billable_quantity
+        from resolved
+    )
 
 )
 
 select
-    *,
-    -- Period-to-date quantity of the (subscription, price) before this row, in a total order
-    -- (hour, then the row's dimensions): hourly charges then sum exactly to the period amount.
-    coalesce(sum(case when unpriced_reason is null then billable_quantity end) over (
-        partition by subscription_id, price_id, billing_period_start
-        order by usage_hour, provider, model, feature, environment, status
-        rows between unbounded preceding and 1 preceding
-    ), 0) as period_quantity_before
+    resolved.* exclude (usage_row),
+    period_to_date.period_quantity_before
 from resolved
+inner join period_to_date on resolved.usage_row = period_to_date.usage_row

@@ -5,7 +5,6 @@ N partitions is one run and one ``dbt build`` over the whole range. Daily partit
 on their 24 hourly parents and monthly on their days (Dagster's time-window mapping).
 """
 
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -27,8 +26,9 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from orchestration.defs.dbt.args import dbt_build_args
+from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_env
 from orchestration.defs.dbt.project import tokenbill_dbt_project
+from orchestration.defs.dbt.resource import environment
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 from orchestration.settings import setting
@@ -87,20 +87,25 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
         pool=WAREHOUSE_POOL,
     )
     def _assets(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
-        # The warehouse resource is the one source of the file's path; dbt's profile reads it
-        # from the environment of the dbt process, which inherits ours.
-        os.environ["TOKENBILL_WAREHOUSE_PATH"] = warehouse.path
         window = context.partition_time_window if partitions_def is not None else None
-        invocation = dbt.cli(
-            dbt_build_args(window, invoice_vars(context.run.tags)),
-            context=context,
-            # One shared target dir keeps dbt's partial-parse cache between runs (runs in
-            # the warehouse pool never overlap).
-            target_path=Path("target") / "dagster",
-            # A failing data test is a failed asset check, not a crashed run; a model that
-            # fails to build is (see below).
-            raise_on_error=False,
-        )
+        run_env = {
+            # The warehouse resource is the one source of the file's path and memory limit;
+            # dbt's profile reads them from the environment of the dbt process.
+            "TOKENBILL_WAREHOUSE_PATH": warehouse.path,
+            "TOKENBILL_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit,
+            **dbt_build_env(window, invoice_vars(context.run.tags)),
+        }
+        with environment(run_env):  # the dbt process starts in dbt.cli
+            invocation = dbt.cli(
+                list(BUILD_ARGS),
+                context=context,
+                # One shared target dir keeps dbt's partial-parse cache between runs (runs in
+                # the warehouse pool never overlap).
+                target_path=Path("target") / "dagster",
+                # A failing data test is a failed asset check, not a crashed run; a model that
+                # fails to build is (see below).
+                raise_on_error=False,
+            )
         yield from invocation.stream()
         run_results = invocation.get_artifact("run_results.json")
         yield from table_observations(run_results, warehouse, window)
@@ -179,7 +184,7 @@ AS_OF_TAG = "tokenbill/as_of"
 
 
 def invoice_vars(run_tags: Mapping[str, str]) -> dict[str, str]:
-    """The invoicing vars: the grace period from the settings, and as_of from the run tag."""
+    """The invoicing settings: the grace period from the settings, as_of from the run tag."""
     values = {"invoice_grace_days": setting("TOKENBILL_INVOICE_GRACE_DAYS")}
     if run_tags.get(AS_OF_TAG):
         values["as_of"] = run_tags[AS_OF_TAG]

@@ -30,14 +30,18 @@ class TokenbillDbtCliResource(DbtCliResource):
 
 
 @contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``values`` set, restored on exit.
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (``None``: unset), restored on exit.
 
     The dbt subprocess inherits the environment at the moment it starts (``DbtCliResource.cli``
     starts it), so wrapping that call passes the values to exactly that invocation.
     """
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:

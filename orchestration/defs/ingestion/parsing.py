@@ -25,6 +25,7 @@ from contracts.usage_event import (
     WIRE_FIELDS,
     validate_wire_events,
 )
+from orchestration.settings import setting
 
 LINES_SCHEMA = {"source_key": pl.String, "line_number": pl.Int64, "raw_line": pl.String}
 QUARANTINE_SCHEMA = {
@@ -294,7 +295,7 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
     ``line_idx`` into ``lines``) and the ``line_idx`` of lines that are not JSON objects."""
     lines = lines.select("raw_line").with_row_index("line_idx")
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
     try:
         con.register("lines", _chunked(lines))
         wire = con.sql(_EXTRACT_SQL).pl()

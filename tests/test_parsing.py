@@ -6,8 +6,11 @@ import gzip
 import io
 from datetime import UTC, datetime
 
+import duckdb
 import polars as pl
+import pytest
 
+from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     S3Object,
@@ -239,3 +242,20 @@ def test_lines_that_are_not_json_objects_are_told_apart():
         "b",
         None,
     ]
+
+
+def test_the_background_lander_lands_batches_in_order_and_reports_a_failure():
+    con = duckdb.connect()
+    ensure_raw_schema(con)
+    first = route({"p/1.jsonl": LINE.format(id="a", s=1, i=5).encode()})
+    second = route({"p/1.jsonl": LINE.format(id="b", s=2, i=6).encode()})  # the same hour again
+    with BackgroundLander(con) as lander:
+        lander.put(first)
+        lander.put(second)
+    # Each batch replaces its hours: the second run of the hour is what stays.
+    assert con.sql("select event_id from raw.usage_events").fetchall() == [("b",)]
+    assert [a["lines_read"].to_list() for a in lander.audits] == [[1], [1]]
+
+    con.close()  # every later write fails
+    with pytest.raises(duckdb.Error), BackgroundLander(con) as lander:
+        lander.put(first)

@@ -2,7 +2,8 @@
     staging view analysts query) or for the run's window only (what the hourly models read).
 
     Same-hour resends were removed at ingestion; an event_id that also landed in an earlier
-    hour, within dedup_lookback_hours, is a resend of that earlier event and is dropped. A view
+    hour, within dedup_lookback_hours, is a resend of that earlier event and is dropped (a
+    row is one line of one object: source_key and line_number identify it). A view
     cannot be bounded by the caller's window (the earlier side of that comparison is a second
     scan of the source), so windowed models inline this macro with bounded=true: they read the
     window plus the lookback before it, and an hourly run costs the same after a year of
@@ -69,18 +70,47 @@ renamed as (
 
 ),
 
+-- Only an event_id that occurs twice can drop a row: find those by a hash of the id (one
+-- 64-bit number per row to group, not the text), then compare the few rows that share a
+-- hash exactly (a hash collision only adds a row to compare).
+repeated_ids as (
+
+    select hash(event_id) as id_hash
+    from source
+    group by id_hash
+    having count(*) > 1
+
+),
+
+repeats as (
+
+    select event_id, partition_hour, source_key, line_number
+    from source
+    where hash(event_id) in (select id_hash from repeated_ids)
+
+),
+
+resends as (
+
+    select later.source_key, later.line_number
+    from repeats as later
+    where exists (
+        select 1
+        from repeats as earlier
+        where
+            earlier.event_id = later.event_id
+            and earlier.partition_hour < later.partition_hour
+            and earlier.partition_hour >= {{ dbt.dateadd('hour', -lookback, 'later.partition_hour') }}
+    )
+
+),
+
 deduplicated as (
 
     select renamed.*
     from renamed
-    where not exists (
-        select 1
-        from source as earlier
-        where
-            earlier.event_id = renamed.event_id
-            and earlier.partition_hour < renamed.partition_hour
-            and earlier.partition_hour >= {{ dbt.dateadd('hour', -lookback, 'renamed.partition_hour') }}
-    )
+    anti join resends
+        on renamed.source_key = resends.source_key and renamed.line_number = resends.line_number
 
 )
 {%- endmacro %}

@@ -16,18 +16,18 @@ from dagster import (
 )
 
 from contracts.usage_event import REASONS
-from orchestration.defs.ingestion.landing import ensure_raw_schema, land_batch
+from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema
 from orchestration.defs.ingestion.parsing import batches, fetch_hours, route_hours
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
 from orchestration.settings import load_settings
 
 ASSET = "raw_usage_events"
-#: Hours are routed and landed in batches of about this much decoded text: large enough to
-#: amortise extraction and validation and for DuckDB to compress the landed row groups on
-#: both cores (an insert of ~300k rows), small enough to bound memory (a batch's frames take
-#: a few times its text) whatever the length of the range.
-BATCH_BYTES = 128 * 1024 * 1024
+#: Hours are routed and landed in batches of about this much decoded text (at least one
+#: hour): large enough to amortise extraction and validation (~150k lines), small enough to
+#: bound memory (a batch's frames take a few times its text, and two batches are held while
+#: one lands) whatever the length of the range.
+BATCH_BYTES = 64 * 1024 * 1024
 AUDIT_COLUMNS = (
     "object_count",
     "unreadable_object_count",
@@ -79,19 +79,21 @@ def raw_usage_events(
 
     client = s3.client()
     prefixes = [(h, s3.hour_prefix(h.strftime("%Y-%m-%d"), h.hour)) for h in hours]
-    audits, reasons, samples = [], Counter(), []
+    reasons, samples = Counter(), []
     with warehouse.connect() as con:
         ensure_raw_schema(con)
-        for batch_inputs in batches(fetch_hours(client, s3.bucket, prefixes), BATCH_BYTES):
-            batch = route_hours(batch_inputs)
-            audits.append(land_batch(con, batch))
-            for codes in batch.quarantine["reason_codes"].to_list():
-                reasons.update(codes)
-            if len(samples) < 5 and batch.quarantine.height:
-                samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
+        with BackgroundLander(con) as lander:
+            for batch_inputs in batches(fetch_hours(client, s3.bucket, prefixes), BATCH_BYTES):
+                batch = route_hours(batch_inputs)
+                lander.put(batch)
+                for codes in batch.quarantine["reason_codes"].to_list():
+                    reasons.update(codes)
+                if len(samples) < 5 and batch.quarantine.height:
+                    samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
+                del batch, batch_inputs  # the lander holds the batch while it writes
     context.log.info(f"landed {len(hours)} hour(s) from {hours[0]} to {hours[-1]}")
 
-    audit = pl.concat(audits)
+    audit = pl.concat(lander.audits)
     totals = {c: int(audit[c].sum()) for c in AUDIT_COLUMNS}
     broken = audit.filter(
         pl.col("lines_read")

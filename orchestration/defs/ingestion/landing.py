@@ -6,6 +6,9 @@ so a re-run or an overlapping backfill leaves no doubles and no leftovers.
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import duckdb
 import polars as pl
 
@@ -113,3 +116,48 @@ def land_batch(con: duckdb.DuckDBPyConnection, batch: RoutedBatch) -> pl.DataFra
         con.execute("rollback")
         raise
     return audit
+
+
+class BackgroundLander:
+    """Lands routed batches on a thread of its own, one at a time and in order, so that the
+    next batch is routed while the previous one is written.
+
+    Routing (DuckDB's JSON functions, polars) and landing (DuckDB compressing row groups) both
+    release the GIL: overlapped, they keep both cores busy. ``put`` waits while a batch is
+    still landing and another one is waiting, so at most two routed batches are held. A
+    landing error is raised by the next ``put`` or on leaving the block; what had landed stays
+    landed (each batch is its own transaction) and a re-run replaces it.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con = con
+        self._queue: queue.Queue[RoutedBatch | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self.audits: list[pl.DataFrame] = []
+        self._thread = threading.Thread(target=self._run, name="tokenbill-lander", daemon=True)
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.audits.append(land_batch(self._con, batch))
+                except BaseException as exc:  # re-raised in the routing thread
+                    self._error = exc
+
+    def put(self, batch: RoutedBatch) -> None:
+        self._raise_if_failed()
+        self._queue.put(batch)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BackgroundLander:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise_if_failed()

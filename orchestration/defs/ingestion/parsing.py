@@ -105,13 +105,18 @@ def list_hour_objects(client, bucket: str, prefix: str) -> list[S3Object]:
 
 
 def fetch_hours(
-    client, bucket: str, prefixes: list[tuple[datetime, str]], ahead: int = 16
+    client,
+    bucket: str,
+    prefixes: list[tuple[datetime, str]],
+    ahead: int = 16,
+    ahead_bytes: int = 128 * 1024 * 1024,
 ) -> Iterator[HourInput]:
-    """List, fetch and decode hours in order, ``ahead`` hours in flight at once.
+    """List, fetch and decode hours in order, up to ``ahead`` hours in flight at once.
 
     Fetching is I/O and gunzip releases the GIL: doing both in the pool overlaps them with
-    the routing of earlier hours, while the bounded look-ahead keeps memory to a few hours of
-    objects whatever the length of the range.
+    the routing of earlier hours. The look-ahead also stops at about ``ahead_bytes`` of decoded
+    text (judged by the largest hour seen so far, at least two hours), so memory stays at a
+    few hours of objects whatever the range and however large its hours.
     """
 
     def fetch(hour: datetime, prefix: str) -> HourInput:
@@ -121,12 +126,15 @@ def fetch_hours(
         item.decode()
         return item
 
+    largest = 1
     with ThreadPoolExecutor(max_workers=ahead) as pool:
         pending: deque = deque()
         for hour, prefix in prefixes:
             pending.append(pool.submit(fetch, hour, prefix))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
+            while len(pending) >= max(2, min(ahead, ahead_bytes // largest)):
+                item = pending.popleft().result()
+                largest = max(largest, item.decoded_size)
+                yield item
         while pending:
             yield pending.popleft().result()
 
@@ -293,22 +301,30 @@ _SCAN_ROWS = 50_000
 
 def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
-    ``line_idx`` into ``lines``) and the ``line_idx`` of lines that are not JSON objects."""
-    lines = lines.select("raw_line").with_row_index("line_idx")
+    ``line_idx`` into ``lines`` and the other columns of ``lines`` but ``raw_line``) and the
+    ``line_idx`` of lines that are not JSON objects. Lines keep their order."""
+    indexed = lines.select("raw_line").with_row_index("line_idx")
     con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
     try:
-        con.register("lines", _chunked(lines))
+        con.register("lines", _chunked(indexed))
         wire = con.sql(_EXTRACT_SQL).pl()
-        merge = wire.filter("needs_merge").select("line_idx")
-        if merge.height:
-            con.register("lines", _chunked(lines.join(merge, on="line_idx")))
-            merged = con.sql(_MERGE_SQL).pl()
-            wire = wire.update(merged, on="line_idx", include_nulls=True)
+        if not wire["line_idx"].is_sorted():
+            wire = wire.sort("line_idx")
+        to_merge = wire["needs_merge"].arg_true()
+        if to_merge.len():
+            con.register("lines", _chunked(indexed[wire["line_idx"].gather(to_merge)]))
+            merged = con.sql(_MERGE_SQL).pl().sort("line_idx")
+            wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
     finally:
         con.close()
-    wire = wire.with_columns(pl.col("line_idx").cast(pl.UInt32)).sort("line_idx")
-    not_objects = lines.select("line_idx").join(wire.select("line_idx"), on="line_idx", how="anti")
-    return wire.select("line_idx", *WIRE_FIELDS), not_objects
+    carry = [c for c in lines.columns if c != "raw_line"]
+    carried = lines.select(carry)[wire["line_idx"]] if carry else pl.DataFrame()
+    not_objects = indexed.select("line_idx").join(
+        wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
+    )
+    return wire.select("line_idx").hstack(
+        [*carried.get_columns(), *wire.select(WIRE_FIELDS).get_columns()]
+    ), not_objects
 
 
 def _chunked(frame: pl.DataFrame) -> pa.Table:
@@ -354,9 +370,10 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     fixed cost of extraction and validation; the result is the same as hour by hour.
     """
     # Objects are numbered in (hour, key) order: ``obj`` stands for (partition_hour,
-    # source_key) in every frame below until the end, and orders them the same way.
-    object_rows, bad_objects = [], []
-    texts, text_objs, parquet = [], [], []
+    # source_key) in every frame below until the end, and lines stay in (obj, line) order,
+    # so nothing needs sorting or joining back.
+    object_rows, bad_objects, line_frames = [], [], []
+    texts, text_objs = [], []
     for item in inputs:
         hour = _naive_utc(item.hour)
         pairs = sorted(zip(item.objects, item.decode(), strict=True), key=lambda p: p[0].key)
@@ -373,57 +390,55 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
                 text_objs.append(index)
                 n_lines = _line_count(decoded.text)
             else:
-                parquet.append(
-                    pl.DataFrame(
-                        {
-                            "obj": pl.repeat(index, len(decoded.rows), dtype=pl.UInt32, eager=True),
-                            "line_number": pl.int_range(
-                                1, len(decoded.rows) + 1, dtype=pl.Int64, eager=True
-                            ),
-                            "raw_line": decoded.rows,
-                        }
-                    )
-                )
+                if texts:
+                    line_frames.append(split_lines(texts, text_objs))
+                    texts, text_objs = [], []
+                line_frames.append(_parquet_frame(index, decoded.rows))
                 n_lines = len(decoded.rows)
             object_rows.append((hour, obj.key, obj.etag, obj.size, n_lines, "read"))
+    if texts or not line_frames:
+        line_frames.append(split_lines(texts, text_objs))
+    del texts
     objects = pl.DataFrame(
         object_rows,
         schema={"partition_hour": pl.Datetime("us"), **OBJECTS_SCHEMA},
         orient="row",
     )
-    lines = pl.concat([split_lines(texts, text_objs), *parquet]).sort("obj", "line_number")
-    texts.clear()
+    lines = pl.concat(line_frames)
+    del line_frames
+    hour_of = objects["partition_hour"]
+    key_of = objects["source_key"]
 
     wire, not_objects = extract_wire_fields(lines)
-    lines = lines.with_row_index("line_idx")
-    object_hours = objects.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("obj"),
-        pl.col("partition_hour").dt.replace_time_zone("UTC").alias(SOURCE_HOUR),
+    wire = wire.with_columns(
+        hour_of.gather(wire["obj"]).dt.replace_time_zone("UTC").alias(SOURCE_HOUR)
     )
-    wire = wire.join(lines.select("line_idx", "obj"), on="line_idx").join(
-        object_hours, on="obj", how="left"
-    )
-    valid, failures = validate_wire_events(wire.drop("obj"))
+    valid, failures = validate_wire_events(wire)
 
-    invalid_json = lines.join(not_objects, on="line_idx").with_columns(
+    def located(frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` (with ``obj``) given its hour and object key."""
+        return frame.with_columns(
+            partition_hour=hour_of.gather(frame["obj"]), source_key=key_of.gather(frame["obj"])
+        )
+
+    invalid_json = located(lines[not_objects["line_idx"]]).with_columns(
         event_id=pl.lit(None, pl.String),
         reason_codes=pl.lit(["invalid_json"], pl.List(pl.String)),
         reason_detail=pl.lit(REASONS["invalid_json"].what),
     )
-    failed = (
-        wire.select("line_idx", "event_id")
-        .with_row_index("row")
-        .with_columns(pl.col("row").cast(pl.Int64))
-        .join(failures, on="row")
-        .join(lines, on="line_idx")
+    failed_wire = wire.select("line_idx", "event_id")[failures["row"]]
+    failed = located(
+        failed_wire.hstack(
+            lines.select("obj", "line_number", "raw_line")[failed_wire["line_idx"]]
+            .hstack(failures.drop("row"))
+            .get_columns()
+        )
     )
-    with_source = objects.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("obj"), "partition_hour", "source_key"
-    )
+    del wire
     quarantine = pl.concat(
         [
-            _quarantine_rows(invalid_json.join(with_source, on="obj")),
-            _quarantine_rows(failed.join(with_source, on="obj")),
+            _quarantine_rows(invalid_json),
+            _quarantine_rows(failed),
             pl.DataFrame(
                 bad_objects,
                 schema={"partition_hour": pl.Datetime("us"), **QUARANTINE_SCHEMA},
@@ -431,18 +446,13 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
             ),
         ]
     ).sort("partition_hour", "source_key", "line_number", nulls_last=False)
+    del lines
 
-    valid = (
-        lines.select("line_idx", "obj", "line_number")
-        .join(valid, on="line_idx")
-        .join(with_source.drop("source_key"), on="obj")
-        .drop("line_idx")
-    )
+    valid = valid.drop("line_idx").with_columns(partition_hour=hour_of.gather(valid["obj"]))
     valid, duplicates = _deduplicate(valid)
-    first_source = with_source.select(
-        pl.col("obj").alias("first_obj"), pl.col("source_key").alias("first_source_key")
-    )
-    duplicates = duplicates.join(first_source, on="first_obj", maintain_order="left").select(
+    duplicates = duplicates.with_columns(
+        first_source_key=key_of.gather(duplicates["first_obj"])
+    ).select(
         "obj",
         "line_number",
         "event_id",
@@ -452,10 +462,20 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     )
     return RoutedBatch(
         hours=[_naive_utc(i.hour) for i in inputs],
-        valid=_with_source(valid, with_source),
-        duplicates=_with_source(duplicates, with_source),
+        valid=_with_source(valid, hour_of, key_of),
+        duplicates=_with_source(duplicates, hour_of, key_of),
         quarantine=quarantine,
         objects=objects,
+    )
+
+
+def _parquet_frame(obj: int, rows: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "obj": pl.repeat(obj, len(rows), dtype=pl.UInt32, eager=True),
+            "line_number": pl.int_range(1, len(rows) + 1, dtype=pl.Int64, eager=True),
+            "raw_line": rows,
+        }
     )
 
 
@@ -466,12 +486,13 @@ def _line_count(text: str) -> int:
     return text.count("\n") + 1 if text else 0
 
 
-def _with_source(frame: pl.DataFrame, with_source: pl.DataFrame) -> pl.DataFrame:
+def _with_source(frame: pl.DataFrame, hour_of: pl.Series, key_of: pl.Series) -> pl.DataFrame:
     """Replace ``obj`` by (partition_hour, source_key), first."""
-    frame = frame.drop("partition_hour", strict=False)
-    rest = [c for c in frame.columns if c != "obj"]
-    return frame.join(with_source, on="obj", how="left", maintain_order="left").select(
-        "partition_hour", "source_key", *rest
+    rest = [c for c in frame.columns if c not in ("obj", "partition_hour")]
+    return frame.select(
+        hour_of.gather(frame["obj"]).alias("partition_hour"),
+        key_of.gather(frame["obj"]).alias("source_key"),
+        *rest,
     )
 
 
@@ -502,7 +523,16 @@ def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     the winner's (an idempotency key reused for a different event: a producer bug to chase).
     Only rows whose (hour, event_id) repeats are hashed and joined.
     """
-    valid = valid.sort("obj", "line_number")
+    # Rows arrive in (obj, line) order from route_hours; sort only if they do not.
+    if not valid.select(
+        (
+            (pl.col("obj").diff() > 0)
+            | ((pl.col("obj").diff() == 0) & (pl.col("line_number").diff() > 0))
+        )
+        .fill_null(True)
+        .all()
+    ).item():
+        valid = valid.sort("obj", "line_number")
     key = pl.struct("partition_hour", "event_id")
     repeated = valid.filter(key.is_duplicated()).with_columns(
         content_hash=pl.struct(_CONTENT_COLUMNS).hash(seed=0)

@@ -198,9 +198,14 @@ class RssSampler:
         return vm_rss() + sum(vm_rss(p) for p in pids)
 
     def _run(self) -> None:
+        began = time.monotonic()
+        self.at_peak = (0.0, self.start, self.peak_tree)
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, vm_rss())
-            self.peak_tree = max(self.peak_tree, self.tree())
+            me, tree = vm_rss(), self.tree()
+            self.peak = max(self.peak, me)
+            if tree > self.peak_tree:
+                self.peak_tree = tree
+                self.at_peak = (time.monotonic() - began, me, tree)
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -403,6 +408,8 @@ def backfill(
         "rss_start": rss.start,
         "rss_peak_backfill": rss.peak,
         "rss_peak_run": rss.peak_tree,
+        # (seconds into the backfill, this process, the run) when the run's RSS peaked
+        "rss_at_run_peak": getattr(rss, "at_peak", (0.0, rss.start, rss.peak_tree)),
         "maxrss_self": max_rss(),
         "maxrss_children": max_rss(resource.RUSAGE_CHILDREN),
         "cpu_self": cpu1[0] - cpu0[0],
@@ -478,12 +485,19 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
     import duckdb
 
     import orchestration.defs.ingestion.parsing as parsing
-    from orchestration.defs.ingestion.assets import BATCH_BYTES
+    from orchestration.defs.ingestion.assets import (
+        BATCH_BYTES,
+        LANDING_MEMORY_LIMIT,
+        PREFETCH_BYTES,
+    )
     from orchestration.defs.ingestion.landing import ensure_raw_schema, land_batch
 
     s3, prefixes = _hour_prefixes(start, end)
     began = time.perf_counter()
-    size = sum(h.size for h in parsing.fetch_hours(s3.client(), BUCKET, prefixes))
+    size = sum(
+        h.size
+        for h in parsing.fetch_hours(s3.client(), BUCKET, prefixes, ahead_bytes=PREFETCH_BYTES)
+    )
     fetch_only = time.perf_counter() - began
 
     timers: dict[str, float] = defaultdict(float)
@@ -513,9 +527,10 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
         wait = route = land = 0.0
         n_batches = 0
         began = time.perf_counter()
-        with duckdb.connect(str(scratch)) as con:
+        with duckdb.connect(str(scratch), config={"memory_limit": LANDING_MEMORY_LIMIT}) as con:
             ensure_raw_schema(con)
-            it = parsing.batches(parsing.fetch_hours(s3.client(), BUCKET, prefixes), BATCH_BYTES)
+            fetched = parsing.fetch_hours(s3.client(), BUCKET, prefixes, ahead_bytes=PREFETCH_BYTES)
+            it = parsing.batches(fetched, BATCH_BYTES)
             while True:
                 t0 = time.perf_counter()
                 batch_inputs = next(it, None)
@@ -775,7 +790,9 @@ def print_backfill(b: dict, events: int) -> None:
         + ", ".join(f"{k} {v:,}" for k, v in list(b["event_writes_by_type"].items())[:6])
     )
     print(
-        f"  memory: peak RSS of the run (this process + dbt) {_mb(b['rss_peak_run'])}; "
+        f"  memory: peak RSS of the run (this process + dbt) {_mb(b['rss_peak_run'])} "
+        f"at {b['rss_at_run_peak'][0]:.0f}s (this process then "
+        f"{_mb(b['rss_at_run_peak'][1])}); "
         f"this process {_mb(b['rss_peak_backfill'])} (from {_mb(b['rss_start'])}); "
         f"ru_maxrss self {_mb(b['maxrss_self'])}, largest child {_mb(b['maxrss_children'])}"
     )
@@ -787,8 +804,8 @@ def print_split(s: dict) -> None:
         f"  ingestion split (instrumented pass outside Dagster, same objects, "
         f"{s['bytes'] / 1e6:,.1f} MB):"
     )
-    print(f"    fetch only (list + GET, 16 hours in flight)   {s['fetch_only']:7.1f}s")
-    print(f"    full pass: {s['total']:.1f}s in {s['batches']} batches")
+    print(f"    fetch only (list + GET + gunzip, as the asset prefetches) {s['fetch_only']:7.1f}s")
+    print(f"    full pass, one thing at a time: {s['total']:.1f}s in {s['batches']} batches")
     print(f"      waiting for S3 (not hidden by prefetch)   {s['waiting_for_s3']:7.1f}s")
     print(f"      route_hours                               {s['route_hours']:7.1f}s")
     for label, secs in s["route_parts"].items():

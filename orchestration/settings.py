@@ -26,7 +26,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "The DuckDB warehouse file (created if missing).",
     ),
     "TOKENBILL_DUCKDB_MEMORY_LIMIT": (
-        "1GB",
+        "768MB",
         "Memory DuckDB may use per connection (ingestion, dbt) before spilling to disk.",
     ),
     "TOKENBILL_FIRST_PARTITION": (

@@ -55,7 +55,9 @@ class Warehouse(ConfigurableResource):
     )
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, read_only: bool = False, memory_limit: str | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file, waiting while another process holds DuckDB's single-writer lock.
 
         The concurrency pool already serialises tokenbill's own writers; the wait covers an
@@ -66,7 +68,9 @@ class Warehouse(ConfigurableResource):
         while True:
             try:
                 con = duckdb.connect(
-                    self.path, read_only=read_only, config={"memory_limit": self.memory_limit}
+                    self.path,
+                    read_only=read_only,
+                    config={"memory_limit": memory_limit or self.memory_limit},
                 )
                 break
             except duckdb.IOException as exc:

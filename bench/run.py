@@ -794,7 +794,8 @@ def print_backfill(b: dict, events: int) -> None:
         f"at {b['rss_at_run_peak'][0]:.0f}s (this process then "
         f"{_mb(b['rss_at_run_peak'][1])}); "
         f"this process {_mb(b['rss_peak_backfill'])} (from {_mb(b['rss_start'])}); "
-        f"ru_maxrss self {_mb(b['maxrss_self'])}, largest child {_mb(b['maxrss_children'])}"
+        f"ru_maxrss self {_mb(b['maxrss_self'])}, largest child {_mb(b['maxrss_children'])} "
+        "(fork-inflated: a child counts its parent's pages until it execs)"
     )
     print(f"  CPU: this process {b['cpu_self']:.1f}s, children (dbt) {b['cpu_children']:.1f}s")
 
@@ -905,7 +906,8 @@ def record(r: dict) -> None:
         ),
         *((f"split: {label}", f"{secs:.1f} s", "", "") for label, secs in s["route_parts"].items()),
         (
-            "peak RSS of the run: this process + dbt (this process alone; largest dbt)",
+            "peak RSS of the run: this process + dbt (this process alone; largest child, "
+            "fork-inflated)",
             f"{_mb(b['rss_peak_run'])} ({_mb(b['rss_peak_backfill'])}; "
             f"{_mb(b['maxrss_children'])})",
             "<= 2 GiB at 10M",

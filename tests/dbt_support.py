@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 from dagster import TimeWindow
 
 from orchestration.defs.dbt.args import dbt_build_args
@@ -37,3 +38,9 @@ def dbt_build(
         capture_output=True,
         text=True,
     )
+
+
+def query(warehouse: str, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of ``sql`` on the warehouse, opened read-only."""
+    with duckdb.connect(warehouse, read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()

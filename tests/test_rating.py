@@ -25,7 +25,7 @@ from orchestration.defs.rating.catalog import (
     write_catalog,
 )
 from orchestration.defs.wallets.assets import LEDGER_DDL
-from tests.dbt_support import dbt_build
+from tests.dbt_support import dbt_build, query
 
 D = Decimal
 CARD = (
@@ -501,16 +501,17 @@ def test_provider_cost_prices_long_prompts_whole_at_long_context_rates(rated):
     # above 200k 0.02, reasoning at the output rate. The 1k prompt: 1000 * 0.001 input and
     # 10 * 0.01 output; the 250k prompt: 250000 * 0.001 input, (20 - 5) * 0.02 output and
     # 5 * 0.01 reasoning. Both calls are one row of the hourly mart.
-    with duckdb.connect(rated, read_only=True) as con:
-        rows = con.execute(
-            "select meter, quantity, provider_cost from marts.fct_rated_charges_hourly "
-            "where customer_id = 'cus_long' order by meter"
-        ).fetchall()
-        hourly = con.execute(
-            "select event_count, long_context_uncached_input_tokens, "
-            "long_context_output_tokens, long_context_reasoning_tokens "
-            "from marts.fct_token_usage_hourly where customer_id = 'cus_long'"
-        ).fetchall()
+    rows = query(
+        rated,
+        "select meter, quantity, provider_cost from marts.fct_rated_charges_hourly "
+        "where customer_id = 'cus_long' order by meter",
+    )
+    hourly = query(
+        rated,
+        "select event_count, long_context_uncached_input_tokens, long_context_output_tokens, "
+        "long_context_reasoning_tokens from marts.fct_token_usage_hourly "
+        "where customer_id = 'cus_long'",
+    )
     assert hourly == [(2, 250_000, 20, 5)]
     assert rows == [("output", 30, D("0.45")), ("uncached_input", 251_000, D("251"))]
 

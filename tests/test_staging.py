@@ -11,7 +11,7 @@ import pytest
 from dagster import TimeWindow
 
 from orchestration.defs.ingestion.landing import ensure_raw_schema
-from tests.dbt_support import dbt_build
+from tests.dbt_support import dbt_build, query
 
 T0 = datetime(2026, 10, 5, 10)
 # (event_id, hours after T0, source object, output tokens)
@@ -67,18 +67,17 @@ def warehouse(tmp_path_factory) -> str:
 
 
 def test_the_staging_view_keeps_first_sends_and_sends_beyond_the_lookback(warehouse):
-    with duckdb.connect(warehouse, read_only=True) as con:
-        kept = con.execute(
-            "select event_id, output_tokens from staging.stg_tokenbill__usage_events "
-            "order by output_tokens"
-        ).fetchall()
+    kept = query(
+        warehouse,
+        "select event_id, output_tokens from staging.stg_tokenbill__usage_events "
+        "order by output_tokens",
+    )
     assert kept == [("x", 1), ("z", 100), ("y", 100_000), ("y", 1_000_000), ("w", 10_000_000)]
 
 
 def test_a_window_reads_the_lookback_before_it_to_drop_resends(warehouse):
     # Hour T0+2 holds x's resend (its first send is two hours before the window) and w.
-    with duckdb.connect(warehouse, read_only=True) as con:
-        hourly = con.execute(
-            "select usage_hour, event_count, output_tokens from marts.fct_token_usage_hourly"
-        ).fetchall()
+    hourly = query(
+        warehouse, "select usage_hour, event_count, output_tokens from marts.fct_token_usage_hourly"
+    )
     assert hourly == [(T0 + timedelta(hours=2), 1, 10_000_000)]

@@ -27,7 +27,6 @@ from contracts.usage_event import (
 )
 from orchestration.settings import setting
 
-LINES_SCHEMA = {"source_key": pl.String, "line_number": pl.Int64, "raw_line": pl.String}
 QUARANTINE_SCHEMA = {
     "source_key": pl.String,
     "line_number": pl.Int64,
@@ -388,24 +387,28 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
             if decoded.text is not None:
                 texts.append(decoded.text)
                 text_objs.append(index)
-                n_lines = _line_count(decoded.text)
             else:
                 if texts:
                     line_frames.append(split_lines(texts, text_objs))
                     texts, text_objs = [], []
                 line_frames.append(_parquet_frame(index, decoded.rows))
-                n_lines = len(decoded.rows)
-            object_rows.append((hour, obj.key, obj.etag, obj.size, n_lines, "read"))
+            object_rows.append((hour, obj.key, obj.etag, obj.size, 0, "read"))
     if texts or not line_frames:
         line_frames.append(split_lines(texts, text_objs))
     del texts
+    lines = pl.concat(line_frames)
+    del line_frames
+    # An object's line count is what the split made of it (0 for an unreadable object).
+    counts = lines.group_by("obj").len()
     objects = pl.DataFrame(
         object_rows,
         schema={"partition_hour": pl.Datetime("us"), **OBJECTS_SCHEMA},
         orient="row",
+    ).with_columns(
+        pl.int_range(pl.len(), dtype=pl.UInt32)
+        .replace_strict(counts["obj"], counts["len"], default=0, return_dtype=pl.Int64)
+        .alias("line_count")
     )
-    lines = pl.concat(line_frames)
-    del line_frames
     hour_of = objects["partition_hour"]
     key_of = objects["source_key"]
 
@@ -477,13 +480,6 @@ def _parquet_frame(obj: int, rows: pl.Series) -> pl.DataFrame:
             "raw_line": rows,
         }
     )
-
-
-def _line_count(text: str) -> int:
-    """Lines in a JSON Lines text, as :func:`split_lines` numbers them."""
-    if text.endswith("\n"):
-        text = text[:-1]
-    return text.count("\n") + 1 if text else 0
 
 
 def _with_source(frame: pl.DataFrame, hour_of: pl.Series, key_of: pl.Series) -> pl.DataFrame:

@@ -348,10 +348,13 @@ def timed_run(defs, instance, job: str, first: str | None, last: str | None, wri
     wall = time.perf_counter() - began
     steps: dict = {}
     landed = None
+    nodes: dict[str, float] = {}
     for entry in instance.all_logs(result.run_id):
         kind = entry.dagster_event.event_type_value if entry.dagster_event else None
         if kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
             steps.setdefault(entry.step_key, {})[kind] = entry.timestamp
+        elif kind in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
+            _node_duration(entry.dagster_event, nodes)
         elif kind is None and "landed" in (entry.user_message or ""):
             landed = (entry.step_key, entry.timestamp, entry.user_message)
     step_seconds = {
@@ -368,6 +371,7 @@ def timed_run(defs, instance, job: str, first: str | None, last: str | None, wri
         "steps": step_seconds,
         "overhead": wall - sum(step_seconds.values()),
         "writes": writes.for_run(result.run_id) if writes else {},
+        "dbt_nodes": nodes,
     }
     if landed:
         key, at, message = landed
@@ -377,6 +381,73 @@ def timed_run(defs, instance, job: str, first: str | None, last: str | None, wri
             "after_landing_seconds": steps[key].get("STEP_SUCCESS", at) - at,
         }
     return run
+
+
+def _node_duration(event, nodes: dict[str, float]) -> None:
+    """dagster-dbt puts each dbt node's ``unique_id`` and ``Execution Duration`` (seconds, from
+    dbt's node timing) on its materialization or check evaluation. A ranged run repeats them
+    once per partition: a node counts once."""
+    data = event.event_specific_data
+    metadata = getattr(getattr(data, "materialization", data), "metadata", None) or {}
+    unique_id, duration = metadata.get("unique_id"), metadata.get("Execution Duration")
+    if unique_id is not None and duration is not None:
+        nodes[unique_id.value] = max(nodes.get(unique_id.value, 0.0), float(duration.value))
+
+
+#: dbt model folders, and the Python assets beside them, as the stages the issue names.
+_STAGE_OF_FOLDER = {
+    "staging": "dbt aggregates (staging, hourly/daily/monthly marts)",
+    "marts": "dbt aggregates (staging, hourly/daily/monthly marts)",
+    "rating": "rating (dbt)",
+    "wallets": "wallets (dbt + ledger asset)",
+    "invoicing": "invoices (dbt + export asset)",
+    "catalog": "catalogs (price table, plans, wallets config)",
+}
+_STAGE_OF_STEP = {
+    "billing__wallet_ledger": "wallets (dbt + ledger asset)",
+    "invoice_export": "invoices (dbt + export asset)",
+    "pricing_catalog": "catalogs (price table, plans, wallets config)",
+    "wallet_catalog": "catalogs (price table, plans, wallets config)",
+}
+_DBT_TESTS = "dbt data tests (asset checks, all grains)"
+_INGESTION = "S3 fetch + parse + validation + raw landing (raw_usage_events step)"
+
+
+def stages(b: dict) -> dict[str, float]:
+    """The backfill's wall seconds by stage, adding up to the backfill.
+
+    dbt models and tests are timed by dbt itself (one thread, so they add up); a dbt step's
+    remainder (process start, manifest load, adapter, dagster-dbt's event handling) and every
+    run's own overhead go to the last two lines.
+    """
+    from orchestration.defs.dbt.project import tokenbill_dbt_project
+
+    manifest = json.loads(tokenbill_dbt_project().manifest_path.read_text())
+    nodes = manifest["nodes"].items()
+    folder = {uid: node["fqn"][1] for uid, node in nodes if len(node["fqn"]) > 2}
+    out: dict[str, float] = defaultdict(float)
+    dbt_steps = dbt_nodes = 0.0
+    for run in b["runs"]:
+        for step, secs in run["steps"].items():
+            if step == "raw_usage_events":
+                out[_INGESTION] += secs
+            elif step in _STAGE_OF_STEP:
+                out[_STAGE_OF_STEP[step]] += secs
+            else:
+                dbt_steps += secs
+        for uid, secs in run["dbt_nodes"].items():
+            stage = (
+                _DBT_TESTS
+                if uid.startswith("test.")
+                else _STAGE_OF_FOLDER.get(folder.get(uid, ""), "other dbt nodes")
+            )
+            out[stage] += secs
+            dbt_nodes += secs
+    out["dbt processes (start, manifest, adapter, dagster-dbt events)"] = dbt_steps - dbt_nodes
+    out["Dagster runs (creation, planned events, start/end)"] = sum(
+        run["overhead"] for run in b["runs"]
+    )
+    return dict(out)
 
 
 def backfill(
@@ -421,6 +492,7 @@ def backfill(
         ),
         "checks": check_against_manifest(directory / "wh.duckdb", start, end, manifest),
     }
+    out["stages"] = stages(out)
     instance.dispose()
     return out
 
@@ -783,6 +855,9 @@ def print_backfill(b: dict, events: int) -> None:
                 f"      raw_usage_events: start->'landed' {landed['ingest_seconds']:.1f}s, "
                 f"'landed'->success {landed['after_landing_seconds']:.1f}s"
             )
+    print("  seconds by stage (adding up to the backfill):")
+    for stage, secs in b["stages"].items():
+        print(f"    {stage:<72} {secs:7.1f}s ({100 * secs / b['seconds']:.0f}%)")
     n, s = b["event_writes"], b["event_write_seconds"]
     print(
         f"  event-log writes: {n:,} in {s:.1f}s ({1000 * s / max(n, 1):.1f} ms each, "
@@ -878,6 +953,10 @@ def record(r: dict) -> None:
                 "",
             )
             for run in b["runs"]
+        ),
+        *(
+            (f"stage: {stage}", f"{secs:.1f} s ({100 * secs / b['seconds']:.0f}%)", "", "")
+            for stage, secs in b["stages"].items()
         ),
         *(
             (f"step {step}", f"{secs:.1f} s", "", "")

@@ -189,6 +189,8 @@ class RssSampler:
         self.exclude = {exclude, *descendants(exclude)} if exclude else set()
         self.peak = self.start = vm_rss()
         self.peak_tree = self.tree()
+        #: (seconds after start, this process, the run) when the run's RSS was highest
+        self.at_peak = (0.0, self.start, self.peak_tree)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -199,7 +201,6 @@ class RssSampler:
 
     def _run(self) -> None:
         began = time.monotonic()
-        self.at_peak = (0.0, self.start, self.peak_tree)
         while not self._stop.wait(self.interval):
             me, tree = vm_rss(), self.tree()
             self.peak = max(self.peak, me)
@@ -394,20 +395,24 @@ def _node_duration(event, nodes: dict[str, float]) -> None:
         nodes[unique_id.value] = max(nodes.get(unique_id.value, 0.0), float(duration.value))
 
 
+_AGGREGATES = "dbt aggregates (staging, hourly/daily/monthly marts)"
+_WALLETS = "wallets (dbt + ledger asset)"
+_INVOICES = "invoices (dbt + export asset)"
+_CATALOGS = "catalogs (price table, plans, wallets config)"
 #: dbt model folders, and the Python assets beside them, as the stages the issue names.
 _STAGE_OF_FOLDER = {
-    "staging": "dbt aggregates (staging, hourly/daily/monthly marts)",
-    "marts": "dbt aggregates (staging, hourly/daily/monthly marts)",
+    "staging": _AGGREGATES,
+    "marts": _AGGREGATES,
     "rating": "rating (dbt)",
-    "wallets": "wallets (dbt + ledger asset)",
-    "invoicing": "invoices (dbt + export asset)",
-    "catalog": "catalogs (price table, plans, wallets config)",
+    "wallets": _WALLETS,
+    "invoicing": _INVOICES,
+    "catalog": _CATALOGS,
 }
 _STAGE_OF_STEP = {
-    "billing__wallet_ledger": "wallets (dbt + ledger asset)",
-    "invoice_export": "invoices (dbt + export asset)",
-    "pricing_catalog": "catalogs (price table, plans, wallets config)",
-    "wallet_catalog": "catalogs (price table, plans, wallets config)",
+    "billing__wallet_ledger": _WALLETS,
+    "invoice_export": _INVOICES,
+    "pricing_catalog": _CATALOGS,
+    "wallet_catalog": _CATALOGS,
 }
 _DBT_TESTS = "dbt data tests (asset checks, all grains)"
 _INGESTION = "S3 fetch + parse + validation + raw landing (raw_usage_events step)"
@@ -480,7 +485,7 @@ def backfill(
         "rss_peak_backfill": rss.peak,
         "rss_peak_run": rss.peak_tree,
         # (seconds into the backfill, this process, the run) when the run's RSS peaked
-        "rss_at_run_peak": getattr(rss, "at_peak", (0.0, rss.start, rss.peak_tree)),
+        "rss_at_run_peak": rss.at_peak,
         "maxrss_self": max_rss(),
         "maxrss_children": max_rss(resource.RUSAGE_CHILDREN),
         "cpu_self": cpu1[0] - cpu0[0],
@@ -994,7 +999,12 @@ def record(r: dict) -> None:
             + ("" if events >= TARGET_EVENTS else f" at {events:,}"),
         ),
         ("reference (boto3 + DuckDB)", f"{ref['seconds']:.1f} s", "", ""),
-        ("pipeline / reference", f"{ratio:.1f}x", f"<= {TARGET_RATIO:g}", _met(ratio <= 3)),
+        (
+            "pipeline / reference",
+            f"{ratio:.1f}x",
+            f"<= {TARGET_RATIO:g}",
+            _met(ratio <= TARGET_RATIO),
+        ),
         ("hourly run after a day", f"{inc['after_day']['median']:.1f} s", "", ""),
         ("hourly run after the month", f"{inc['after_month']['median']:.1f} s", "", ""),
         (

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 from dagster import TimeWindow
 
-from orchestration.defs.dbt.args import dbt_build_args
+from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_args, dbt_build_env
 from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 
 
@@ -19,13 +19,28 @@ def dbt_build(
     target: Path,
     window: TimeWindow | None,
     *select: str,
-    extra_vars: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
+    by_hand: bool = False,
 ) -> subprocess.CompletedProcess:
-    """``dbt build --select <select>`` for the window, on ``warehouse``; output captured."""
+    """``dbt build --select <select>`` for the window, on ``warehouse``; output captured.
+
+    The window and ``settings`` (``as_of``, ``invoice_grace_days``) reach dbt in its
+    environment, as the assets pass them; ``by_hand`` passes them as ``--vars`` instead, the
+    form an operator types.
+    """
+    env = {**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"}
+    if by_hand:
+        args = dbt_build_args(window, settings)
+    else:
+        args = list(BUILD_ARGS)
+        for name, value in dbt_build_env(window, settings or {}).items():
+            env.pop(name, None)
+            if value is not None:
+                env[name] = value
     return subprocess.run(
         [
             str(Path(sys.executable).parent / "dbt"),
-            *dbt_build_args(window, extra_vars),
+            *args,
             "--select",
             *select,
             "--target-path",
@@ -34,7 +49,7 @@ def dbt_build(
             str(DBT_PROJECT_DIR),
         ],
         cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"},
+        env=env,
         capture_output=True,
         text=True,
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import dagster_dbt.core.resource
 import pytest
 from dagster import TimeWindow
 
@@ -75,7 +76,12 @@ def test_the_environment_is_set_for_the_block_and_restored(monkeypatch):
     assert "TOKENBILL_DBT_WINDOW_START" not in os.environ
 
 
-def test_the_dbt_version_is_known_without_running_dbt():
+def test_the_dbt_version_is_known_without_running_dbt(monkeypatch):
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"dbt was run: {args}")
+
+    # dagster-dbt asks ``dbt --version`` through this name.
+    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", no_subprocess)
     resource = TokenbillDbtCliResource(
         project_dir=str(DBT_PROJECT_DIR), dbt_executable=str(Path(sys.executable).parent / "dbt")
     )

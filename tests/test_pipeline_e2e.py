@@ -440,7 +440,8 @@ def test_late_object_changes_exactly_its_hour_day_and_month(rerun):
 
 def test_adjustment_lands_as_one_line_on_the_next_draft_invoice(rerun, tmp_path):
     """November cannot be closed through Dagster yet (its partition ends in the future), so
-    its invoices are built with dbt directly, as of Nov 10: a draft, carrying the adjustment."""
+    its invoices are built with dbt directly (``--vars``, as by hand), as of Nov 10: a draft,
+    carrying the adjustment."""
     pipeline = rerun["pipeline"]
     november = TimeWindow(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
     extra = {"as_of": AS_OF["tokenbill/as_of"], "invoice_grace_days": "3"}
@@ -450,7 +451,8 @@ def test_adjustment_lands_as_one_line_on_the_next_draft_invoice(rerun, tmp_path)
         november,
         "fct_subscription_fees",
         "models/invoicing",
-        extra_vars=extra,
+        settings=extra,
+        by_hand=True,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert pipeline.query(

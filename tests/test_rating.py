@@ -340,7 +340,7 @@ def rated(tmp_path_factory):
         window,
         "fct_wallet_ledger",
         "models/invoicing",
-        extra_vars={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},
+        settings={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},
     )
     assert invoices.returncode == 0, invoices.stdout[-3000:]
     # all_usage_is_priced fails on purpose (unpriced scenarios); nothing else may fail.

@@ -60,9 +60,12 @@ costed as (
         * card.output_above_200k_per_token
         + usage.reasoning_tokens * card.reasoning_per_token as output_cost
     from usage
+    -- Only the window's rows are costed: the lookback rows are there for period-to-date
+    -- quantities, and both readers keep the window's rows only.
     left join card
         on
-            usage.provider = card.provider
+            {{ in_window('usage.usage_hour') }}
+            and usage.provider = card.provider
             and usage.model = card.model
             and usage.usage_hour >= card.effective_from
             and usage.usage_hour < coalesce(card.effective_to, 'infinity'::timestamp)

@@ -37,16 +37,16 @@ def environment(values: Mapping[str, str | None]) -> Iterator[None]:
     starts it), so wrapping that call passes the values to exactly that invocation.
     """
     saved = {key: os.environ.get(key) for key in values}
+    _apply(values)
+    try:
+        yield
+    finally:
+        _apply(saved)
+
+
+def _apply(values: Mapping[str, str | None]) -> None:
     for key, value in values.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old

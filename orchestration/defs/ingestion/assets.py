@@ -96,8 +96,8 @@ def raw_usage_events(
             for batch_inputs in batches(fetched, BATCH_BYTES):
                 batch = route_hours(batch_inputs)
                 lander.put(batch)
-                for codes in batch.quarantine["reason_codes"].to_list():
-                    reasons.update(codes)
+                codes = batch.quarantine["reason_codes"].explode(empty_as_null=False)
+                reasons.update(dict(codes.value_counts().iter_rows()))
                 if len(samples) < 5 and batch.quarantine.height:
                     samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
                 del batch, batch_inputs  # the lander holds the batch while it writes

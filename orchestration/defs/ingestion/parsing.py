@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import duckdb
 import polars as pl
@@ -107,8 +108,8 @@ def fetch_hours(
     client,
     bucket: str,
     prefixes: list[tuple[datetime, str]],
+    ahead_bytes: int,
     ahead: int = 16,
-    ahead_bytes: int = 128 * 1024 * 1024,
 ) -> Iterator[HourInput]:
     """List, fetch and decode hours in order, up to ``ahead`` hours in flight at once.
 
@@ -125,14 +126,14 @@ def fetch_hours(
         item.decode()
         return item
 
-    largest = 1
+    largest = 0  # the largest hour yet; until one is seen, two hours in flight
     with ThreadPoolExecutor(max_workers=ahead) as pool:
         pending: deque = deque()
         for hour, prefix in prefixes:
             pending.append(pool.submit(fetch, hour, prefix))
-            while len(pending) >= max(2, min(ahead, ahead_bytes // largest)):
+            while len(pending) >= (max(2, min(ahead, ahead_bytes // largest)) if largest else 2):
                 item = pending.popleft().result()
-                largest = max(largest, item.decoded_size)
+                largest = max(largest, item.decoded_size, 1)
                 yield item
         while pending:
             yield pending.popleft().result()
@@ -312,7 +313,9 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
         to_merge = wire["needs_merge"].arg_true()
         if to_merge.len():
             con.register("lines", _chunked(indexed[wire["line_idx"].gather(to_merge)]))
-            merged = con.sql(_MERGE_SQL).pl().sort("line_idx")
+            merged = con.sql(_MERGE_SQL).pl()
+            if not merged["line_idx"].is_sorted():
+                merged = merged.sort("line_idx")
             wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
     finally:
         con.close()
@@ -357,7 +360,7 @@ class HourInput:
         """Bytes of the hour's objects as stored (compressed or not)."""
         return sum(o.size for o in self.objects)
 
-    @property
+    @cached_property
     def decoded_size(self) -> int:
         return sum(d.size for d in self.decode())
 
@@ -514,21 +517,13 @@ _CONTENT_COLUMNS = [f if f != "timestamp" else "event_ts" for f in WIRE_FIELDS]
 def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """First occurrence of each event_id wins, in (object key, line number) order, per hour.
 
-    ``valid`` carries ``obj`` (objects numbered in hour then key order) and its hour.
+    ``valid`` carries ``obj`` (objects numbered in hour then key order) and its hour, and is
+    in (obj, line_number) order, as ``route_hours`` keeps every frame: the first row of an
+    id is its first occurrence.
     A later copy is a duplicate; ``is_conflicting`` marks a copy whose content differs from
     the winner's (an idempotency key reused for a different event: a producer bug to chase).
     Only rows whose (hour, event_id) repeats are hashed and joined.
     """
-    # Rows arrive in (obj, line) order from route_hours; sort only if they do not.
-    if not valid.select(
-        (
-            (pl.col("obj").diff() > 0)
-            | ((pl.col("obj").diff() == 0) & (pl.col("line_number").diff() > 0))
-        )
-        .fill_null(True)
-        .all()
-    ).item():
-        valid = valid.sort("obj", "line_number")
     key = pl.struct("partition_hour", "event_id")
     repeated = valid.filter(key.is_duplicated()).with_columns(
         content_hash=pl.struct(_CONTENT_COLUMNS).hash(seed=0)
@@ -557,7 +552,3 @@ def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
     )
     return valid.filter(key.is_first_distinct()), duplicates
-
-
-def utc_hour(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

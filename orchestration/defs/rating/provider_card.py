@@ -7,18 +7,55 @@ shipped as ``catalog/provider_costs.csv``, one row per (provider, model, version
         --litellm ../shared/reference/litellm_model_prices_2026-11.json \\
         --out catalog/provider_costs.csv --effective-from 2026-01-01
 
-Selection (chat-mode entries, ``mode == "chat"``, with both an input and an output price):
+Selection: every entry of ``mode`` ``chat``, ``completion`` or ``responses`` with both an
+``input_cost_per_token`` and an ``output_cost_per_token`` (about 3,500 in the 2026-11 snapshot,
+from some 100 LiteLLM providers). LiteLLM's ``deprecation_date`` is ignored on purpose: a
+deprecated model is still billed until it is shut down (``o4-mini``, which the demo uses, is
+marked deprecated 2026-10-23 in the 2026-11 snapshot).
 
-- LiteLLM ``openai`` -> ``openai``, ``anthropic`` -> ``anthropic`` (model = LiteLLM key);
-- LiteLLM ``gemini`` -> ``gcp.gemini``, model = key without its ``gemini/`` prefix. When both
-  ``gemini/X`` and a bare ``X`` exist, the prefixed (canonical) entry wins;
-- LiteLLM ``bedrock`` / ``bedrock_converse`` entries whose key is an Anthropic Bedrock model id
-  (``anthropic.claude-...``) -> ``aws.bedrock``, model = key. Region-prefixed duplicates
-  (``us.anthropic...``, ``global.anthropic...``) and path-style keys (containing ``/``) are
-  skipped;
-- fine-tune keys (``ft:...``) are skipped. LiteLLM's ``deprecation_date`` is ignored on purpose:
-  a deprecated model is still billed until it is shut down (``o4-mini``, which the demo uses,
-  is marked deprecated 2026-10-23 in the 2026-11 snapshot).
+The card is keyed by ``(provider, model)``, as usage events are: ``provider`` is the event's
+``provider`` field, an OpenTelemetry ``gen_ai.provider.name`` value, and ``model`` the model
+as requested. Names are normalised in four steps, each a pure function below:
+
+1. **Provider** (:func:`card_provider`): LiteLLM's ``litellm_provider`` becomes the
+   OpenTelemetry name where one exists (``gemini`` -> ``gcp.gemini``, ``vertex_ai-*`` ->
+   ``gcp.vertex_ai``, ``bedrock``/``bedrock_converse``/``bedrock_mantle`` -> ``aws.bedrock``,
+   ``azure`` -> ``azure.ai.openai``, ``azure_ai`` -> ``azure.ai.inference``, ``mistral`` ->
+   ``mistral_ai``, ``xai`` -> ``x_ai``, ... see :data:`PROVIDERS`); any other provider keeps
+   LiteLLM's name (``deepseek``, ``fireworks_ai``, ``openrouter``...).
+2. **Route prefix** (:func:`route_stripped`, always): LiteLLM's routing prefix is not part of
+   the model's name: ``gemini/gemini-2.5-flash`` -> ``gemini-2.5-flash``,
+   ``azure/gpt-4o`` -> ``gpt-4o``, ``bedrock/invoke/anthropic.claude-...`` ->
+   ``anthropic.claude-...``, ``openrouter/anthropic/claude-3.5-sonnet`` ->
+   ``anthropic/claude-3.5-sonnet`` (what follows the route is the id the provider's own API
+   takes, vendor path included). Two entries with the same provider and stripped name: the
+   bare key wins over a routed one, then the earlier LiteLLM provider of :data:`PROVIDERS`,
+   then the smaller key; a loser with *other* prices keeps its full LiteLLM key as its model
+   (``bedrock_mantle/anthropic.claude-opus-5-5``, ``codestral/codestral-latest``), so no
+   price is lost; one with the same prices becomes an alias.
+3. **Region** (:func:`region_stripped`, only where prices are equal): Bedrock geography
+   prefixes and region paths (``us.``, ``eu.``, ``apac.``, ``global.``, ``us-gov.``...,
+   ``us-east-1/``) and Azure data zones (``eu/``, ``us/``, ``global/``...).
+4. **Dated snapshot** (:func:`date_stripped`, only where prices are equal): a trailing
+   ``-YYYY-MM-DD``, ``-YYYYMMDD`` or ``@YYYYMMDD`` (``gpt-4o-2024-08-06`` -> ``gpt-4o``).
+   A date inside a Bedrock id (``...-20250929-v1:0``) is part of the id and stays.
+
+Steps 3 and 4 merge a name into a more general one only when a row of that general name
+exists for the same provider **with exactly the same prices** (all nine columns); the
+general name is tried region-and-date stripped first, then region stripped, then date
+stripped. A variant with other prices keeps its own row: ``us.anthropic.claude-sonnet-4-5-
+20250929-v1:0`` costs 10% more than ``anthropic.claude-sonnet-4-5-20250929-v1:0`` and keeps
+its name; ``gpt-4o-2024-05-13`` ($5/$15 per 1M) is not ``gpt-4o``. Merged names, and every
+LiteLLM key that differs from its row's model, are the row's ``aliases`` (space-separated,
+sorted): usage under any of them (``gemini/gemini-2.5-flash``, ``global.anthropic...``,
+``azure/gpt-4o-2024-08-06``) finds the row's prices. At any moment a name of a provider
+belongs to one row (:func:`card_problems` checks it; the catalog load refuses a card that
+breaks it). The same model name at two providers is two rows (``anthropic`` and
+``gcp.vertex_ai`` both sell ``claude-sonnet-4-5``): the usage's provider decides.
+
+Usage without a provider, or under a (provider, model) the card does not name, has no known
+provider cost: it is null, never 0, and the dbt test ``provider_cost_is_known`` (a WARN
+check) names the models.
 
 Prices are exact decimal strings in plain notation (``2.5e-06`` -> ``0.0000025``), converted
 via ``Decimal(repr(float))`` (equal to the JSON text) and never through float arithmetic;
@@ -42,7 +79,9 @@ are ISO dates. LiteLLM's table has no dates, so a snapshot gets the date from wh
 to hold (``--effective-from``); the shipped card, the 2026-11 snapshot, is dated 2026-01-01,
 the first billable date of this deployment, as no earlier price history is known.
 ``--append`` adds a snapshot to an existing card as a new version
-(see :func:`merge_versions`); without it the card is the snapshot alone. Output is sorted by
+(see :func:`merge_versions`); without it the card is the snapshot alone. A row's aliases are
+part of its version: changed aliases close the row and open a new version, so a name moves
+from one row to another only from the new date on. Output is sorted by
 provider, model, effective_from with ``\\n`` line endings: the same input gives the same bytes.
 """
 
@@ -51,6 +90,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
@@ -73,7 +113,10 @@ CARD_COLUMNS: tuple[str, ...] = (
     "cache_read_above_200k_per_token",
     "cache_write_above_200k_per_token",
     "source",
+    "aliases",
 )
+#: Columns a hand-written card may leave out (read as empty).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("aliases",)
 
 #: Card price column -> LiteLLM key it is read from.
 PRICE_KEYS: dict[str, str] = {
@@ -92,9 +135,47 @@ PRICE_COLUMNS: tuple[str, ...] = tuple(PRICE_KEYS)
 DEFAULT_EFFECTIVE_FROM = "2026-11-01"
 DEFAULT_SOURCE_LABEL = "litellm 1.110.2 model_prices_and_context_window_backup.json"
 
-_BEDROCK_PROVIDERS = ("bedrock", "bedrock_converse")
-_GEMINI_PREFIX = "gemini/"
-_BEDROCK_ANTHROPIC_PREFIX = "anthropic."
+#: LiteLLM modes of the entries on the card (per-token text generation).
+MODES = ("chat", "completion", "responses")
+
+#: LiteLLM provider -> card provider (OpenTelemetry ``gen_ai.provider.name`` where the
+#: conventions name one), in order of preference when two entries claim one name (the
+#: provider's own API first). LiteLLM providers not listed keep their name; ``vertex_ai-*``
+#: (Vertex AI's model gardens) map to ``gcp.vertex_ai``.
+PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("openai", "openai"),
+    ("text-completion-openai", "openai"),
+    ("anthropic", "anthropic"),
+    ("gemini", "gcp.gemini"),
+    ("vertex_ai", "gcp.vertex_ai"),
+    ("vertex_ai-language-models", "gcp.vertex_ai"),
+    ("bedrock_converse", "aws.bedrock"),
+    ("bedrock", "aws.bedrock"),
+    ("bedrock_mantle", "aws.bedrock"),
+    ("azure", "azure.ai.openai"),
+    ("azure_text", "azure.ai.openai"),
+    ("azure_ai", "azure.ai.inference"),
+    ("cohere_chat", "cohere"),
+    ("cohere", "cohere"),
+    ("deepseek", "deepseek"),
+    ("groq", "groq"),
+    ("watsonx", "ibm.watsonx.ai"),
+    ("mistral", "mistral_ai"),
+    ("codestral", "mistral_ai"),
+    ("text-completion-codestral", "mistral_ai"),
+    ("perplexity", "perplexity"),
+    ("xai", "x_ai"),
+    ("moonshot", "moonshot_ai"),
+)
+_PROVIDER_NAMES = dict(PROVIDERS)
+_PROVIDER_RANK = {litellm: rank for rank, (litellm, _) in enumerate(PROVIDERS)}
+
+#: Route segments LiteLLM puts after a Bedrock prefix to pick the API (same model, same price).
+_BEDROCK_ROUTES = ("invoke/", "converse/")
+_AWS_REGION_PATH = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d+/")
+_BEDROCK_GEOGRAPHY = re.compile(r"^(?:us|eu|apac|global|us-gov|au|jp|in|ca)\.")
+_AZURE_ZONE = re.compile(r"^(?:eu|us|global|global-standard|apac|us-gov)/")
+_DATE_SUFFIX = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-20\d{6}|@20\d{6})$")
 
 
 def load_litellm(path: str | Path) -> dict:
@@ -134,59 +215,203 @@ def price_str(value: Any) -> str:
     return format(dec.normalize(), "f")
 
 
-def _card_key(key: str, entry: Mapping[str, Any]) -> tuple[str, str, int] | None:
-    """(provider, model, preference) of a LiteLLM entry, or None when it is not on the card.
+def card_provider(litellm_provider: str) -> str:
+    """The card's provider for a LiteLLM provider (see :data:`PROVIDERS`)."""
+    if litellm_provider in _PROVIDER_NAMES:
+        return _PROVIDER_NAMES[litellm_provider]
+    if litellm_provider.startswith("vertex_ai-"):
+        return "gcp.vertex_ai"
+    return litellm_provider
 
-    Lower preference wins when two entries map to the same (provider, model).
-    """
-    provider = entry.get("litellm_provider")
-    if entry.get("mode") != "chat" or key.startswith("ft:"):
-        return None
-    if provider in ("openai", "anthropic"):
-        return (provider, key, 0) if "/" not in key else None
-    if provider == "gemini":
-        if key.startswith(_GEMINI_PREFIX):
-            model, preference = key[len(_GEMINI_PREFIX) :], 0
-        else:
-            model, preference = key, 1
-        return ("gcp.gemini", model, preference) if model and "/" not in model else None
-    if provider in _BEDROCK_PROVIDERS:
-        if key.startswith(_BEDROCK_ANTHROPIC_PREFIX) and "/" not in key:
-            return ("aws.bedrock", key, 0)
-        return None
-    return None
+
+def _is_route(segment: str, litellm_provider: str) -> bool:
+    """Whether ``segment/`` is LiteLLM's routing prefix for ``litellm_provider``: its name
+    (``gemini``, ``bedrock_mantle``), the family it belongs to (``vertex_ai`` of
+    ``vertex_ai-anthropic_models``, ``bedrock`` of ``bedrock_converse``, ``azure`` of
+    ``azure_text``) or its name hyphenated (``amazon-nova`` of ``amazon_nova``)."""
+    return (
+        litellm_provider == segment
+        or litellm_provider.startswith((segment + "_", segment + "-"))
+        or litellm_provider == segment.replace("-", "_")
+    )
+
+
+def route_stripped(key: str, litellm_provider: str) -> str:
+    """The model name of a LiteLLM key without LiteLLM's routing prefix (step 2)."""
+    segment, slash, rest = key.partition("/")
+    if not slash or not rest or not _is_route(segment, litellm_provider):
+        return key
+    if card_provider(litellm_provider) == "aws.bedrock":
+        for route in _BEDROCK_ROUTES:
+            if rest.startswith(route) and len(rest) > len(route):
+                return rest[len(route) :]
+    return rest
+
+
+def region_stripped(provider: str, name: str) -> str:
+    """``name`` without its Bedrock region or geography prefix or Azure data zone (step 3)."""
+    if provider == "aws.bedrock":
+        name = _AWS_REGION_PATH.sub("", name, count=1)
+        return _BEDROCK_GEOGRAPHY.sub("", name, count=1)
+    if provider == "azure.ai.openai":
+        return _AZURE_ZONE.sub("", name, count=1)
+    return name
+
+
+def date_stripped(name: str) -> str:
+    """``name`` without a trailing snapshot date (step 4)."""
+    return _DATE_SUFFIX.sub("", name)
+
+
+def _general_names(provider: str, name: str) -> list[str]:
+    """The more general names ``name`` may merge into, most general first."""
+    region = region_stripped(provider, name)
+    candidates = [date_stripped(region), region, date_stripped(name)]
+    return list(dict.fromkeys(c for c in candidates if c and c != name))
+
+
+def _entry_row(key: str, entry: Mapping[str, Any]) -> dict[str, str]:
+    row: dict[str, str] = {}
+    for column, litellm_key in PRICE_KEYS.items():
+        try:
+            row[column] = price_str(entry.get(litellm_key))
+        except ValueError as exc:
+            raise ValueError(f"{key}.{litellm_key}: {exc}") from exc
+    return row
+
+
+def _selected(litellm: Mapping[str, Any]) -> list[tuple[str, str, dict]]:
+    """(key, LiteLLM provider, entry) of every entry the card covers, in key order."""
+    chosen = []
+    for key in sorted(litellm):
+        entry = litellm[key]
+        if not isinstance(entry, dict) or entry.get("mode") not in MODES:
+            continue
+        provider = entry.get("litellm_provider")
+        if not isinstance(provider, str) or not provider:
+            continue
+        if entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None:
+            continue
+        chosen.append((key, provider, entry))
+    return chosen
 
 
 def card_rows(litellm: dict, effective_from: str, source_label: str) -> list[dict[str, str]]:
-    """The card rows of one LiteLLM snapshot, sorted by (provider, model), one per pair."""
-    chosen: dict[tuple[str, str], tuple[int, str, dict[str, str]]] = {}
-    for key, entry in litellm.items():
-        if not isinstance(entry, dict):
-            continue
-        mapped = _card_key(key, entry)
-        if mapped is None:
-            continue
-        provider, model, preference = mapped
-        if entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None:
-            continue
+    """The card rows of one LiteLLM snapshot, sorted by (provider, model), one per pair.
+
+    Applies the four normalisation steps of the module docstring; every covered LiteLLM key
+    ends up as a row's model or one of its aliases, with exactly its own prices."""
+    # Step 2: one row per (provider, route-stripped name); losers with other prices keep
+    # their full key.
+    claims: dict[tuple[str, str], list[tuple[tuple, str, dict[str, str]]]] = {}
+    for key, litellm_provider, entry in _selected(litellm):
+        provider = card_provider(litellm_provider)
+        name = route_stripped(key, litellm_provider)
+        rank = (name != key, _PROVIDER_RANK.get(litellm_provider, len(PROVIDERS)), key)
+        claims.setdefault((provider, name), []).append((rank, key, _entry_row(key, entry)))
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    aliases: dict[tuple[str, str], set[str]] = {}
+    # A full key that is also another entry's stripped name is left to that entry (the
+    # Agent API's perplexity/perplexity/sonar is model perplexity/sonar, not chat's sonar).
+    for (provider, name), entries in sorted(claims.items()):
+        entries.sort(key=lambda claim: claim[0])
+        _, first_key, prices = entries[0]
+        rows[(provider, name)] = prices
+        aliases[(provider, name)] = set()
+        for _, key, other in entries:
+            if key == name or (provider, key) in claims:
+                continue
+            if other == prices:
+                aliases[(provider, name)].add(key)
+            else:
+                rows[(provider, key)] = other
+                aliases[(provider, key)] = set()
+
+    # Steps 3 and 4: a name merges into a more general name with the same prices.
+    target: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def resolve(pair: tuple[str, str]) -> tuple[str, str]:
+        if pair not in target:
+            target[pair] = pair
+            for general in _general_names(*pair):
+                other = (pair[0], general)
+                if other in rows and rows[other] == rows[pair]:
+                    target[pair] = resolve(other)
+                    break
+        return target[pair]
+
+    merged: dict[tuple[str, str], set[str]] = {}
+    for pair in sorted(rows):
+        canonical = resolve(pair)
+        names = merged.setdefault(canonical, set())
+        names |= aliases[pair]
+        if canonical != pair:
+            names.add(pair[1])
+    out = []
+    for provider, model in sorted(merged):
         row = {"provider": provider, "model": model}
         row["effective_from"] = effective_from
         row["effective_to"] = ""
-        for column, litellm_key in PRICE_KEYS.items():
-            try:
-                row[column] = price_str(entry.get(litellm_key))
-            except ValueError as exc:
-                raise ValueError(f"{key}.{litellm_key}: {exc}") from exc
+        row.update(rows[(provider, model)])
         row["source"] = source_label
-        rank = (preference, key)
-        previous = chosen.get((provider, model))
-        if previous is None or rank < previous[:2]:
-            chosen[(provider, model)] = (preference, key, row)
-    return [chosen[pair][2] for pair in sorted(chosen)]
+        row["aliases"] = " ".join(sorted(merged[(provider, model)] - {model}))
+        out.append(row)
+    problems = card_problems(out)
+    if problems:
+        raise ValueError("; ".join(f"{where}: {what}" for where, _, what in problems))
+    return out
 
 
-def _prices(row: Mapping[str, str]) -> tuple[Decimal | None, ...]:
-    return tuple(Decimal(row[c]) if row.get(c, "") != "" else None for c in PRICE_COLUMNS)
+def row_names(row: Mapping[str, str]) -> list[str]:
+    """Every name a card row answers to: its model, then its aliases."""
+    return [row["model"], *(row.get("aliases") or "").split()]
+
+
+def card_problems(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """(row, column, what) for each name two row versions of one provider claim at once.
+
+    A name is a row's model or one of its aliases; two claims overlap when their
+    ``[effective_from, effective_to)`` intersect. Rating joins usage to the card by name,
+    so an overlap would cost the usage twice: the catalog load refuses such a card."""
+    claims: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
+    for index, row in enumerate(rows):
+        for name in row_names(row):
+            start, end = row["effective_from"], row.get("effective_to") or "9999-12-31"
+            claims.setdefault((row["provider"], name), []).append((start, end, index))
+    problems = []
+    for (provider, name), spans in sorted(claims.items()):
+        spans.sort()
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                problems.append(
+                    (
+                        f"line {second + 2}",
+                        "model/aliases",
+                        f"{provider}/{name} is also named by line {first + 2} from "
+                        f"{rows[first]['effective_from']}: each name of a provider belongs "
+                        "to one row at a time",
+                    )
+                )
+    return problems
+
+
+def lookup(
+    rows: Sequence[Mapping[str, str]], provider: str, model: str, on: str
+) -> Mapping[str, str] | None:
+    """The row that prices usage of ``(provider, model)`` on ISO date ``on``, as rating does
+    (by model or alias, effective_from <= on < effective_to); None when the card has none."""
+    for row in rows:
+        if row["provider"] != provider or model not in row_names(row):
+            continue
+        if row["effective_from"] <= on < (row.get("effective_to") or "9999-12-31"):
+            return row
+    return None
+
+
+def _version(row: Mapping[str, str]) -> tuple:
+    """What makes a row version: its prices (as numbers) and the names it answers to."""
+    prices = tuple(Decimal(row[c]) if row.get(c, "") != "" else None for c in PRICE_COLUMNS)
+    return prices, frozenset(row_names(row))
 
 
 def _sort_key(row: Mapping[str, str]) -> tuple[str, str, str]:
@@ -196,10 +421,12 @@ def _sort_key(row: Mapping[str, str]) -> tuple[str, str, str]:
 def merge_versions(existing: list[dict], new: list[dict], effective_from: str) -> list[dict]:
     """Add snapshot ``new`` (rows effective ``effective_from``) to card ``existing``.
 
-    Per (provider, model): prices unchanged -> the open row stays as it is (no new version);
-    prices changed -> the open row is closed (``effective_to = effective_from``) and the new row
-    added; not on the card yet -> the new row is added; no longer in ``new`` -> existing rows
-    are kept untouched (prices do not vanish retroactively). Closed rows are never modified.
+    Per (provider, model): prices and aliases unchanged -> the open row stays as it is (no new
+    version); either changed -> the open row is closed (``effective_to = effective_from``) and
+    the new row added; not on the card yet -> the new row is added; no longer in ``new`` ->
+    existing rows are kept untouched (prices do not vanish retroactively), unless one of the
+    row's names now belongs to a row of ``new`` (it became an alias, or an alias of it became
+    a model): then it is closed at ``effective_from``. Closed rows are never modified.
     """
     for row in new:
         if row["effective_from"] != effective_from:
@@ -215,25 +442,31 @@ def merge_versions(existing: list[dict], new: list[dict], effective_from: str) -
                 raise ValueError(f"card has two open rows for {pair[0]}/{pair[1]}")
             open_rows[pair] = row
 
-    changed: set[tuple[str, str]] = set()
+    new_pairs = {(row["provider"], row["model"]) for row in new}
+    new_names = {(row["provider"], name) for row in new for name in row_names(row)}
+    closed: set[tuple[str, str]] = set()
     added: list[dict] = []
     for row in new:
         pair = (row["provider"], row["model"])
         current = open_rows.get(pair)
-        if current is not None and _prices(current) == _prices(row):
+        if current is not None and _version(current) == _version(row):
             continue
         if current is not None:
-            if current["effective_from"] >= effective_from:
-                raise ValueError(
-                    f"{pair[0]}/{pair[1]}: open row effective {current['effective_from']} "
-                    f"cannot be closed at {effective_from}"
-                )
-            changed.add(pair)
+            closed.add(pair)
         added.append(dict(row))
+    for pair, row in open_rows.items():
+        if pair not in new_pairs and any((pair[0], n) in new_names for n in row_names(row)):
+            closed.add(pair)
+    for pair in sorted(closed):
+        if open_rows[pair]["effective_from"] >= effective_from:
+            raise ValueError(
+                f"{pair[0]}/{pair[1]}: open row effective {open_rows[pair]['effective_from']} "
+                f"cannot be closed at {effective_from}"
+            )
     merged: list[dict] = []
     for row in existing:
         row = dict(row)
-        if (row["provider"], row["model"]) in changed and row.get("effective_to", "") == "":
+        if (row["provider"], row["model"]) in closed and row.get("effective_to", "") == "":
             row["effective_to"] = effective_from
         merged.append(row)
     merged.extend(added)
@@ -242,12 +475,22 @@ def merge_versions(existing: list[dict], new: list[dict], effective_from: str) -
 
 
 def read_card(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a card CSV (all values strings, ``""`` when empty)."""
+    """The rows of a card CSV (all values strings, ``""`` when empty).
+
+    The header is :data:`CARD_COLUMNS`, in order; the :data:`OPTIONAL_COLUMNS` may be left out.
+    """
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != CARD_COLUMNS:
+        if not header_is_valid(reader.fieldnames):
             raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(CARD_COLUMNS)}")
-        return [{c: row[c] or "" for c in CARD_COLUMNS} for row in reader]
+        return [{c: row.get(c) or "" for c in CARD_COLUMNS} for row in reader]
+
+
+def header_is_valid(fieldnames: Sequence[str] | None) -> bool:
+    """Whether a card's header is :data:`CARD_COLUMNS`, optional columns possibly left out."""
+    given = tuple(fieldnames or ())
+    required = tuple(c for c in CARD_COLUMNS if c not in OPTIONAL_COLUMNS)
+    return given in (CARD_COLUMNS, required)
 
 
 def write_card(path: str | Path, rows: Iterable[Mapping[str, str]]) -> None:
@@ -265,7 +508,9 @@ def write_card(path: str | Path, rows: Iterable[Mapping[str, str]]) -> None:
 def _missing_demo_models(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
     from orchestration.generator.generate import MODELS
 
-    on_card = {(r["provider"], r["model"]) for r in rows if r.get("effective_to", "") == ""}
+    on_card = {
+        (r["provider"], name) for r in rows if r.get("effective_to", "") == "" for name in row_names(r)
+    }
     return [pair for pair in MODELS if pair not in on_card]
 
 
@@ -312,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = merge_versions(read_card(out), snapshot, args.effective_from)
     else:
         rows = snapshot
+    problems = card_problems(rows)
+    if problems:
+        for where, _, what in problems:
+            print(f"error: {out}: {where}: {what}", file=sys.stderr)
+        return 1
     write_card(out, rows)
     missing = _missing_demo_models(rows)
     for provider, model in missing:

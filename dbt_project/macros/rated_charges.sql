@@ -20,5 +20,5 @@
     cast(sum(quantity) as bigint) as quantity,
     cast(sum(billable_quantity) as bigint) as billable_quantity,
     cast(sum(amount) as decimal(38, 18)) as amount,
-    cast(sum(provider_cost) as decimal(38, 18)) as provider_cost
+    cast({{ known_sum('provider_cost') }} as decimal(38, 18)) as provider_cost
 {%- endmacro %}

@@ -1,12 +1,13 @@
 {#- Generic test: the model's measures equal the compared model's, summed per key and period,
-    for every period of the run's window. Returns the rows that differ. Null-safe on keys. -#}
+    for every period of the run's window. Returns the rows that differ. Null-safe on keys; a
+    measure with a null (an unknown provider cost) sums to null on both sides (known_sum). -#}
 {% test reconciles_with(model, compare_model, period_column, compare_period_expr, keys, measures) %}
 
 with this_side as (
     select
         {{ period_column }} as period,
         {% for key in keys %}{{ key }},{% endfor %}
-        {% for m in measures %}sum({{ m }}) as {{ m }}{% if not loop.last %},{% endif %}{% endfor %}
+        {% for m in measures %}{{ known_sum(m) }} as {{ m }}{% if not loop.last %},{% endif %}{% endfor %}
     from {{ model }}
     where {{ in_window(period_column) }}
     group by all
@@ -16,7 +17,7 @@ other_side as (
     select
         {{ compare_period_expr }} as period,
         {% for key in keys %}{{ key }},{% endfor %}
-        {% for m in measures %}sum({{ m }}) as {{ m }}{% if not loop.last %},{% endif %}{% endfor %}
+        {% for m in measures %}{{ known_sum(m) }} as {{ m }}{% if not loop.last %},{% endif %}{% endfor %}
     from {{ compare_model }}
     where {{ in_window(compare_period_expr) }}
     group by all

@@ -1,5 +1,7 @@
 -- Provider list prices per token. Where the card has no cache or reasoning price, the
--- provider bills those tokens at the plain input / output price.
+-- provider bills those tokens at the plain input / output price. A row answers to its model
+-- and to its aliases (other names of the same prices: LiteLLM keys, regional and dated
+-- variants); the catalog load checks that a name belongs to one row at a time.
 select
     provider,
     model,
@@ -16,5 +18,7 @@ select
         as cache_read_above_200k_per_token,
     coalesce(cache_write_above_200k_per_token, cache_write_per_token, input_per_token)
         as cache_write_above_200k_per_token,
-    source
+    source,
+    list_sort(list_filter(string_split(coalesce(aliases, ''), ' '), name -> name <> ''))
+        as aliases
 from {{ source('catalog', 'provider_costs') }}

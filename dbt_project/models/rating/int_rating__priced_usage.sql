@@ -30,11 +30,23 @@ card as (
 
 ),
 
+-- Every name a card row answers to (its model and its aliases), for an equality join. The
+-- catalog load guarantees one row version per provider and name at any moment, so the join
+-- never duplicates a usage row.
+card_names as (
+
+    select card.*, card.model as card_name from card
+    union all
+    select card.*, unnest(card.aliases) as card_name from card
+
+),
+
 -- What the usage cost us at the providers' list prices, per meter. A call whose prompt
 -- exceeds 200k tokens is priced whole at the long-context rates: the hourly mart keeps those
 -- calls' tokens apart (long_context_*), so the cost is exact from it (sums of products equal
 -- products of sums in exact decimals, and the card's versions start on whole days, so an hour
--- has one card version). Reasoning is inside output; requests cost nothing.
+-- has one card version). Reasoning is inside output; requests cost nothing. Usage the card
+-- does not name (or without a provider) has no card row: its cost is unknown, null.
 costed as (
 
     select
@@ -62,11 +74,11 @@ costed as (
     from usage
     -- Only the window's rows are costed: the lookback rows are there for period-to-date
     -- quantities, and both readers keep the window's rows only.
-    left join card
+    left join card_names as card
         on
             {{ in_window('usage.usage_hour') }}
             and usage.provider = card.provider
-            and usage.model = card.model
+            and usage.model = card.card_name
             and usage.usage_hour >= card.effective_from
             and usage.usage_hour < coalesce(card.effective_to, 'infinity'::timestamp)
 
@@ -97,13 +109,17 @@ metered as (
         usage_hour, customer_id, provider, model, feature, environment, status,
         '{{ meter }}' as meter,
         sum({{ column }}) as quantity,
-        {% if meter in ('uncached_input', 'cached_input', 'cache_write', 'output') %}
-        coalesce(sum({{ meter }}_cost), 0) as provider_cost,
+        -- Null, not 0, where the card has no price for the model: the cost is unknown. The
+        -- reasoning and requests meters cost 0 where it has one (reasoning is costed inside
+        -- output, requests are free), and are unknown with the rest of the model where not.
+        case when bool_and(has_card) then
+            {% if meter in ('uncached_input', 'cached_input', 'cache_write', 'output') %}
+            sum({{ meter }}_cost)
+            {% else %}
+            0
+            {% endif %}
+        end as provider_cost,
         bool_and(has_card) as has_provider_cost
-        {% else %}
-        0 as provider_cost,
-        false as has_provider_cost
-        {% endif %}
     from costed
     where {{ column }} > 0
     group by all

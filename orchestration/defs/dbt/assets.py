@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetObservation,
     BackfillPolicy,
@@ -106,7 +107,13 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
                 # fails to build is (see below).
                 raise_on_error=False,
             )
-        yield from invocation.stream()
+        held = []
+        for event in invocation.stream():
+            if stored_failures(event, invocation.manifest):
+                held.append(event)  # its failing rows are read once dbt has let go
+            else:
+                yield event
+        yield from with_failing_rows(held, invocation.manifest, warehouse)
         run_results = invocation.get_artifact("run_results.json")
         yield from table_observations(run_results, warehouse, window)
         broken = build_errors(run_results)
@@ -169,6 +176,39 @@ def table_observations(run_results: Mapping[str, Any], warehouse: Warehouse, win
                 ).pl()
                 metadata["sample"] = MetadataValue.md(_markdown(sample))
             yield AssetObservation(asset_key=["marts", name], metadata=metadata)
+
+
+#: Failing rows shown on a failed check whose dbt test stores them (``store_failures``).
+FAILING_ROWS_SHOWN = 20
+
+
+def stored_failures(event: Any, manifest: Mapping[str, Any]) -> str | None:
+    """The table holding a failed check's failing rows, when its dbt test stores them.
+
+    Such tests (``provider_cost_is_known``: one row per model without a provider cost) name
+    what failed in those rows; the check's metadata shows them (see with_failing_rows)."""
+    if not isinstance(event, AssetCheckResult) or event.passed:
+        return None
+    unique_id = getattr(event.metadata.get("unique_id"), "value", None)
+    node = manifest.get("nodes", {}).get(unique_id) or {}
+    if not node.get("config", {}).get("store_failures"):
+        return None
+    return f'"{node["schema"]}"."{node["alias"]}"'
+
+
+def with_failing_rows(held, manifest: Mapping[str, Any], warehouse: Warehouse):
+    """The held check results with their stored failing rows as metadata (``failing_rows``)."""
+    if not held:
+        return
+    with warehouse.connect(read_only=True) as con:
+        for event in held:
+            frame = con.execute(
+                f"select * from {stored_failures(event, manifest)} order by all "
+                f"limit {FAILING_ROWS_SHOWN}"
+            ).pl()
+            yield event.with_metadata(
+                {**event.metadata, "failing_rows": MetadataValue.md(_markdown(frame))}
+            )
 
 
 def _markdown(frame) -> str:

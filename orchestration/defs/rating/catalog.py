@@ -69,18 +69,18 @@ def load_catalog(directory: Path) -> Catalog:
 
 def read_provider_costs(path: Path) -> pl.DataFrame:
     """The provider cost card; a malformed card raises CatalogError naming line and column."""
-    from orchestration.defs.rating.provider_card import CARD_COLUMNS
+    from orchestration.defs.rating.provider_card import CARD_COLUMNS, card_problems, header_is_valid
 
     name = path.name
     if not path.exists():
         raise CatalogError([Problem(name, "-", "-", "file missing", str(path))])
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != list(CARD_COLUMNS):
+        if not header_is_valid(reader.fieldnames):
             raise CatalogError(
                 [Problem(name, "line 1", "header", f"{reader.fieldnames}", ",".join(CARD_COLUMNS))]
             )
-        rows = list(reader)
+        rows = [{c: row.get(c) or "" for c in CARD_COLUMNS} for row in reader]
     raw = pl.DataFrame(rows, schema=dict.fromkeys(CARD_COLUMNS, pl.String))
     money = [c for c in CARD_COLUMNS if c.endswith("_per_token")]
     typed = raw.with_columns(
@@ -124,6 +124,8 @@ def read_provider_costs(path: Path) -> pl.DataFrame:
         for i in missing
         if not any(p.entry == f"line {i + 2}" for p in problems)
     ]
+    if not problems:
+        problems += [Problem(name, *problem) for problem in card_problems(rows)]
     if problems:
         raise CatalogError(problems)
     return typed

@@ -509,7 +509,10 @@ def _missing_demo_models(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, s
     from orchestration.generator.generate import MODELS
 
     on_card = {
-        (r["provider"], name) for r in rows if r.get("effective_to", "") == "" for name in row_names(r)
+        (r["provider"], name)
+        for r in rows
+        if r.get("effective_to", "") == ""
+        for name in row_names(r)
     }
     return [pair for pair in MODELS if pair not in on_card]
 

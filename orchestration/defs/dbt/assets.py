@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -197,15 +198,21 @@ def stored_failures(event: Any, manifest: Mapping[str, Any]) -> str | None:
 
 
 def with_failing_rows(held, manifest: Mapping[str, Any], warehouse: Warehouse):
-    """The held check results with their stored failing rows as metadata (``failing_rows``)."""
+    """The held check results with their stored failing rows as metadata (``failing_rows``).
+
+    A result whose rows cannot be read is reported as it came: the check result is never lost."""
     if not held:
         return
     with warehouse.connect(read_only=True) as con:
         for event in held:
-            frame = con.execute(
-                f"select * from {stored_failures(event, manifest)} order by all "
-                f"limit {FAILING_ROWS_SHOWN}"
-            ).pl()
+            try:
+                frame = con.execute(
+                    f"select * from {stored_failures(event, manifest)} order by all "
+                    f"limit {FAILING_ROWS_SHOWN}"
+                ).pl()
+            except duckdb.Error:
+                yield event
+                continue
             yield event.with_metadata(
                 {**event.metadata, "failing_rows": MetadataValue.md(_markdown(frame))}
             )

@@ -21,7 +21,9 @@ import polars as pl
 import pyarrow as pa
 
 from contracts.usage_event import (
+    NULL_FIELDS,
     REASONS,
+    REQUIRED_FIELDS,
     SOURCE_HOUR,
     WIRE_FIELDS,
     validate_wire_events,
@@ -185,17 +187,18 @@ def decode_object(key: str, body: bytes) -> DecodedObject:
     """Read one object whatever its format; a corrupt or unsupported object is an error value.
 
     Parquet rows are re-encoded as JSON objects so that every format goes through the same
-    extraction and the same contract.
+    extraction and the same contract. Text is UTF-8; a byte-order mark at its start (which
+    some Windows tools write) is not part of the first line ("utf-8-sig").
     """
     try:
         if key.endswith(".jsonl.gz"):
             try:
-                return DecodedObject(text=gzip.decompress(body).decode("utf-8"))
+                return DecodedObject(text=gzip.decompress(body).decode("utf-8-sig"))
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
                 raise UnreadableObject("unreadable_object", f"cannot gunzip/decode: {exc}") from exc
         if key.endswith(".jsonl"):
             try:
-                return DecodedObject(text=body.decode("utf-8"))
+                return DecodedObject(text=body.decode("utf-8-sig"))
             except UnicodeDecodeError as exc:
                 raise UnreadableObject("unreadable_object", f"not UTF-8: {exc}") from exc
         if key.endswith(".parquet"):
@@ -259,9 +262,13 @@ _WIRE_STRUCT = (
     + "}"
 )
 _KNOWN_NULLS = "{" + ",".join(f'"{f}":null' for f in WIRE_FIELDS) + "}"
+_SENT_NULL = ", ".join(
+    f"case when json_type(raw_line, '$.{f}') = 'NULL' then '{f}' end" for f in REQUIRED_FIELDS
+)
 #: metadata as the contract defines it: the object sent, with unknown top-level fields merged
 #: in (JSON merge patch with nulls deletes the known keys: what is left is unknown). Also
-#: non-objects, as their JSON text, for validation to reject.
+#: non-objects, as their JSON text, for validation to reject. And the required fields sent as
+#: an explicit null (a line with one always comes here), for the quarantine's wording.
 _MERGE_SQL = f"""
 select
     line_idx,
@@ -274,7 +281,8 @@ select
             or json_type(raw_line, '$.metadata') = 'NULL'
             then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
         else (raw_line->'$.metadata')::varchar
-    end as metadata
+    end as metadata,
+    list_filter([{_SENT_NULL}], lambda f: f is not null) as {NULL_FIELDS}
 from lines
 """
 #: One parse per line into the wire fields (``from_json``: every value as the text it was
@@ -301,8 +309,9 @@ _SCAN_ROWS = 50_000
 
 def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
-    ``line_idx`` into ``lines`` and the other columns of ``lines`` but ``raw_line``) and the
-    ``line_idx`` of lines that are not JSON objects. Lines keep their order."""
+    ``line_idx`` into ``lines``, the other columns of ``lines`` but ``raw_line`` and the
+    contract's ``NULL_FIELDS``) and the ``line_idx`` of lines that are not JSON objects. Lines
+    keep their order."""
     indexed = lines.select("raw_line").with_row_index("line_idx")
     con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
     try:
@@ -317,6 +326,10 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
             if not merged["line_idx"].is_sorted():
                 merged = merged.sort("line_idx")
             wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
+            # Row -> its position among the merged lines (null elsewhere: no null was sent).
+            position = pl.Series(dtype=pl.UInt32).extend_constant(None, wire.height)
+            position = position.scatter(to_merge, pl.int_range(to_merge.len(), eager=True))
+            null_fields = merged[NULL_FIELDS].gather(position)
     finally:
         con.close()
     carry = [c for c in lines.columns if c != "raw_line"]
@@ -324,8 +337,14 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     not_objects = indexed.select("line_idx").join(
         wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
     )
+    if not to_merge.len():
+        null_fields = pl.Series(dtype=pl.List(pl.String)).extend_constant(None, wire.height)
     return wire.select("line_idx").hstack(
-        [*carried.get_columns(), *wire.select(WIRE_FIELDS).get_columns()]
+        [
+            *carried.get_columns(),
+            *wire.select(WIRE_FIELDS).get_columns(),
+            null_fields.alias(NULL_FIELDS),
+        ]
     ), not_objects
 
 

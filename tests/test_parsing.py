@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from contracts.usage_event import NULL_FIELDS
-from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema
+from orchestration.defs.ingestion.landing import BackgroundLander
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     S3Object,
@@ -308,18 +308,28 @@ def test_lines_that_are_not_json_objects_are_told_apart():
     ]
 
 
-def test_the_background_lander_lands_batches_in_order_and_reports_a_failure():
-    con = duckdb.connect()
-    ensure_raw_schema(con)
+def test_the_background_lander_lands_batches_in_order_and_reports_a_failure(tmp_path):
+    path = str(tmp_path / "w.duckdb")
     first = route({"p/1.jsonl": LINE.format(id="a", s=1, i=5).encode()})
     second = route({"p/1.jsonl": LINE.format(id="b", s=2, i=6).encode()})  # the same hour again
-    with BackgroundLander(con) as lander:
+    opened = []
+
+    def connect():
+        opened.append(path)
+        return duckdb.connect(path)
+
+    with BackgroundLander(connect) as lander:
         lander.put(first)
         lander.put(second)
     # Each batch replaces its hours: the second run of the hour is what stays.
-    assert con.sql("select event_id from raw.usage_events").fetchall() == [("b",)]
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.sql("select event_id from raw.usage_events").fetchall() == [("b",)]
     assert [a["lines_read"].to_list() for a in lander.audits] == [[1], [1]]
+    assert len(opened) == 2  # one connection per batch, closed once it is written
 
-    con.close()  # every later write fails
-    with pytest.raises(duckdb.Error), BackgroundLander(con) as lander:
+    unwritable = str(tmp_path / "missing-directory" / "w.duckdb")
+    with (
+        pytest.raises(duckdb.Error),
+        BackgroundLander(lambda: duckdb.connect(unwritable)) as lander,
+    ):
         lander.put(first)

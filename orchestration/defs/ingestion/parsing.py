@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -19,6 +21,13 @@ from functools import cached_property
 import duckdb
 import polars as pl
 import pyarrow as pa
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from contracts.usage_event import (
     NULL_FIELDS,
@@ -106,30 +115,92 @@ def list_hour_objects(client, bucket: str, prefix: str) -> list[S3Object]:
     return sorted(found, key=lambda o: o.key)
 
 
+#: Failures of an object's *body*, once S3 has answered its GET: a connection reset or a
+#: stall mid-stream, or fewer bytes than announced. boto3 retries requests, not these.
+BODY_READ_ERRORS = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
+
+
+@dataclass(frozen=True)
+class BodyRetry:
+    """How often an object whose body read fails is fetched again, and the backoff between:
+    ``base_seconds`` doubling up to ``max_seconds``, each wait jittered down to half so that
+    the fetch threads do not retry in step."""
+
+    attempts: int = 5
+    base_seconds: float = 0.25
+    max_seconds: float = 4.0
+
+    def wait(self, attempt: int) -> float:
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class ObjectReadError(Exception):
+    """An object could not be fetched: the network or S3 failed past every retry (the data
+    itself is never the cause: an unreadable object is quarantined, not an error)."""
+
+
+def read_object(client, bucket: str, key: str, retry: BodyRetry) -> bytes:
+    """The object's bytes. The GET is retried by boto3 (its retry mode: 503 SlowDown, 500,
+    connections reset before an answer); a body that breaks while being read is fetched again
+    whole, up to ``retry.attempts`` times. What was read of a broken body is dropped before
+    the next attempt, so a retry holds no more than the object once."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        except (BotoCoreError, ClientError) as exc:
+            raise _read_error(
+                client, bucket, key, exc, "the request failed past boto3's retries"
+            ) from exc
+        try:
+            return body.read()
+        except BODY_READ_ERRORS as exc:
+            body.close()
+            if attempt == retry.attempts:
+                raise _read_error(
+                    client, bucket, key, exc, f"its body failed {attempt} times in a row"
+                ) from exc
+            time.sleep(retry.wait(attempt))
+    raise AssertionError("unreachable: BodyRetry.attempts must be >= 1")
+
+
+def _read_error(client, bucket: str, key: str, exc: Exception, how: str) -> ObjectReadError:
+    cause = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+    return ObjectReadError(
+        f"cannot read s3://{bucket}/{key} from {client.meta.endpoint_url}: {how} ({cause}); "
+        "its hour was not landed (hours landed before it stay, a re-run replaces them): check "
+        "the network and the S3 endpoint, then re-run the partitions"
+    )
+
+
 def fetch_hours(
     client,
     bucket: str,
     prefixes: list[tuple[datetime, str]],
     ahead_bytes: int,
     ahead: int = 16,
+    retry: BodyRetry = BodyRetry(),  # noqa: B008 - frozen
 ) -> Iterator[HourInput]:
     """List, fetch and decode hours in order, up to ``ahead`` hours in flight at once.
 
     Fetching is I/O and gunzip releases the GIL: doing both in the pool overlaps them with
     the routing of earlier hours. The look-ahead also stops at about ``ahead_bytes`` of decoded
     text (judged by the largest hour seen so far, at least two hours), so memory stays at a
-    few hours of objects whatever the range and however large its hours.
+    few hours of objects whatever the range and however large its hours. An object that
+    cannot be read (:func:`read_object`) raises :class:`ObjectReadError` in order, and the
+    hours not yet fetched are not.
     """
 
     def fetch(hour: datetime, prefix: str) -> HourInput:
         objects = list_hour_objects(client, bucket, prefix)
-        bodies = [client.get_object(Bucket=bucket, Key=o.key)["Body"].read() for o in objects]
+        bodies = [read_object(client, bucket, o.key, retry) for o in objects]
         item = HourInput(hour, objects, bodies)
         item.decode()
         return item
 
     largest = 0  # the largest hour yet; until one is seen, two hours in flight
-    with ThreadPoolExecutor(max_workers=ahead) as pool:
+    pool = ThreadPoolExecutor(max_workers=ahead)
+    try:
         pending: deque = deque()
         for hour, prefix in prefixes:
             pending.append(pool.submit(fetch, hour, prefix))
@@ -139,6 +210,8 @@ def fetch_hours(
                 yield item
         while pending:
             yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourInput]]:

@@ -11,8 +11,9 @@ real response or a fault:
   first half of the body are sent, then the connection is reset: what a flaky network does to
   an object's body, which boto3's request retries do not cover.
 
-The schedule is keyed by (method, path) and the request's ordinal for that pair, so it is the
-same whatever the order in which threads send their requests. ``on_request`` runs before a
+The schedule is keyed by (method, target: the path and query, unquoted) and the request's
+ordinal for that pair, so it is the same whatever the order in which threads send their
+requests. ``on_request`` runs before a
 request is answered (a hook to observe the client's side while it waits on S3) and ``delay``
 holds every response back, like a slow S3.
 """
@@ -37,7 +38,7 @@ _ERROR_BODIES = {
 }
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
-#: (method, path, ordinal of this request for the pair, 1-based) -> a fault or None
+#: (method, target, ordinal of this request for the pair, 1-based) -> a fault or None
 Schedule = Callable[[str, str, int], str | None]
 
 
@@ -86,7 +87,7 @@ class FaultProxy:
                 if request is None:
                     return
                 method, target, headers, body = request
-                path = unquote(urlsplit(target).path)
+                path = unquote(target)
                 with self._lock:
                     self.seen[(method, path)] += 1
                     ordinal = self.seen[(method, path)]

@@ -158,7 +158,7 @@ def read_object(client, bucket: str, key: str, retry: BodyRetry) -> bytes:
             body.close()
             if attempt == retry.attempts:
                 raise _read_error(
-                    client, bucket, key, exc, f"its body failed {attempt} times in a row"
+                    client, bucket, key, exc, f"its body broke on all {attempt} attempts"
                 ) from exc
             time.sleep(retry.wait(attempt))
     raise AssertionError("unreachable: BodyRetry.attempts must be >= 1")

@@ -312,6 +312,9 @@ def test_published_json_schema_is_generated_from_the_pandera_schema():
         "event_id", "timestamp", "customer_id", "model", "input_tokens", "output_tokens"
     ]  # fmt: skip
     assert schema["properties"]["status"]["enum"] == ["success", "failed", "retried", "cancelled"]
+    # A blank id is as good as absent: required identifiers need a non-whitespace character.
+    assert schema["properties"]["customer_id"]["pattern"] == r"\S"
+    assert "pattern" not in schema["properties"]["feature"]
     assert schema["properties"]["input_tokens"]["anyOf"][0] == {
         "type": "integer", "minimum": 0, "exclusiveMaximum": 1_000_000_000
     }  # fmt: skip

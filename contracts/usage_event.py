@@ -348,7 +348,8 @@ def _judged_count(name: str) -> pl.Expr:
     """
     c = pl.col(name)
     n = parse_count(c)
-    return pl.when(c.str.contains(r"^\d+$") & (n < MAX_COUNT)).then(n)
+    valid = c.str.contains(_INTEGER_TEXT) & ~c.str.contains(_NEGATIVE_TEXT) & (n < MAX_COUNT)
+    return pl.when(valid).then(n)  # "-0" is 0, as the typed value is
 
 
 #: The subset invariants: (subset counts, their total, why), each judged on its own.

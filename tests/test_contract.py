@@ -70,6 +70,7 @@ BAD_FIELDS = [
     ({"attempt": "-0"}, "count_out_of_range"),
     ({"cached_input_tokens": "60", "cache_write_tokens": "41"}, "subset_invariant_broken"),
     ({"reasoning_tokens": "11"}, "subset_invariant_broken"),
+    ({"input_tokens": "-0", "cached_input_tokens": "1"}, "subset_invariant_broken"),
     ({"timestamp": "2026-10-05 07:12"}, "unparseable_timestamp"),
     ({"timestamp": "2026-10-05T07:12:00"}, "unparseable_timestamp"),  # no offset
     ({"timestamp": "2026-02-30T07:12:00Z"}, "unparseable_timestamp"),

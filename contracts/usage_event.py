@@ -72,6 +72,12 @@ REQUIRED_FIELDS = ("event_id", "timestamp", "customer_id", "model", "input_token
 
 #: Context column added by ingestion: the UTC hour named by the object's key.
 SOURCE_HOUR = "source_hour"
+#: Optional context column added by ingestion: the fields a line sent as an explicit JSON
+#: ``null`` (a null wire value whose field is not listed was absent from the line). Only read
+#: to word the detail of a missing field ("customer_id=null" or "customer_id absent").
+NULL_FIELDS = "null_fields"
+#: Characters of a value quoted in a quarantine detail; longer values are cut, with their length.
+MAX_SHOWN_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ _REASON_LIST = [
     ),
     Reason(
         "missing_required_field",
-        "a required field is absent, null or empty",
+        "a required field is absent, null, empty or blank",
         "send event_id, timestamp, customer_id, model, input_tokens and output_tokens on "
         "every event",
     ),
@@ -172,10 +178,15 @@ def parse_count(expr: pl.Expr) -> pl.Expr:
 #: Every column check as (column, reason code, predicate), in schema order; filled by _check.
 #: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once.
 _COLUMN_RULES: list[tuple[str, str, Callable[[pl.Expr], pl.Expr]]] = []
+#: (column, reason code) -> what the rule expects, as a quarantine detail says it.
+_EXPECTED: dict[tuple[str, str], str] = {}
 
 
-def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], **stats) -> pa.Check:
-    """A vectorised column check named after its reason code; null values pass."""
+def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], expected: str, **stats) -> pa.Check:
+    """A vectorised column check named after its reason code; null values pass.
+
+    ``expected`` says what a failing value should have been (quarantine details quote it).
+    """
 
     def fn(data) -> pl.LazyFrame:
         col = pl.col(data.key)
@@ -183,24 +194,45 @@ def _check(name: str, predicate: Callable[[pl.Expr], pl.Expr], **stats) -> pa.Ch
 
     check = pa.Check(fn, name=name, statistics=stats or None)
     check.predicate = predicate  # read back by _columns to register the rule
+    check.expected = expected
     return check
 
 
+_INTEGER_TEXT = r"^-?\d+$"
+_NEGATIVE_TEXT = r"^-0*[1-9]\d*$"
+_COUNT_EXPECTED = "an integer or a numeric string"
+
+
 def _count_checks(minimum: int) -> list[pa.Check]:
+    # One reason per fault: a value of the wrong type is neither negative nor out of range,
+    # and a negative one is not also out of range.
     return [
-        _check("wrong_type", lambda c: c.str.contains(r"^-?\d+$"), type="integer"),
-        _check("negative_count", lambda c: ~c.str.contains(r"^-0*[1-9]\d*$"), minimum=0),
+        _check(
+            "wrong_type", lambda c: c.str.contains(_INTEGER_TEXT), _COUNT_EXPECTED, type="integer"
+        ),
+        _check(
+            "negative_count",
+            lambda c: ~c.str.contains(_NEGATIVE_TEXT),
+            f"an integer >= {minimum}",
+            minimum=0,
+        ),
         _check(
             "count_out_of_range",
             lambda c: (
-                pl.when(c.str.contains(r"^\d+$"))
+                pl.when(c.str.contains(_INTEGER_TEXT) & ~c.str.contains(_NEGATIVE_TEXT))
                 .then(parse_count(c).is_between(minimum, MAX_COUNT - 1).fill_null(False))
                 .otherwise(True)
             ),
+            f"{minimum} <= n < {MAX_COUNT:,}",
             minimum=minimum,
             exclusive_maximum=MAX_COUNT,
         ),
     ]
+
+
+def _not_blank(c: pl.Expr) -> pl.Expr:
+    """Some character other than whitespace: "" and "   " are as good as absent."""
+    return c.str.contains(r"\S")
 
 
 def _identifier_checks(required: bool) -> list[pa.Check]:
@@ -208,17 +240,23 @@ def _identifier_checks(required: bool) -> list[pa.Check]:
         _check(
             "wrong_type",
             lambda c: ~c.str.contains(r"^[\[{]") & (c.str.len_chars() <= 256),
+            "a string of at most 256 characters",
             type="string",
             maxLength=256,
         )
     ]
     if required:
-        checks.append(_check("missing_required_field", lambda c: c.str.len_chars() > 0))
+        checks.append(
+            _check("missing_required_field", _not_blank, "a non-blank string", pattern=r"\S")
+        )
     return checks
 
 
 def _column(name: str, checks: list[pa.Check], description: str) -> pa.Column:
     _COLUMN_RULES.extend((name, check.name, check.predicate) for check in checks)
+    _EXPECTED.update({(name, check.name): check.expected for check in checks})
+    if name in REQUIRED_FIELDS:  # pandera's not_nullable: absent or null
+        _EXPECTED.setdefault((name, "missing_required_field"), checks[0].expected)
     return pa.Column(
         pl.String,
         checks=checks,
@@ -264,19 +302,33 @@ def _columns() -> dict[str, pa.Column]:
             checks = _count_checks(minimum=1)
         elif name == "status":
             checks = [
-                _check("unknown_status", lambda c: c.is_in(list(STATUSES)), enum=list(STATUSES))
+                _check(
+                    "unknown_status",
+                    lambda c: c.is_in(list(STATUSES)),
+                    f"one of {', '.join(STATUSES)}",
+                    enum=list(STATUSES),
+                )
             ]
         elif name == "timestamp":
             checks = [
-                _check("missing_required_field", lambda c: c.str.len_chars() > 0),
+                _check(
+                    "missing_required_field",
+                    _not_blank,
+                    "an RFC 3339 timestamp with an offset",
+                ),
                 _check(
                     "unparseable_timestamp",
-                    lambda c: parse_timestamp(c).is_not_null() | (c.str.len_chars() == 0),
+                    lambda c: parse_timestamp(c).is_not_null() | ~_not_blank(c),
+                    "RFC 3339 with an offset, e.g. 2026-10-05T07:12:00Z",
                     format="date-time",
                 ),
             ]
         elif name == "metadata":
-            checks = [_check("wrong_type", lambda c: c.str.starts_with("{"), type="object")]
+            checks = [
+                _check(
+                    "wrong_type", lambda c: c.str.starts_with("{"), "a JSON object", type="object"
+                )
+            ]
         else:  # pragma: no cover - guards WIRE_FIELDS edits
             raise AssertionError(f"no checks defined for {name}")
         cols[name] = _column(name, checks, _DESCRIPTIONS[name])
@@ -288,14 +340,78 @@ def _columns() -> dict[str, pa.Column]:
     return cols
 
 
+def _judged_count(name: str) -> pl.Expr:
+    """A count's value where it passes its own column checks, else null.
+
+    Row rules judge only such values: a count that is absent, of the wrong type, negative or
+    out of range already has its own reason, and gets no second one from an invariant.
+    """
+    c = pl.col(name)
+    n = parse_count(c)
+    valid = c.str.contains(_INTEGER_TEXT) & ~c.str.contains(_NEGATIVE_TEXT) & (n < MAX_COUNT)
+    return pl.when(valid).then(n)  # "-0" is 0, as the typed value is
+
+
+#: The subset invariants: (subset counts, their total, why), each judged on its own.
+_SUBSETS = (
+    (
+        ("cached_input_tokens", "cache_write_tokens"),
+        "input_tokens",
+        "input_tokens includes cache reads and writes",
+    ),
+    (("reasoning_tokens",), "output_tokens", "output_tokens includes reasoning"),
+)
+
+
+def _subset_broken(parts: tuple[str, ...], total: str) -> pl.Expr:
+    """True where every count involved is judged (an optional one may be absent) and the
+    subsets exceed the total; null or false elsewhere."""
+    judged = [_judged_count(total).is_not_null()]
+    judged += [pl.col(p).is_null() | _judged_count(p).is_not_null() for p in parts]
+    subsets = pl.sum_horizontal(_judged_count(p).fill_null(0) for p in parts)
+    return pl.all_horizontal(judged) & (subsets > _judged_count(total))
+
+
 def _subset_invariant_holds() -> pl.Expr:
-    # Only judged where every count is a valid non-negative integer: other reasons cover the rest.
-    n = {f: parse_count(pl.col(f)).clip(lower_bound=0) for f in TOKEN_FIELDS}
-    ok = (n["cached_input_tokens"].fill_null(0) + n["cache_write_tokens"].fill_null(0)) <= n[
-        "input_tokens"
-    ]
-    ok = ok & (n["reasoning_tokens"].fill_null(0) <= n["output_tokens"])
-    return ok.fill_null(True)
+    broken = [_subset_broken(parts, total) for parts, total, _ in _SUBSETS]
+    return ~pl.any_horizontal(broken).fill_null(False)
+
+
+def _subset_invariant_detail() -> pl.Expr:
+    """e.g. ``cached_input_tokens (90) + cache_write_tokens (20) = 110 > input_tokens (100)``,
+    one part per broken invariant."""
+
+    def term(name: str) -> pl.Expr:
+        n = _judged_count(name)
+        return (
+            pl.when(n.is_null())
+            .then(pl.lit(f"{name} (absent)"))
+            .otherwise(pl.format(f"{name} ({{}})", n))
+        )
+
+    details = []
+    for parts, total, why in _SUBSETS:
+        subsets = pl.sum_horizontal(_judged_count(p).fill_null(0) for p in parts)
+        lhs = (
+            pl.format(" + ".join("{}" for _ in parts) + " = {}", *map(term, parts), subsets)
+            if len(parts) > 1
+            else term(parts[0])
+        )
+        expected = f"{' + '.join(parts)} <= {total} ({why})"
+        details.append(
+            pl.when(_subset_broken(parts, total).fill_null(False)).then(
+                pl.format(
+                    "{} > {}: subset_invariant_broken, expected {}",
+                    lhs,
+                    term(total),
+                    pl.lit(expected),
+                )
+            )
+        )
+    return pl.concat_str(details, separator="; ", ignore_nulls=True)
+
+
+_KEY_HOUR = "dt=%Y-%m-%d/hour=%H"
 
 
 def _timestamp_in_source_hour() -> pl.Expr:
@@ -303,10 +419,21 @@ def _timestamp_in_source_hour() -> pl.Expr:
     return (ts.dt.truncate("1h") == pl.col(SOURCE_HOUR)).fill_null(True)
 
 
-#: The checks on whole rows, as (reason code, predicate).
-_ROW_RULES: list[tuple[str, Callable[[], pl.Expr]]] = [
-    ("subset_invariant_broken", _subset_invariant_holds),
-    ("timestamp_outside_hour", _timestamp_in_source_hour),
+def _timestamp_outside_hour_detail() -> pl.Expr:
+    """The event's UTC hour and the key's hour, both as the key names hours."""
+    return pl.format(
+        "timestamp={} (UTC hour {}): timestamp_outside_hour, expected a time in its object "
+        "key's hour {}",
+        _shown(pl.col("timestamp")),
+        parse_timestamp(pl.col("timestamp")).dt.strftime(_KEY_HOUR),
+        pl.col(SOURCE_HOUR).dt.strftime(_KEY_HOUR),
+    )
+
+
+#: The checks on whole rows, as (reason code, predicate, detail of a failing row).
+_ROW_RULES: list[tuple[str, Callable[[], pl.Expr], Callable[[], pl.Expr]]] = [
+    ("subset_invariant_broken", _subset_invariant_holds, _subset_invariant_detail),
+    ("timestamp_outside_hour", _timestamp_in_source_hour, _timestamp_outside_hour_detail),
 ]
 
 
@@ -316,7 +443,7 @@ def _row_check(name: str, predicate: Callable[[], pl.Expr]) -> pa.Check:
 
 USAGE_EVENT_SCHEMA = pa.DataFrameSchema(
     columns=_columns(),
-    checks=[_row_check(name, predicate) for name, predicate in _ROW_RULES],
+    checks=[_row_check(name, predicate) for name, predicate, _ in _ROW_RULES],
     strict=False,
     name="usage_event",
     description="One LLM usage event per model-call attempt (wire form, before typing).",
@@ -341,7 +468,7 @@ def passes_contract() -> pl.Expr:
         if not column.nullable
     ]
     terms += [predicate(pl.col(name)).fill_null(True) for name, _, predicate in _COLUMN_RULES]
-    terms += [predicate() for _, predicate in _ROW_RULES]
+    terms += [predicate() for _, predicate, _ in _ROW_RULES]
     return pl.all_horizontal(terms)
 
 
@@ -371,42 +498,88 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     )
     suspects = screened.filter(~pl.col("ok"))["row"]
     if suspects.len():
+        suspect_rows = wire[suspects]
         try:
-            USAGE_EVENT_SCHEMA.validate(wire[suspects], lazy=True)
+            USAGE_EVENT_SCHEMA.validate(suspect_rows, lazy=True)
         except pa.errors.SchemaErrors as exc:
-            summary = _summarise_failures(exc.failure_cases)
+            summary = _summarise_failures(exc.failure_cases, suspect_rows)
             # Back from positions among the suspects to positions in ``wire``.
             failures = summary.with_columns(row=suspects.gather(summary["row"]))
     valid = screened.filter(~pl.col("row").is_in(failures["row"].implode()))
     return valid.drop("row", "ok"), failures
 
 
-def _summarise_failures(cases: pl.DataFrame) -> pl.DataFrame:
+def _summarise_failures(cases: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per failed row of ``rows``: its reason codes and the detail of each fault.
+
+    pandera says which check failed on which row; the detail is then worded from the row
+    itself, per (field, reason) at once: the field, its value, the rule and what it expects.
+    """
     if cases.filter(pl.col("index").is_null()).height:
         # A failure without a row index is a schema-level problem (a missing column):
         # that is a bug in ingestion, not bad input, so it must not be quarantined.
         raise RuntimeError(f"usage-event schema failed structurally:\n{cases}")
-    reason = (
-        pl.when(pl.col("check") == "not_nullable")
+    faults = cases.select(
+        row=pl.col("index").cast(pl.Int64),
+        field=pl.when(pl.col("schema_context") == "Column").then(pl.col("column")),
+        reason=pl.when(pl.col("check") == "not_nullable")
         .then(pl.lit("missing_required_field"))
-        .otherwise(pl.col("check"))
-    )
-    what = reason.replace_strict({code: r.what for code, r in REASONS.items()})
-    detail = (
-        pl.when(pl.col("schema_context") == "Column")
-        .then(
-            pl.format("{}={}: {}", pl.col("column"), pl.col("failure_case").fill_null("null"), what)
+        .otherwise(pl.col("check")),
+    ).unique()
+    worded = []
+    for (field, reason), group in faults.group_by("field", "reason"):
+        detail = rows[group["row"]].select(
+            _detail(field, reason, NULL_FIELDS in rows.columns).alias("detail")
         )
-        .otherwise(what)
-    )
+        worded.append(group.hstack(detail))
     return (
-        cases.with_columns(reason=reason, detail=detail, row=pl.col("index").cast(pl.Int64))
+        pl.concat(worded)
         .sort("row", "reason", "detail")
         .group_by("row", maintain_order=True)
         .agg(
             reason_codes=pl.col("reason").unique(maintain_order=True),
             reason_detail=pl.col("detail").unique(maintain_order=True).str.join("; "),
         )
+    )
+
+
+def _detail(field: str | None, reason: str, knows_nulls: bool) -> pl.Expr:
+    """The quarantine detail of one fault, e.g. ``input_tokens="12.5": wrong_type, expected an
+    integer or a numeric string`` or ``customer_id absent: missing_required_field, ...``.
+
+    ``knows_nulls``: the rows have ``NULL_FIELDS``, telling a null sent from a field absent.
+    """
+    if field is None:
+        return next(detail for code, _, detail in _ROW_RULES if code == reason)()
+    col = pl.col(field)
+    shown = pl.format("{}={}", pl.lit(field), _shown(col, quoted=field != "metadata"))
+    if reason == "missing_required_field":
+        sent_null = (
+            pl.col(NULL_FIELDS).list.contains(field).fill_null(False)
+            if knows_nulls
+            else pl.lit(False)
+        )
+        shown = (
+            pl.when(col.is_not_null())
+            .then(shown)
+            .when(sent_null)
+            .then(pl.lit(f"{field}=null"))
+            .otherwise(pl.lit(f"{field} absent"))
+        )
+    return pl.format(
+        "{}: {}, expected {}", shown, pl.lit(reason), pl.lit(_EXPECTED[(field, reason)])
+    )
+
+
+def _shown(value: pl.Expr, quoted: bool = True) -> pl.Expr:
+    """A value as a detail quotes it: in double quotes (the text it was sent as; a JSON value
+    such as metadata as is), cut to ``MAX_SHOWN_CHARS`` with its length when longer."""
+    q = '"' if quoted else ""
+    n = value.str.len_chars()
+    return (
+        pl.when(n > MAX_SHOWN_CHARS)
+        .then(pl.format(f"{q}{{}}...{q} ({{}} characters)", value.str.slice(0, MAX_SHOWN_CHARS), n))
+        .otherwise(pl.format(f"{q}{{}}{q}", value))
     )
 
 
@@ -418,7 +591,8 @@ def to_typed(wire: pl.DataFrame) -> pl.DataFrame:
 
 
 def _typed_exprs(columns: list[str]) -> list[pl.Expr]:
-    exprs: list[pl.Expr] = [pl.col(c) for c in columns if c not in (*WIRE_FIELDS, SOURCE_HOUR)]
+    context = (*WIRE_FIELDS, SOURCE_HOUR, NULL_FIELDS)
+    exprs: list[pl.Expr] = [pl.col(c) for c in columns if c not in context]
     for name in WIRE_FIELDS:
         col = pl.col(name)
         if name == "timestamp":
@@ -470,6 +644,8 @@ def json_schema() -> dict:
             prop["type"] = "string"
             prop["minLength"] = 1
             prop["maxLength"] = stats["maxLength"]
+            if "pattern" in stats:  # required identifiers: not blank
+                prop["pattern"] = stats["pattern"]
         if name == "attempt":
             prop["default"] = 1
         props[name] = prop

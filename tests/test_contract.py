@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from contracts.usage_event import (
+    NULL_FIELDS,
     REASONS,
     SCHEMA_PATH,
     SOURCE_HOUR,
@@ -52,7 +53,11 @@ def reasons_of(**overrides: str | None) -> list[str]:
 BAD_FIELDS = [
     ({"customer_id": None}, "missing_required_field"),
     ({"event_id": ""}, "missing_required_field"),
+    ({"customer_id": "   "}, "missing_required_field"),
+    ({"event_id": "\t"}, "missing_required_field"),
+    ({"model": " \n "}, "missing_required_field"),
     ({"timestamp": None}, "missing_required_field"),
+    ({"timestamp": "  "}, "missing_required_field"),
     ({"output_tokens": None}, "missing_required_field"),
     ({"input_tokens": "12.5"}, "wrong_type"),
     ({"input_tokens": "true"}, "wrong_type"),
@@ -62,8 +67,10 @@ BAD_FIELDS = [
     ({"input_tokens": "1000000000"}, "count_out_of_range"),
     ({"output_tokens": "123456789012345678901234"}, "count_out_of_range"),
     ({"attempt": "0"}, "count_out_of_range"),
+    ({"attempt": "-0"}, "count_out_of_range"),
     ({"cached_input_tokens": "60", "cache_write_tokens": "41"}, "subset_invariant_broken"),
     ({"reasoning_tokens": "11"}, "subset_invariant_broken"),
+    ({"input_tokens": "-0", "cached_input_tokens": "1"}, "subset_invariant_broken"),
     ({"timestamp": "2026-10-05 07:12"}, "unparseable_timestamp"),
     ({"timestamp": "2026-10-05T07:12:00"}, "unparseable_timestamp"),  # no offset
     ({"timestamp": "2026-02-30T07:12:00Z"}, "unparseable_timestamp"),
@@ -94,9 +101,139 @@ def test_several_problems_on_one_line_are_all_reported():
         ["missing_required_field", "negative_count", "unknown_status"]
     ]
     assert failures["reason_detail"].to_list() == [
-        "customer_id=null: a required field is absent, null or empty; "
-        "input_tokens=-3: a count is negative; "
-        "status=ok: status is not one of success, failed, retried, cancelled"
+        "customer_id absent: missing_required_field, expected a non-blank string; "
+        'input_tokens="-3": negative_count, expected an integer >= 0; '
+        'status="ok": unknown_status, expected one of success, failed, retried, cancelled'
+    ]
+
+
+SUBSET_EXPECTED = (
+    "expected cached_input_tokens + cache_write_tokens <= input_tokens "
+    "(input_tokens includes cache reads and writes)"
+)
+DETAILS = [
+    (
+        {"customer_id": None},
+        "customer_id absent: missing_required_field, expected a non-blank string",
+    ),
+    (
+        {"customer_id": "   "},
+        'customer_id="   ": missing_required_field, expected a non-blank string',
+    ),
+    (
+        {"output_tokens": None},
+        "output_tokens absent: missing_required_field, expected an integer or a numeric string",
+    ),
+    (
+        {"timestamp": " "},
+        'timestamp=" ": missing_required_field, expected an RFC 3339 timestamp with an offset',
+    ),
+    (
+        {"input_tokens": "12.5"},
+        'input_tokens="12.5": wrong_type, expected an integer or a numeric string',
+    ),
+    (
+        {"model": '{"name":"gpt-4o"}'},
+        'model="{"name":"gpt-4o"}": wrong_type, expected a string of at most 256 characters',
+    ),
+    (
+        {"region": "r" * 300},
+        f'region="{"r" * 64}..." (300 characters): wrong_type, '
+        "expected a string of at most 256 characters",
+    ),
+    ({"metadata": '"a string"'}, 'metadata="a string": wrong_type, expected a JSON object'),
+    ({"input_tokens": "-5"}, 'input_tokens="-5": negative_count, expected an integer >= 0'),
+    ({"attempt": "-1"}, 'attempt="-1": negative_count, expected an integer >= 1'),
+    (
+        {"input_tokens": "1000000000"},
+        'input_tokens="1000000000": count_out_of_range, expected 0 <= n < 1,000,000,000',
+    ),
+    ({"attempt": "0"}, 'attempt="0": count_out_of_range, expected 1 <= n < 1,000,000,000'),
+    (
+        {"cached_input_tokens": "60", "cache_write_tokens": "41"},
+        "cached_input_tokens (60) + cache_write_tokens (41) = 101 > input_tokens (100): "
+        f"subset_invariant_broken, {SUBSET_EXPECTED}",
+    ),
+    (
+        {"cached_input_tokens": "0101"},
+        "cached_input_tokens (101) + cache_write_tokens (absent) = 101 > input_tokens (100): "
+        f"subset_invariant_broken, {SUBSET_EXPECTED}",
+    ),
+    (
+        {"reasoning_tokens": "11"},
+        "reasoning_tokens (11) > output_tokens (10): subset_invariant_broken, "
+        "expected reasoning_tokens <= output_tokens (output_tokens includes reasoning)",
+    ),
+    (
+        {"timestamp": "2026-10-05 07:12"},
+        'timestamp="2026-10-05 07:12": unparseable_timestamp, '
+        "expected RFC 3339 with an offset, e.g. 2026-10-05T07:12:00Z",
+    ),
+    (
+        {"timestamp": "2026-10-05T07:59:59-01:00"},
+        'timestamp="2026-10-05T07:59:59-01:00" (UTC hour dt=2026-10-05/hour=08): '
+        "timestamp_outside_hour, expected a time in its object key's hour dt=2026-10-05/hour=07",
+    ),
+    (
+        {"status": "ok"},
+        'status="ok": unknown_status, expected one of success, failed, retried, cancelled',
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "detail"), DETAILS)
+def test_each_detail_names_the_field_the_value_the_rule_and_what_was_expected(overrides, detail):
+    _, failures = validate(wire(**overrides))
+    assert failures["reason_detail"].to_list() == [detail]
+
+
+def test_a_null_sent_reads_as_null_and_an_absent_field_as_absent():
+    rows = [wire(event_id="a", customer_id=None), wire(event_id="b", customer_id=None)]
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(WIRE_FIELDS, pl.String)).with_columns(
+        pl.lit(HOUR).cast(pl.Datetime("us", "UTC")).alias(SOURCE_HOUR),
+        pl.Series(NULL_FIELDS, [["customer_id"], None], dtype=pl.List(pl.String)),
+    )
+    valid, failures = validate_wire_events(frame)
+    assert failures["reason_detail"].to_list() == [
+        "customer_id=null: missing_required_field, expected a non-blank string",
+        "customer_id absent: missing_required_field, expected a non-blank string",
+    ]
+    assert NULL_FIELDS not in valid.columns
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"input_tokens": "-5", "cached_input_tokens": "3"},
+        {"output_tokens": "-1", "reasoning_tokens": "5"},
+        {"cached_input_tokens": "-5", "cache_write_tokens": "200"},
+    ],
+)
+def test_a_negative_count_is_one_reason_not_also_a_broken_invariant(overrides):
+    assert reasons_of(**overrides) == ["negative_count"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"input_tokens": "12.5", "cached_input_tokens": "20"}, "wrong_type"),
+        ({"input_tokens": None, "cached_input_tokens": "20"}, "missing_required_field"),
+        ({"output_tokens": "1000000000", "reasoning_tokens": "5"}, "count_out_of_range"),
+        ({"timestamp": "2026-10-05 08:12"}, "unparseable_timestamp"),
+    ],
+)
+def test_a_field_that_fails_its_own_rule_is_not_judged_by_an_invariant(overrides, reason):
+    assert reasons_of(**overrides) == [reason]
+
+
+def test_both_invariants_broken_are_both_detailed():
+    _, failures = validate(wire(cached_input_tokens="101", reasoning_tokens="11"))
+    assert failures["reason_codes"].to_list() == [["subset_invariant_broken"]]
+    assert failures["reason_detail"].to_list() == [
+        "cached_input_tokens (101) + cache_write_tokens (absent) = 101 > input_tokens (100): "
+        f"subset_invariant_broken, {SUBSET_EXPECTED}; "
+        "reasoning_tokens (11) > output_tokens (10): subset_invariant_broken, "
+        "expected reasoning_tokens <= output_tokens (output_tokens includes reasoning)"
     ]
 
 
@@ -176,6 +313,9 @@ def test_published_json_schema_is_generated_from_the_pandera_schema():
         "event_id", "timestamp", "customer_id", "model", "input_tokens", "output_tokens"
     ]  # fmt: skip
     assert schema["properties"]["status"]["enum"] == ["success", "failed", "retried", "cancelled"]
+    # A blank id is as good as absent: required identifiers need a non-whitespace character.
+    assert schema["properties"]["customer_id"]["pattern"] == r"\S"
+    assert "pattern" not in schema["properties"]["feature"]
     assert schema["properties"]["input_tokens"]["anyOf"][0] == {
         "type": "integer", "minimum": 0, "exclusiveMaximum": 1_000_000_000
     }  # fmt: skip

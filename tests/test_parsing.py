@@ -10,7 +10,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema
+from contracts.usage_event import NULL_FIELDS
+from orchestration.defs.ingestion.landing import BackgroundLander
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     S3Object,
@@ -107,6 +108,54 @@ def test_corrupt_objects_are_quarantined_whole_and_the_others_still_land():
     assert audit_of(batch)["quarantined_count"] == 0  # no line of a readable object
 
 
+def test_a_leading_byte_order_mark_is_ignored_in_plain_and_gzipped_objects():
+    def text(*ids: str) -> bytes:
+        return "".join(LINE.format(id=i, s=1, i=5) + "\n" for i in ids).encode()
+
+    bom = b"\xef\xbb\xbf"
+    batch = route(
+        {"p/1.jsonl": bom + text("a", "b"), "p/2.jsonl.gz": gzip.compress(bom + text("c", "d"))}
+    )
+    assert batch.quarantine.height == 0
+    assert batch.valid.select("source_key", "line_number", "event_id").rows() == [
+        ("p/1.jsonl", 1, "a"),
+        ("p/1.jsonl", 2, "b"),
+        ("p/2.jsonl.gz", 1, "c"),
+        ("p/2.jsonl.gz", 2, "d"),
+    ]
+
+
+def test_a_byte_order_mark_inside_an_object_is_still_invalid_json():
+    body = LINE.format(id="a", s=1, i=5) + "\n\ufeff" + LINE.format(id="b", s=2, i=6)
+    batch = route({"p/1.jsonl": body.encode()})
+    assert batch.valid["event_id"].to_list() == ["a"]
+    assert batch.quarantine.select("line_number", "reason_codes").rows() == [(2, ["invalid_json"])]
+
+
+def test_blank_ids_are_missing_and_details_tell_null_from_absent():
+    lines = [
+        LINE.format(id="a", s=1, i=5).replace('"customer_id":"c"', '"customer_id":"   "'),
+        LINE.format(id="b", s=1, i=5).replace('"model":"m"', '"model":null'),
+        LINE.format(id="c", s=1, i=5).replace('"model":"m",', ""),
+        LINE.format(id=" \\t", s=1, i=5),
+    ]
+    batch = route({"p/1.jsonl": "\n".join(lines).encode()})
+    assert batch.valid.height == 0
+    quarantined = batch.quarantine.select(
+        "line_number", "event_id", "reason_codes", "reason_detail"
+    )
+    assert quarantined.rows() == [
+        (1, "a", ["missing_required_field"],
+         'customer_id="   ": missing_required_field, expected a non-blank string'),
+        (2, "b", ["missing_required_field"],
+         "model=null: missing_required_field, expected a non-blank string"),
+        (3, "c", ["missing_required_field"],
+         "model absent: missing_required_field, expected a non-blank string"),
+        (4, " \t", ["missing_required_field"],
+         'event_id=" \t": missing_required_field, expected a non-blank string'),
+    ]  # fmt: skip
+
+
 def test_first_occurrence_wins_in_key_then_line_order_and_conflicts_are_flagged():
     batch = route(
         {
@@ -185,7 +234,7 @@ def test_split_lines_numbers_lines_like_a_text_editor():
 
 def extract(*lines: str) -> list[dict]:
     wire, not_objects = extract_wire_fields(pl.DataFrame({"raw_line": list(lines)}))
-    rows = {r.pop("line_idx"): r for r in wire.to_dicts()}
+    rows = {r.pop("line_idx"): r for r in wire.drop(NULL_FIELDS).to_dicts()}
     bad = set(not_objects["line_idx"].to_list())
     return [None if i in bad else rows[i] for i in range(len(lines))]
 
@@ -231,6 +280,21 @@ def test_unknown_top_level_fields_are_merged_into_metadata():
     ]
 
 
+def test_required_fields_sent_as_null_are_told_from_absent_ones():
+    wire, _ = extract_wire_fields(
+        pl.DataFrame(
+            {
+                "raw_line": [
+                    '{"event_id": "a", "customer_id": null, "model": null, "region": null}',
+                    '{"event_id": "b"}',
+                    '{"event_id": "c", "sdk": "2.6"}',
+                ]
+            }
+        )
+    )
+    assert wire[NULL_FIELDS].to_list() == [["customer_id", "model"], None, []]
+
+
 def test_lines_that_are_not_json_objects_are_told_apart():
     rows = extract('{"event_id": "a"}', "[1]", '"text"', "", "{", '  {"event_id": "b"}', "nul")
     assert [None if r is None else r["event_id"] for r in rows] == [
@@ -244,18 +308,28 @@ def test_lines_that_are_not_json_objects_are_told_apart():
     ]
 
 
-def test_the_background_lander_lands_batches_in_order_and_reports_a_failure():
-    con = duckdb.connect()
-    ensure_raw_schema(con)
+def test_the_background_lander_lands_batches_in_order_and_reports_a_failure(tmp_path):
+    path = str(tmp_path / "w.duckdb")
     first = route({"p/1.jsonl": LINE.format(id="a", s=1, i=5).encode()})
     second = route({"p/1.jsonl": LINE.format(id="b", s=2, i=6).encode()})  # the same hour again
-    with BackgroundLander(con) as lander:
+    opened = []
+
+    def connect():
+        opened.append(path)
+        return duckdb.connect(path)
+
+    with BackgroundLander(connect) as lander:
         lander.put(first)
         lander.put(second)
     # Each batch replaces its hours: the second run of the hour is what stays.
-    assert con.sql("select event_id from raw.usage_events").fetchall() == [("b",)]
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.sql("select event_id from raw.usage_events").fetchall() == [("b",)]
     assert [a["lines_read"].to_list() for a in lander.audits] == [[1], [1]]
+    assert len(opened) == 2  # one connection per batch, closed once it is written
 
-    con.close()  # every later write fails
-    with pytest.raises(duckdb.Error), BackgroundLander(con) as lander:
+    unwritable = str(tmp_path / "missing-directory" / "w.duckdb")
+    with (
+        pytest.raises(duckdb.Error),
+        BackgroundLander(lambda: duckdb.connect(unwritable)) as lander,
+    ):
         lander.put(first)

@@ -138,7 +138,7 @@ def test_quarantine_names_object_line_and_reason(built):
     (detail,) = built.query(
         "select reason_detail from raw.usage_event_quarantine where event_id = 'e4'"
     )[0]
-    assert detail == "input_tokens=-5: a count is negative"
+    assert detail == 'input_tokens="-5": negative_count, expected an integer >= 0'
 
 
 def test_duplicate_points_at_the_first_occurrence(built):

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import boto3
 import duckdb
@@ -13,6 +14,7 @@ from botocore.config import Config
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from orchestration.defs.ingestion.parsing import BodyRetry
 from orchestration.settings import SETTINGS
 
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
@@ -29,12 +31,36 @@ class S3UsageBucket(ConfigurableResource):
 
     bucket: str = Field(description="S3 bucket of usage-event objects.")
     prefix: str = Field(description="Key prefix above dt=YYYY-MM-DD/hour=HH/.")
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        default="standard",
+        description="boto3's retry mode for requests (503 SlowDown, 500, connection errors); "
+        "'adaptive' also slows the client down while S3 throttles.",
+    )
+    request_attempts: int = Field(
+        default=6, ge=1, description="Attempts per request, the first included (boto3's)."
+    )
+    body_read_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts to read an object whose body fails mid-stream (a connection "
+        "reset, a stall, a short body): boto3 retries requests, not body reads.",
+    )
+    read_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="A socket silent this long fails (and is retried)."
+    )
 
     def client(self):
         return boto3.client(
             "s3",
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16),
+            config=Config(
+                retries={"total_max_attempts": self.request_attempts, "mode": self.retry_mode},
+                read_timeout=self.read_timeout_seconds,
+                max_pool_connections=16,
+            ),
         )
+
+    def body_retry(self) -> BodyRetry:
+        return BodyRetry(attempts=self.body_read_attempts)
 
     def hour_prefix(self, date: str, hour: int) -> str:
         base = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""

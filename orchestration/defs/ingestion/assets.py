@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import gc
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 
 import polars as pl
@@ -14,14 +15,22 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
 from contracts.usage_event import REASONS
-from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema
-from orchestration.defs.ingestion.parsing import batches, fetch_hours, route_hours
+from orchestration.defs.ingestion.landing import BackgroundLander
+from orchestration.defs.ingestion.parsing import (
+    HourInput,
+    ObjectReadError,
+    batches,
+    fetch_hours,
+    route_hours,
+)
+from orchestration.defs.ingestion.progress import IngestionProgress
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
 from orchestration.settings import load_settings
@@ -89,11 +98,22 @@ def raw_usage_events(
     client = s3.client()
     prefixes = [(h, s3.hour_prefix(h.strftime("%Y-%m-%d"), h.hour)) for h in hours]
     reasons, samples = Counter(), []
-    fetched = fetch_hours(client, s3.bucket, prefixes, ahead_bytes=PREFETCH_BYTES)
-    with warehouse.connect(memory_limit=LANDING_MEMORY_LIMIT) as con:
-        ensure_raw_schema(con)
-        with BackgroundLander(con) as lander:
-            for batch_inputs in batches(fetched, BATCH_BYTES):
+    progress = IngestionProgress(hours, context.log.info)
+    fetched = fetch_hours(
+        client, s3.bucket, prefixes, ahead_bytes=PREFETCH_BYTES, retry=s3.body_retry()
+    )
+    # The warehouse is opened by the lander for each batch it writes, and only then: S3 is
+    # read and lines are parsed with the file free for analysts and the late-data sensor.
+    with BackgroundLander(lambda: warehouse.connect(memory_limit=LANDING_MEMORY_LIMIT)) as lander:
+
+        def observed(items: Iterator[HourInput]) -> Iterator[HourInput]:
+            for item in items:
+                progress.hour_read()
+                progress.observe(lander.audits)
+                yield item
+
+        try:
+            for batch_inputs in batches(observed(fetched), BATCH_BYTES):
                 batch = route_hours(batch_inputs)
                 lander.put(batch)
                 codes = batch.quarantine["reason_codes"].explode(empty_as_null=False)
@@ -101,7 +121,12 @@ def raw_usage_events(
                 if len(samples) < 5 and batch.quarantine.height:
                     samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
                 del batch, batch_inputs  # the lander holds the batch while it writes
-    context.log.info(f"landed {len(hours)} hour(s) from {hours[0]} to {hours[-1]}")
+                progress.observe(lander.audits)
+        except ObjectReadError as exc:
+            # The network or S3, not the data: one line saying which object, where, and what
+            # to do (the batches already landed stay; a re-run replaces them).
+            raise Failure(description=str(exc)) from None
+    progress.finish(lander.audits)
     gc.collect()
     release_freed_memory()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import duckdb
 import polars as pl
@@ -127,10 +129,15 @@ class BackgroundLander:
     still landing and another one is waiting, so at most two routed batches are held. A
     landing error is raised by the next ``put`` or on leaving the block; what had landed stays
     landed (each batch is its own transaction) and a re-run replaces it.
+
+    ``connect`` opens the warehouse for writing; it is called for each batch and the
+    connection closed once the batch is committed. DuckDB's write lock (one process per file)
+    is thus held only while a batch is written, never while S3 is read or lines are parsed:
+    analysts, the late-data sensor and other processes open the file in between.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self._con = con
+    def __init__(self, connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]):
+        self._connect = connect
         self._queue: queue.Queue[RoutedBatch | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self.audits: list[pl.DataFrame] = []
@@ -140,9 +147,13 @@ class BackgroundLander:
         while (batch := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self.audits.append(land_batch(self._con, batch))
+                    with self._connect() as con:
+                        ensure_raw_schema(con)
+                        audit = land_batch(con, batch)
+                    self.audits.append(audit)  # committed and the file released
                 except BaseException as exc:  # re-raised in the routing thread
                     self._error = exc
+            del batch
 
     def put(self, batch: RoutedBatch) -> None:
         self._raise_if_failed()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -19,9 +21,18 @@ from functools import cached_property
 import duckdb
 import polars as pl
 import pyarrow as pa
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from contracts.usage_event import (
+    NULL_FIELDS,
     REASONS,
+    REQUIRED_FIELDS,
     SOURCE_HOUR,
     WIRE_FIELDS,
     validate_wire_events,
@@ -104,30 +115,92 @@ def list_hour_objects(client, bucket: str, prefix: str) -> list[S3Object]:
     return sorted(found, key=lambda o: o.key)
 
 
+#: Failures of an object's *body*, once S3 has answered its GET: a connection reset or a
+#: stall mid-stream, or fewer bytes than announced. boto3 retries requests, not these.
+BODY_READ_ERRORS = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
+
+
+@dataclass(frozen=True)
+class BodyRetry:
+    """How often an object whose body read fails is fetched again, and the backoff between:
+    ``base_seconds`` doubling up to ``max_seconds``, each wait jittered down to half so that
+    the fetch threads do not retry in step."""
+
+    attempts: int = 5
+    base_seconds: float = 0.25
+    max_seconds: float = 4.0
+
+    def wait(self, attempt: int) -> float:
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class ObjectReadError(Exception):
+    """An object could not be fetched: the network or S3 failed past every retry (the data
+    itself is never the cause: an unreadable object is quarantined, not an error)."""
+
+
+def read_object(client, bucket: str, key: str, retry: BodyRetry) -> bytes:
+    """The object's bytes. The GET is retried by boto3 (its retry mode: 503 SlowDown, 500,
+    connections reset before an answer); a body that breaks while being read is fetched again
+    whole, up to ``retry.attempts`` times. What was read of a broken body is dropped before
+    the next attempt, so a retry holds no more than the object once."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        except (BotoCoreError, ClientError) as exc:
+            raise _read_error(
+                client, bucket, key, exc, "the request failed past boto3's retries"
+            ) from exc
+        try:
+            return body.read()
+        except BODY_READ_ERRORS as exc:
+            body.close()
+            if attempt == retry.attempts:
+                raise _read_error(
+                    client, bucket, key, exc, f"its body broke on all {attempt} attempts"
+                ) from exc
+            time.sleep(retry.wait(attempt))
+    raise AssertionError("unreachable: BodyRetry.attempts must be >= 1")
+
+
+def _read_error(client, bucket: str, key: str, exc: Exception, how: str) -> ObjectReadError:
+    cause = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+    return ObjectReadError(
+        f"cannot read s3://{bucket}/{key} from {client.meta.endpoint_url}: {how} ({cause}); "
+        "its hour was not landed (hours landed before it stay, a re-run replaces them): check "
+        "the network and the S3 endpoint, then re-run the partitions"
+    )
+
+
 def fetch_hours(
     client,
     bucket: str,
     prefixes: list[tuple[datetime, str]],
     ahead_bytes: int,
     ahead: int = 16,
+    retry: BodyRetry = BodyRetry(),  # noqa: B008 - frozen
 ) -> Iterator[HourInput]:
     """List, fetch and decode hours in order, up to ``ahead`` hours in flight at once.
 
     Fetching is I/O and gunzip releases the GIL: doing both in the pool overlaps them with
     the routing of earlier hours. The look-ahead also stops at about ``ahead_bytes`` of decoded
     text (judged by the largest hour seen so far, at least two hours), so memory stays at a
-    few hours of objects whatever the range and however large its hours.
+    few hours of objects whatever the range and however large its hours. An object that
+    cannot be read (:func:`read_object`) raises :class:`ObjectReadError` in order, and the
+    hours not yet fetched are not.
     """
 
     def fetch(hour: datetime, prefix: str) -> HourInput:
         objects = list_hour_objects(client, bucket, prefix)
-        bodies = [client.get_object(Bucket=bucket, Key=o.key)["Body"].read() for o in objects]
+        bodies = [read_object(client, bucket, o.key, retry) for o in objects]
         item = HourInput(hour, objects, bodies)
         item.decode()
         return item
 
     largest = 0  # the largest hour yet; until one is seen, two hours in flight
-    with ThreadPoolExecutor(max_workers=ahead) as pool:
+    pool = ThreadPoolExecutor(max_workers=ahead)
+    try:
         pending: deque = deque()
         for hour, prefix in prefixes:
             pending.append(pool.submit(fetch, hour, prefix))
@@ -137,6 +210,8 @@ def fetch_hours(
                 yield item
         while pending:
             yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourInput]]:
@@ -185,17 +260,18 @@ def decode_object(key: str, body: bytes) -> DecodedObject:
     """Read one object whatever its format; a corrupt or unsupported object is an error value.
 
     Parquet rows are re-encoded as JSON objects so that every format goes through the same
-    extraction and the same contract.
+    extraction and the same contract. Text is UTF-8; a byte-order mark at its start (which
+    some Windows tools write) is not part of the first line ("utf-8-sig").
     """
     try:
         if key.endswith(".jsonl.gz"):
             try:
-                return DecodedObject(text=gzip.decompress(body).decode("utf-8"))
+                return DecodedObject(text=gzip.decompress(body).decode("utf-8-sig"))
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
                 raise UnreadableObject("unreadable_object", f"cannot gunzip/decode: {exc}") from exc
         if key.endswith(".jsonl"):
             try:
-                return DecodedObject(text=body.decode("utf-8"))
+                return DecodedObject(text=body.decode("utf-8-sig"))
             except UnicodeDecodeError as exc:
                 raise UnreadableObject("unreadable_object", f"not UTF-8: {exc}") from exc
         if key.endswith(".parquet"):
@@ -259,9 +335,13 @@ _WIRE_STRUCT = (
     + "}"
 )
 _KNOWN_NULLS = "{" + ",".join(f'"{f}":null' for f in WIRE_FIELDS) + "}"
+_SENT_NULL = ", ".join(
+    f"case when json_type(raw_line, '$.{f}') = 'NULL' then '{f}' end" for f in REQUIRED_FIELDS
+)
 #: metadata as the contract defines it: the object sent, with unknown top-level fields merged
 #: in (JSON merge patch with nulls deletes the known keys: what is left is unknown). Also
-#: non-objects, as their JSON text, for validation to reject.
+#: non-objects, as their JSON text, for validation to reject. And the required fields sent as
+#: an explicit null (a line with one always comes here), for the quarantine's wording.
 _MERGE_SQL = f"""
 select
     line_idx,
@@ -274,7 +354,8 @@ select
             or json_type(raw_line, '$.metadata') = 'NULL'
             then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
         else (raw_line->'$.metadata')::varchar
-    end as metadata
+    end as metadata,
+    list_filter([{_SENT_NULL}], lambda f: f is not null) as {NULL_FIELDS}
 from lines
 """
 #: One parse per line into the wire fields (``from_json``: every value as the text it was
@@ -301,8 +382,9 @@ _SCAN_ROWS = 50_000
 
 def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
-    ``line_idx`` into ``lines`` and the other columns of ``lines`` but ``raw_line``) and the
-    ``line_idx`` of lines that are not JSON objects. Lines keep their order."""
+    ``line_idx`` into ``lines``, the other columns of ``lines`` but ``raw_line`` and the
+    contract's ``NULL_FIELDS``) and the ``line_idx`` of lines that are not JSON objects. Lines
+    keep their order."""
     indexed = lines.select("raw_line").with_row_index("line_idx")
     con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
     try:
@@ -317,6 +399,10 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
             if not merged["line_idx"].is_sorted():
                 merged = merged.sort("line_idx")
             wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
+            # Row -> its position among the merged lines (null elsewhere: no null was sent).
+            position = pl.Series(dtype=pl.UInt32).extend_constant(None, wire.height)
+            position = position.scatter(to_merge, pl.int_range(to_merge.len(), eager=True))
+            null_fields = merged[NULL_FIELDS].gather(position)
     finally:
         con.close()
     carry = [c for c in lines.columns if c != "raw_line"]
@@ -324,8 +410,14 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     not_objects = indexed.select("line_idx").join(
         wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
     )
+    if not to_merge.len():
+        null_fields = pl.Series(dtype=pl.List(pl.String)).extend_constant(None, wire.height)
     return wire.select("line_idx").hstack(
-        [*carried.get_columns(), *wire.select(WIRE_FIELDS).get_columns()]
+        [
+            *carried.get_columns(),
+            *wire.select(WIRE_FIELDS).get_columns(),
+            null_fields.alias(NULL_FIELDS),
+        ]
     ), not_objects
 
 

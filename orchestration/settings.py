@@ -25,6 +25,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         str(REPO_ROOT / ".tokenbill" / "warehouse.duckdb"),
         "The DuckDB warehouse file (created if missing).",
     ),
+    "TOKENBILL_ANALYST_DIR": (
+        str(REPO_ROOT / ".tokenbill" / "analyst"),
+        "Directory of the analysts' read-only copy of the warehouse (same file name), "
+        "published at the end of every run that writes the warehouse.",
+    ),
     "TOKENBILL_DUCKDB_MEMORY_LIMIT": (
         "768MB",
         "Memory DuckDB may use per connection (ingestion, dbt) before spilling to disk.",
@@ -72,6 +77,25 @@ def setting(name: str) -> str:
     return os.environ.get(name) or default
 
 
+class SettingError(ValueError):
+    """A setting whose value cannot be used; the message names it and says what to set."""
+
+
+def share_setting(name: str) -> float:
+    """A setting that is a share between 0 and 1."""
+    raw = setting(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise SettingError(
+            f"{name}={raw!r} is not a share between 0 and 1: set it to e.g. "
+            f"{SETTINGS[name][0]} (the default), or unset it"
+        )
+    return value
+
+
 def env_or_default(name: str) -> str | EnvVar:
     """Bind a resource field to ``EnvVar(name)`` when it is set, else to its default.
 
@@ -89,6 +113,7 @@ class Settings:
     first_partition: str
     quarantine_warn_rate: float
     catalog_dir: str
+    analyst_dir: str
 
 
 def load_settings() -> Settings:
@@ -97,6 +122,7 @@ def load_settings() -> Settings:
         prefix=setting("TOKENBILL_S3_PREFIX").strip("/"),
         warehouse_path=setting("TOKENBILL_WAREHOUSE_PATH"),
         first_partition=setting("TOKENBILL_FIRST_PARTITION"),
-        quarantine_warn_rate=float(setting("TOKENBILL_QUARANTINE_WARN_RATE")),
+        quarantine_warn_rate=share_setting("TOKENBILL_QUARANTINE_WARN_RATE"),
         catalog_dir=setting("TOKENBILL_CATALOG_DIR"),
+        analyst_dir=setting("TOKENBILL_ANALYST_DIR"),
     )

@@ -15,10 +15,13 @@ attached as its cause).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -125,6 +128,37 @@ def explained_s3_errors(bucket: str, prefix: str = "") -> Iterator[None]:
         if message is None:
             raise
         raise SetupError(message) from exc
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def explains_s3_errors(fn: F) -> F:
+    """Decorate a function taking the ``s3`` resource (an asset, a sensor, a helper): the S3
+    errors a wrong environment causes leave it as one-line :class:`SetupError`s naming its
+    bucket and prefix. Generators are wrapped as generators; the signature is kept (Dagster
+    reads it for resources)."""
+    signature = inspect.signature(fn)
+
+    def where(args, kwargs) -> tuple[str, str]:
+        s3 = signature.bind_partial(*args, **kwargs).arguments.get("s3")
+        return str(getattr(s3, "bucket", "?")), str(getattr(s3, "prefix", ""))
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            with explained_s3_errors(*where(args, kwargs)):
+                yield from fn(*args, **kwargs)
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def function(*args, **kwargs):
+        with explained_s3_errors(*where(args, kwargs)):
+            return fn(*args, **kwargs)
+
+    return function  # type: ignore[return-value]
 
 
 def explain_dagster_home(exc: BaseException | None = None) -> str | None:

@@ -105,6 +105,15 @@ def env_or_default(name: str) -> str | EnvVar:
     return EnvVar(name) if os.environ.get(name) else SETTINGS[name][0]
 
 
+def analyst_copy_path(warehouse_path: str, analyst_dir: str) -> Path:
+    """The analysts' copy of the warehouse: the warehouse's file name in ``analyst_dir``.
+
+    The name is kept because DuckDB names a database after its file: the dbt views refer to
+    tables as ``<name>.<schema>.<table>`` and resolve only under the same name.
+    """
+    return Path(analyst_dir) / Path(warehouse_path).name
+
+
 @dataclass(frozen=True)
 class Settings:
     bucket: str

@@ -14,7 +14,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from orchestration.errors import SetupError, explain_warehouse_lock
-from orchestration.settings import SETTINGS
+from orchestration.settings import SETTINGS, analyst_copy_path
 
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
 #: (DuckDB allows one writer per file).
@@ -93,9 +93,5 @@ class Warehouse(ConfigurableResource):
 
     @property
     def analyst_path(self) -> Path:
-        """The analysts' copy: the warehouse's file name in ``analyst_dir``.
-
-        The name is kept because DuckDB names a database after its file: the dbt views refer
-        to tables as ``<name>.<schema>.<table>`` and resolve only under the same name.
-        """
-        return Path(self.analyst_dir) / Path(self.path).name
+        """The analysts' copy (``analyst_copy_path``), published by ``analyst_snapshot``."""
+        return analyst_copy_path(self.path, self.analyst_dir)

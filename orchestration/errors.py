@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -76,9 +77,12 @@ def explain_s3(exc: BaseException, bucket: str, prefix: str = "") -> str | None:
             f"or {ENV_FILE_HINT} for the demo's S3 server"
         )
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
-        url = getattr(exc, "kwargs", {}).get("endpoint_url") or s3_endpoint()
+        url = urlsplit(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
+        endpoint = f"{url.scheme}://{url.netloc}" if url.netloc else s3_endpoint()
+        if url.netloc and url.netloc in s3_endpoint():
+            endpoint = s3_endpoint()  # the one the operator set, and the variable that set it
         return (
-            f"cannot connect to the S3 endpoint {url} to read {where}: set "
+            f"cannot connect to the S3 endpoint {endpoint} to read {where}: set "
             f"AWS_ENDPOINT_URL_S3 to a reachable S3 endpoint (unset for AWS), or start the "
             f"demo's S3 server (make ui) and {ENV_FILE_HINT}"
         )

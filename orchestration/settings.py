@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import EnvVar
+from dagster import EnvVar, Failure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,13 @@ def setting(name: str) -> str:
     return os.environ.get(name) or default
 
 
-class SettingError(ValueError):
-    """A setting whose value cannot be used; the message names it and says what to set."""
+class SettingError(Failure, ValueError):
+    """A setting whose value cannot be used; the message names it and says what to set.
+
+    A Dagster ``Failure``: a step raising it fails with this one line first."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
 
 
 def share_setting(name: str) -> float:

@@ -105,7 +105,7 @@ def test_a_closed_endpoint_names_aws_endpoint_url_s3(env):
     assert code == 1
     assert checks["S3 endpoint"] == (
         "FAILED",
-        f"cannot connect to the S3 endpoint {closed}/{env['TOKENBILL_S3_BUCKET']} to read "
+        f"cannot connect to the S3 endpoint {closed} (AWS_ENDPOINT_URL_S3) to read "
         f"s3://{env['TOKENBILL_S3_BUCKET']}/usage/: set AWS_ENDPOINT_URL_S3 to a reachable S3 "
         "endpoint (unset for AWS), or start the demo's S3 server (make ui) and source "
         ".tokenbill/env (written by make demo and make ui)",

@@ -20,6 +20,7 @@ from dagster import DagsterInstance
 
 from orchestration.definitions import build_defs
 from orchestration.defs.resources import Warehouse
+from orchestration.docs import generate
 from orchestration.errors import SetupError
 from orchestration.runner import run_job_range
 from tests import pipeline_data as data
@@ -158,3 +159,50 @@ def test_a_writer_waiting_on_a_locked_warehouse_names_the_holder_in_one_line(tmp
         f"(PID {holder.pid}) for 1s: close that session (analysts read the published "
         "snapshot in TOKENBILL_ANALYST_DIR, never the warehouse) or wait for its run to finish"
     )
+
+
+def test_dbt_docs_generate_reads_the_copy_while_a_writer_holds_the_warehouse(
+    pipeline, tmp_path, monkeypatch
+):
+    defs, instance, published = pipeline
+    assert run_job_range(defs, "catalog_job", None, None, instance).success
+    assert run_job_range(defs, "hourly_usage_job", HOUR_07, HOUR_07, instance).success
+    warehouse = published.parent.parent / "warehouse.duckdb"
+    monkeypatch.setenv("TOKENBILL_WAREHOUSE_PATH", str(warehouse))
+    monkeypatch.setenv("TOKENBILL_ANALYST_DIR", str(published.parent))
+
+    # A run writing (a read-write session holds the warehouse's lock) and an analyst reading.
+    writer = _hold(warehouse, read_only=False)
+    analyst = Analyst(published)
+    try:
+        assert analyst.ask() == [5, 2500, 5]
+        built = generate(tmp_path / "docs", capture_output=True, text=True, timeout=600)
+    finally:
+        analyst.close()
+        writer.stdin.close()
+        writer.wait(timeout=30)
+    assert built.returncode == 0, built.stdout + built.stderr
+    catalog = json.loads((tmp_path / "docs" / "catalog.json").read_text())
+    hourly = catalog["nodes"]["model.tokenbill.fct_token_usage_hourly"]
+    assert hourly["metadata"]["database"] == "warehouse"
+    assert hourly["columns"]["input_tokens"]["type"] == "BIGINT"
+    assert (tmp_path / "docs" / "index.html").exists()
+
+
+def _hold(path: Path, read_only: bool) -> subprocess.Popen:
+    """A separate process holding a DuckDB connection on ``path`` until its stdin closes."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == '1'); "
+            "print('open', flush=True); sys.stdin.read()",
+            str(path),
+            "1" if read_only else "0",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline() == "open\n"
+    return proc

@@ -94,12 +94,12 @@ def check_settings() -> Check:
             problems.append(f"{exc}: set it within its bounds (see the README's settings)")
     if problems:
         return Check("settings", FAILED, problems[0], problems[1:])
-    overridden = sorted(name for name in SETTINGS if os.environ.get(name))
+    overridden = sum(1 for name in SETTINGS if os.environ.get(name))
     return Check(
         "settings",
         OK,
-        f"{len(SETTINGS)} settings valid"
-        + (f" ({', '.join(overridden)} set)" if overridden else " (all defaults)"),
+        f"{len(SETTINGS)} settings valid ({overridden} set in the environment, "
+        f"{len(SETTINGS) - overridden} default)",
     )
 
 
@@ -231,13 +231,13 @@ def _unreadable(path: str, exc: Exception) -> Check:
 
 
 def check_analyst_copy(warehouse_path: str, analyst_dir: str) -> Check:
-    directory = Path(analyst_dir)
     copy = analyst_copy_path(warehouse_path, analyst_dir)
+    directory = copy.parent
     if _writable_dir(directory) is None:
         return Check(
             "analyst copy",
             FAILED,
-            f"{analyst_dir} (TOKENBILL_ANALYST_DIR) is not writable: runs could not publish "
+            f"{directory} (TOKENBILL_ANALYST_DIR) is not writable: runs could not publish "
             "the analysts' copy; set TOKENBILL_ANALYST_DIR to a writable directory",
         )
     if not copy.exists():

@@ -18,7 +18,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestration.settings import REPO_ROOT, SETTINGS, setting
+from orchestration.settings import REPO_ROOT, SETTINGS, analyst_copy_path, setting
 
 ENV_FILE = REPO_ROOT / ".tokenbill" / "env"
 #: The AWS variables of the demo's server (credentials for the local server only).
@@ -35,6 +35,8 @@ _LOCAL_ENDPOINT = re.compile(r"^export AWS_ENDPOINT_URL_S3=.*127\.0\.0\.1:(\d+)"
 def environment_values() -> dict[str, str]:
     """What the file exports: the settings in effect, then Dagster's and AWS's variables."""
     values = {name: setting(name) for name in SETTINGS}
+    copy = analyst_copy_path(values["TOKENBILL_WAREHOUSE_PATH"], values["TOKENBILL_ANALYST_DIR"])
+    values["TOKENBILL_ANALYST_DIR"] = str(copy.parent)
     for name in ("TOKENBILL_WAREHOUSE_PATH", "TOKENBILL_CATALOG_DIR", "TOKENBILL_ANALYST_DIR"):
         values[name] = os.path.abspath(values[name])  # the file works from any directory
     for name in (*OTHER_VARIABLES, *AWS_VARIABLES):

@@ -26,9 +26,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "The DuckDB warehouse file (created if missing).",
     ),
     "TOKENBILL_ANALYST_DIR": (
-        str(REPO_ROOT / ".tokenbill" / "analyst"),
+        "",
         "Directory of the analysts' read-only copy of the warehouse (same file name), "
-        "published at the end of every run that writes the warehouse.",
+        "published at the end of every run; empty: analyst/ beside the warehouse.",
     ),
     "TOKENBILL_DUCKDB_MEMORY_LIMIT": (
         "768MB",
@@ -111,12 +111,14 @@ def env_or_default(name: str) -> str | EnvVar:
 
 
 def analyst_copy_path(warehouse_path: str, analyst_dir: str) -> Path:
-    """The analysts' copy of the warehouse: the warehouse's file name in ``analyst_dir``.
+    """The analysts' copy of the warehouse: the warehouse's file name in ``analyst_dir``
+    (empty: ``analyst/`` beside the warehouse, so every warehouse, a test's too, has its own).
 
     The name is kept because DuckDB names a database after its file: the dbt views refer to
     tables as ``<name>.<schema>.<table>`` and resolve only under the same name.
     """
-    return Path(analyst_dir) / Path(warehouse_path).name
+    warehouse = Path(warehouse_path)
+    return Path(analyst_dir or warehouse.parent / "analyst") / warehouse.name
 
 
 @dataclass(frozen=True)

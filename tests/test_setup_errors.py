@@ -115,3 +115,15 @@ def test_a_dagster_home_that_is_not_a_directory_names_it(tmp_path, monkeypatch):
         "dagster.yaml like orchestration/dagster.yaml, or source .tokenbill/env (written by "
         "make demo and make ui)"
     )
+
+
+def test_the_late_data_sensors_listing_names_a_missing_bucket(s3_endpoint):
+    from orchestration.defs.operations.sensors import current_listings
+    from orchestration.defs.resources import S3UsageBucket
+
+    with pytest.raises(SetupError) as raised:
+        current_listings(S3UsageBucket(bucket="tb-no-such-bucket", prefix="usage"), [HOUR])
+    assert str(raised.value).startswith(
+        f"bucket 'tb-no-such-bucket' does not exist at {s3_endpoint} (AWS_ENDPOINT_URL_S3): "
+        "set TOKENBILL_S3_BUCKET"
+    )

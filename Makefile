@@ -54,3 +54,9 @@ clean:
 bench: $(STAMP) manifest
 	$(BIN)/python -m bench.run $(ARGS)
 .PHONY: bench
+
+# `make docs`: the dbt docs site (http://127.0.0.1:8080), built from the analysts' copy of
+# the warehouse, so it works while runs write. ARGS="--port 8081" or ARGS="--no-serve".
+docs: $(STAMP) manifest
+	$(BIN)/python -m orchestration.docs $(ARGS)
+.PHONY: docs

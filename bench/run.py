@@ -285,7 +285,12 @@ def fresh_instance(directory: Path):
 def warehouse_defs(directory: Path):
     from orchestration.definitions import build_defs
 
-    return build_defs(bucket=BUCKET, prefix=PREFIX, warehouse_path=str(directory / "wh.duckdb"))
+    return build_defs(
+        bucket=BUCKET,
+        prefix=PREFIX,
+        warehouse_path=str(directory / "wh.duckdb"),
+        analyst_dir=str(directory / "analyst"),
+    )
 
 
 @dataclass
@@ -413,6 +418,7 @@ _STAGE_OF_STEP = {
     "invoice_export": _INVOICES,
     "pricing_catalog": _CATALOGS,
     "wallet_catalog": _CATALOGS,
+    "analyst_snapshot": "analysts' copy (published at the end of each run)",
 }
 _DBT_TESTS = "dbt data tests (asset checks, all grains)"
 _INGESTION = "S3 fetch + parse + validation + raw landing (raw_usage_events step)"

@@ -20,33 +20,49 @@ from orchestration.defs.operations.schedules import (
 )
 from orchestration.defs.operations.sensors import late_data_sensor, rollup_sensor
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
+from orchestration.defs.publishing.assets import analyst_snapshot_asset
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
 from orchestration.defs.wallets.assets import wallet_catalog, wallet_ledger
 from orchestration.settings import env_or_default
 
+#: Every asset that writes the warehouse (or, like the export, ends a job): each job ends with
+#: the analyst snapshot, downstream of all of them.
+PIPELINE_ASSETS = [
+    pricing_catalog,
+    wallet_catalog,
+    dbt_catalog,
+    raw_usage_events,
+    dbt_hourly,
+    dbt_daily,
+    wallet_ledger,
+    dbt_monthly,
+    invoice_export,
+]
+analyst_snapshot = analyst_snapshot_asset(PIPELINE_ASSETS)
+
 catalog_job = define_asset_job(
     "catalog_job",
-    selection=[pricing_catalog, wallet_catalog, dbt_catalog],
+    selection=[pricing_catalog, wallet_catalog, dbt_catalog, analyst_snapshot],
     description="Load the pricing catalog and the wallets and rebuild the dimension views. "
     "Then backfill the hours whose prices changed.",
 )
 hourly_job = define_asset_job(
     "hourly_usage_job",
-    selection=[raw_usage_events, dbt_hourly],
+    selection=[raw_usage_events, dbt_hourly, analyst_snapshot],
     partitions_def=hourly_partitions,
     description="Ingest an hour (or a range of hours) from S3 and rebuild its hourly marts.",
 )
 daily_job = define_asset_job(
     "daily_usage_job",
-    selection=[dbt_daily],
+    selection=[dbt_daily, analyst_snapshot],
     partitions_def=daily_partitions,
     description="Roll a day (or a range of days) up from the hourly marts.",
 )
 monthly_job = define_asset_job(
     "monthly_usage_job",
-    selection=[wallet_ledger, dbt_monthly, invoice_export],
+    selection=[wallet_ledger, dbt_monthly, invoice_export, analyst_snapshot],
     partitions_def=monthly_partitions,
     description="Close a month: roll it up from the daily marts, draw the wallets down, build "
     "the invoices (finalized after the grace period) and export the finalized ones.",
@@ -58,20 +74,11 @@ def build_defs(
     prefix: str | None = None,
     warehouse_path: str | None = None,
     catalog_dir: str | None = None,
+    analyst_dir: str | None = None,
 ) -> Definitions:
     """The code location. Arguments override the environment (tests, the demo)."""
     return Definitions(
-        assets=[
-            pricing_catalog,
-            wallet_catalog,
-            dbt_catalog,
-            raw_usage_events,
-            dbt_hourly,
-            dbt_daily,
-            wallet_ledger,
-            dbt_monthly,
-            invoice_export,
-        ],
+        assets=[*PIPELINE_ASSETS, analyst_snapshot],
         jobs=[catalog_job, hourly_job, daily_job, monthly_job],
         schedules=[
             hourly_usage_schedule,
@@ -88,6 +95,7 @@ def build_defs(
             "warehouse": Warehouse(
                 path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH"),
                 memory_limit=env_or_default("TOKENBILL_DUCKDB_MEMORY_LIMIT"),
+                analyst_dir=analyst_dir or env_or_default("TOKENBILL_ANALYST_DIR"),
             ),
             "catalog_dir": PricingCatalogDir(
                 path=catalog_dir or env_or_default("TOKENBILL_CATALOG_DIR")

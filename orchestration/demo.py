@@ -25,7 +25,8 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.settings import REPO_ROOT, load_settings
+from orchestration.environment import demo_s3_port, write_env_file
+from orchestration.settings import REPO_ROOT, analyst_copy_path, load_settings
 
 STATE_DIR = REPO_ROOT / ".tokenbill"
 DAGSTER_HOME = STATE_DIR / "dagster_home"
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _prepare_environment()
-    server, endpoint = start_s3_server()
+    server, endpoint = start_s3_server(demo_s3_port())
     try:
+        env_file = write_env_file("make ui" if args.ui else "make demo")
+        print(f"environment for the CLI and Python examples: . {env_file.relative_to(REPO_ROOT)}")
         settings = load_settings()
         started = time.monotonic()
         manifest = _generate(args, settings.bucket, settings.prefix)
@@ -93,13 +96,14 @@ def _prepare_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def start_s3_server():
-    """moto's S3 server on a free localhost port; sets AWS_ENDPOINT_URL_S3 to it."""
+def start_s3_server(port: int | None = None):
+    """moto's S3 server on localhost (``port``, or a free one); sets AWS_ENDPOINT_URL_S3 to it."""
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -258,8 +262,8 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
     out += [
         f"  warehouse: {warehouse_path}",
         f"  fingerprint of the tables: {fingerprint}  (identical on every re-run)",
-        "  open it:   .venv/bin/python -c \"import duckdb; duckdb.connect('"
-        + warehouse_path
+        "  analysts:  .venv/bin/python -c \"import duckdb; duckdb.connect('"
+        + str(analyst_copy_path(warehouse_path, load_settings().analyst_dir))
         + "', read_only=True).sql('from marts.fct_token_usage_monthly').show()\"",
         "  the UI:    make ui   (then http://127.0.0.1:3000)",
     ]

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import EnvVar
+from dagster import EnvVar, Failure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +24,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "TOKENBILL_WAREHOUSE_PATH": (
         str(REPO_ROOT / ".tokenbill" / "warehouse.duckdb"),
         "The DuckDB warehouse file (created if missing).",
+    ),
+    "TOKENBILL_ANALYST_DIR": (
+        "",
+        "Directory of the analysts' read-only copy of the warehouse (same file name), "
+        "published at the end of every run; empty: analyst/ beside the warehouse.",
     ),
     "TOKENBILL_DUCKDB_MEMORY_LIMIT": (
         "768MB",
@@ -72,6 +77,30 @@ def setting(name: str) -> str:
     return os.environ.get(name) or default
 
 
+class SettingError(Failure, ValueError):
+    """A setting whose value cannot be used; the message names it and says what to set.
+
+    A Dagster ``Failure``: a step raising it fails with this one line first."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
+
+
+def share_setting(name: str) -> float:
+    """A setting that is a share between 0 and 1."""
+    raw = setting(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise SettingError(
+            f"{name}={raw!r} is not a share between 0 and 1: set it to e.g. "
+            f"{SETTINGS[name][0]} (the default), or unset it"
+        )
+    return value
+
+
 def env_or_default(name: str) -> str | EnvVar:
     """Bind a resource field to ``EnvVar(name)`` when it is set, else to its default.
 
@@ -79,6 +108,17 @@ def env_or_default(name: str) -> str | EnvVar:
     default keeps the demo and tests runnable on a clean machine with nothing set.
     """
     return EnvVar(name) if os.environ.get(name) else SETTINGS[name][0]
+
+
+def analyst_copy_path(warehouse_path: str, analyst_dir: str) -> Path:
+    """The analysts' copy of the warehouse: the warehouse's file name in ``analyst_dir``
+    (empty: ``analyst/`` beside the warehouse, so every warehouse, a test's too, has its own).
+
+    The name is kept because DuckDB names a database after its file: the dbt views refer to
+    tables as ``<name>.<schema>.<table>`` and resolve only under the same name.
+    """
+    warehouse = Path(warehouse_path)
+    return Path(analyst_dir or warehouse.parent / "analyst") / warehouse.name
 
 
 @dataclass(frozen=True)
@@ -89,6 +129,7 @@ class Settings:
     first_partition: str
     quarantine_warn_rate: float
     catalog_dir: str
+    analyst_dir: str
 
 
 def load_settings() -> Settings:
@@ -97,6 +138,7 @@ def load_settings() -> Settings:
         prefix=setting("TOKENBILL_S3_PREFIX").strip("/"),
         warehouse_path=setting("TOKENBILL_WAREHOUSE_PATH"),
         first_partition=setting("TOKENBILL_FIRST_PARTITION"),
-        quarantine_warn_rate=float(setting("TOKENBILL_QUARANTINE_WARN_RATE")),
+        quarantine_warn_rate=share_setting("TOKENBILL_QUARANTINE_WARN_RATE"),
         catalog_dir=setting("TOKENBILL_CATALOG_DIR"),
+        analyst_dir=setting("TOKENBILL_ANALYST_DIR"),
     )

@@ -15,7 +15,8 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from orchestration.defs.ingestion.parsing import BodyRetry
-from orchestration.settings import SETTINGS
+from orchestration.errors import SetupError, explain_warehouse_lock
+from orchestration.settings import SETTINGS, analyst_copy_path
 
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
 #: (DuckDB allows one writer per file).
@@ -68,9 +69,13 @@ class S3UsageBucket(ConfigurableResource):
 
 
 class Warehouse(ConfigurableResource):
-    """The DuckDB warehouse file."""
+    """The DuckDB warehouse file, and the copy of it analysts read."""
 
     path: str = Field(description="Path of the DuckDB file.")
+    analyst_dir: str = Field(
+        default=SETTINGS["TOKENBILL_ANALYST_DIR"][0],
+        description="Directory of the analysts' read-only copy, published after every run.",
+    )
     memory_limit: str = Field(
         default=SETTINGS["TOKENBILL_DUCKDB_MEMORY_LIMIT"][0],
         description="DuckDB's memory_limit for this connection; beyond it DuckDB spills to disk.",
@@ -100,10 +105,19 @@ class Warehouse(ConfigurableResource):
                 )
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                if time.monotonic() > deadline:
+                    raise SetupError(
+                        explain_warehouse_lock(self.path, exc, self.lock_timeout_seconds)
+                    ) from exc
                 time.sleep(0.5)
         try:
             yield con
         finally:
             con.close()
+
+    @property
+    def analyst_path(self) -> Path:
+        """The analysts' copy (``analyst_copy_path``), published by ``analyst_snapshot``."""
+        return analyst_copy_path(self.path, self.analyst_dir)

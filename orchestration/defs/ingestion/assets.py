@@ -33,6 +33,7 @@ from orchestration.defs.ingestion.parsing import (
 from orchestration.defs.ingestion.progress import IngestionProgress
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
+from orchestration.errors import explains_s3_errors
 from orchestration.settings import load_settings
 
 ASSET = "raw_usage_events"
@@ -85,6 +86,7 @@ AUDIT_COLUMNS = (
         ),
     ],
 )
+@explains_s3_errors
 def raw_usage_events(
     context: AssetExecutionContext, s3: S3UsageBucket, warehouse: Warehouse
 ) -> MaterializeResult:

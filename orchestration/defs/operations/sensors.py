@@ -50,6 +50,7 @@ from orchestration.defs.operations.schedules import (
     operations_setting,
 )
 from orchestration.defs.resources import S3UsageBucket, Warehouse
+from orchestration.errors import explains_s3_errors
 
 LATE_DATA_INTERVAL_SECONDS = 300
 ROLLUP_INTERVAL_SECONDS = 60
@@ -130,6 +131,7 @@ def read_ingested_listings(warehouse: Warehouse, since: datetime) -> dict[str, s
     return {hour: listing_fingerprint(pairs) for hour, pairs in by_hour.items()}
 
 
+@explains_s3_errors
 def current_listings(s3: S3UsageBucket, partition_keys: Iterable[str]) -> dict[str, str]:
     """partition key -> fingerprint of the hour's objects in S3 now."""
     client = s3.client()

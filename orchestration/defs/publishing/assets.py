@@ -1,0 +1,61 @@
+"""``analyst_snapshot``: the last step of every job that writes the warehouse."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    FreshnessPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from orchestration.defs.publishing.snapshot import publish_snapshot
+from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
+
+
+def analyst_snapshot_asset(upstream: Sequence[AssetsDefinition]) -> AssetsDefinition:
+    """The analysts' copy, downstream of every asset in ``upstream``.
+
+    In a job it runs after the job's other steps (assets of other jobs are outside the job and
+    do not hold it up), so every run that writes the warehouse ends by publishing it; a run
+    that fails before its end publishes nothing, and analysts keep the previous copy.
+    """
+
+    @asset(
+        name="analyst_snapshot",
+        group_name="publishing",
+        description=(
+            "The analysts' read-only copy of the warehouse (TOKENBILL_ANALYST_DIR), published "
+            "atomically at the end of every run that writes the warehouse: what analysts and "
+            "the dbt docs read, so that their sessions never block a run. It is the state as "
+            "of the last run that finished."
+        ),
+        deps=[key for assets_def in upstream for key in assets_def.keys],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        owners=["team:billing"],
+        # It follows the hourly runs: much older than an hour or two means runs stopped.
+        freshness_policy=FreshnessPolicy.time_window(
+            warn_window=timedelta(hours=2), fail_window=timedelta(hours=6)
+        ),
+    )
+    def analyst_snapshot(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+        published = publish_snapshot(warehouse)
+        context.log.info(
+            f"published {published.path} ({published.size_bytes / 2**20:.1f} MiB, "
+            f"{published.tables} tables and views) in {published.seconds:.2f}s"
+        )
+        return MaterializeResult(
+            metadata={
+                "path": MetadataValue.path(str(published.path)),
+                "size_bytes": MetadataValue.int(published.size_bytes),
+                "seconds": MetadataValue.float(round(published.seconds, 3)),
+                "tables_and_views": MetadataValue.int(published.tables),
+                "open_it": MetadataValue.text(f"duckdb -readonly {published.path}"),
+            }
+        )
+
+    return analyst_snapshot

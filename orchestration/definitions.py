@@ -23,14 +23,14 @@ from orchestration.defs.partitions import daily_partitions, hourly_partitions, m
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.defs.wallets.assets import wallet_catalog, wallet_ledger
+from orchestration.defs.wallets.assets import wallet_ledger
 from orchestration.settings import env_or_default
 
 catalog_job = define_asset_job(
     "catalog_job",
-    selection=[pricing_catalog, wallet_catalog, dbt_catalog],
-    description="Load the pricing catalog and the wallets and rebuild the dimension views. "
-    "Then backfill the hours whose prices changed.",
+    selection=[pricing_catalog, dbt_catalog],
+    description="Load the pricing catalog and the wallets (together: all or nothing) and "
+    "rebuild the dimension views. Then backfill the hours whose prices changed.",
 )
 hourly_job = define_asset_job(
     "hourly_usage_job",
@@ -63,7 +63,6 @@ def build_defs(
     return Definitions(
         assets=[
             pricing_catalog,
-            wallet_catalog,
             dbt_catalog,
             raw_usage_events,
             dbt_hourly,

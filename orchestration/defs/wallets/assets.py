@@ -451,7 +451,9 @@ def _metadata(months: list[dict]) -> dict:
     owners=OWNERS,
     pool=WAREHOUSE_POOL,
     check_specs=[
-        AssetCheckSpec(name, asset=LEDGER_KEY, description=d) for name, d in CHECKS.items()
+        # Blocking: a ledger that does not reconcile must not reach the invoices.
+        AssetCheckSpec(name, asset=LEDGER_KEY, description=d, blocking=True)
+        for name, d in CHECKS.items()
     ],
 )
 def wallet_ledger(context: AssetExecutionContext, warehouse: Warehouse):

@@ -6,7 +6,7 @@ on their 24 hourly parents and monthly on their days (Dagster's time-window mapp
 """
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class TokenbillTranslator(DagsterDbtTranslator):
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
         if spec is None:
             return None
-        return spec._replace(blocking=test_is_blocking(manifest["nodes"][unique_id]))
+        return spec._replace(blocking=dbt_test_blocks(manifest["nodes"][unique_id]))
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props.get("fqn", [])
@@ -78,7 +78,7 @@ class TokenbillTranslator(DagsterDbtTranslator):
         return super().get_group_name(dbt_resource_props)
 
 
-def test_is_blocking(test_props: Mapping[str, Any]) -> bool:
+def dbt_test_blocks(test_props: Mapping[str, Any]) -> bool:
     """Whether a dbt test blocks: its failure fails the run and stops what is downstream of
     it (the export of invoices, the next grain's run). The one rule: a test with ``error``
     severity blocks (it guards an invariant money depends on: reconciliations, grains, the
@@ -242,7 +242,7 @@ def blocking_test_failures(
         for r in run_results.get("results", [])
         if r["unique_id"].startswith("test.")
         and r.get("status") == "fail"
-        and test_is_blocking(manifest["nodes"][r["unique_id"]])
+        and dbt_test_blocks(manifest["nodes"][r["unique_id"]])
     ]
     if not failed:
         return []
@@ -275,7 +275,7 @@ def blocking_test_failures(
 
 
 def _plain(value: Any) -> str:
-    return value.isoformat(sep=" ") if hasattr(value, "isoformat") else str(value)
+    return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
 
 
 dbt_catalog = _grain_assets("catalog", None)

@@ -227,9 +227,15 @@ class Problem:
     field: str
     what: str
     expected: str = ""
+    #: Where in the file (1-based), for problems found while parsing it (YAML syntax): then
+    #: the problem reads ``file:line:column: what``, as compilers and editors expect.
+    line: int | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
         tail = f" (expected: {self.expected})" if self.expected else ""
+        if self.line is not None:
+            return f"{self.file}:{self.line}:{self.column}: {self.what}{tail}"
         return f"{self.file}: {self.entry}: {self.field}: {self.what}{tail}"
 
 
@@ -240,7 +246,7 @@ class CatalogError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
-            f"the pricing catalog has {len(problems)} problem(s); nothing was applied:\n{lines}"
+            f"the catalog has {len(problems)} problem(s); nothing was applied:\n{lines}"
         )
 
 
@@ -263,13 +269,22 @@ def entry_label(kind: str, raw: object, index: int) -> str:
     return f"{kind}[{index}]" + (f" ({key}={ident})" if ident else "")
 
 
-def validate_catalog(documents: dict[str, object]) -> Catalog:
-    """Validate parsed YAML documents (file name -> content); raise CatalogError listing all."""
+def validate_catalog(
+    documents: dict[str, object], unreadable: frozenset[str] = frozenset()
+) -> Catalog:
+    """Validate parsed YAML documents (file name -> content); raise CatalogError listing all.
+
+    ``unreadable`` names files that could not be parsed (their syntax error is reported by the
+    reader): nothing more is said about them, and references into them (a subscription's
+    customer when customers.yml is unreadable) are not judged, so one typo is one problem."""
     from pydantic import ValidationError
 
     problems: list[Problem] = []
     parsed: dict[str, list] = {}
     for file, (key, model) in FILES.items():
+        if file in unreadable:
+            parsed[key] = []
+            continue
         doc = documents.get(file)
         entries = doc.get(key) if isinstance(doc, dict) else None
         if doc is None and file == "overrides.yml":
@@ -293,9 +308,10 @@ def validate_catalog(documents: dict[str, object]) -> Catalog:
     catalog = Catalog(**parsed)
     # Ids of entries that failed validation still count as known: a broken plan is reported
     # once, not again by every subscription that names it.
+    # An unreadable file's ids are unknown (None): references into it are not judged.
     known = {
-        key: {e.get(ident) for e in (documents.get(file) or {}).get(key, []) or []
-              if isinstance(e, dict)}
+        key: None if file in unreadable else
+             {e.get(ident) for e in _entries(documents.get(file), key) if isinstance(e, dict)}
         for file, (key, ident) in {"customers.yml": ("customers", "customer_id"),
                                    "plans.yml": ("plans", "plan_id")}.items()
     }  # fmt: skip
@@ -303,6 +319,11 @@ def validate_catalog(documents: dict[str, object]) -> Catalog:
     if problems:
         raise CatalogError(problems)
     return catalog
+
+
+def _entries(document: object, key: str) -> list:
+    entries = document.get(key) if isinstance(document, dict) else None
+    return entries if isinstance(entries, list) else []
 
 
 def _expected(err: dict) -> str:
@@ -316,7 +337,7 @@ def _expected(err: dict) -> str:
     return ""
 
 
-def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
+def _cross_checks(c: Catalog, known: dict[str, set | None]) -> list[Problem]:
     problems: list[Problem] = []
     customers = {x.customer_id: x for x in c.customers}
     plans = {x.plan_id: x for x in c.plans}
@@ -348,7 +369,7 @@ def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
     for i, s in enumerate(c.subscriptions):
         label = f"subscriptions[{i}] (subscription_id={s.subscription_id})"
         customer, plan = customers.get(s.customer_id), plans.get(s.plan_id)
-        if customer is None and s.customer_id not in known["customers"]:
+        if customer is None and not _known(s.customer_id, known["customers"]):
             problems.append(
                 Problem(
                     "subscriptions.yml",
@@ -358,7 +379,7 @@ def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
                     "a customer_id from customers.yml",
                 )
             )
-        if plan is None and s.plan_id not in known["plans"]:
+        if plan is None and not _known(s.plan_id, known["plans"]):
             problems.append(
                 Problem(
                     "subscriptions.yml",
@@ -398,7 +419,7 @@ def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
                     )
     for i, o in enumerate(c.overrides):
         label = f"overrides[{i}] (customer_id={o.customer_id})"
-        if o.customer_id not in customers and o.customer_id not in known["customers"]:
+        if o.customer_id not in customers and not _known(o.customer_id, known["customers"]):
             problems.append(
                 Problem(
                     "overrides.yml",
@@ -428,6 +449,11 @@ def _cross_checks(c: Catalog, known: dict[str, set]) -> list[Problem]:
                 )
             all_ids.setdefault(price.price_id, owner)
     return problems
+
+
+def _known(ident: str, known: set | None) -> bool:
+    """Whether an id is known; every id is when its file could not be read (None)."""
+    return known is None or ident in known
 
 
 def _overlap(a0, a1, b0, b1) -> bool:

@@ -151,10 +151,12 @@ def _label(raw: object, index: int) -> str:
     return f"wallets[{index}]" + (f" (wallet_id={ident})" if ident else "")
 
 
-def validate_wallets(document: object, customers: dict[str, str]) -> list[Wallet]:
+def validate_wallets(document: object, customers: dict[str, str] | None) -> list[Wallet]:
     """Validate the parsed ``wallets.yml`` against the customers (id -> currency).
 
-    ``None`` (no file) means no wallets. Raises CatalogError listing every problem."""
+    ``None`` (no file) means no wallets. ``customers`` is None when customers.yml cannot be
+    read: its own problem is reported, and the wallets' customers are not judged against it.
+    Raises CatalogError listing every problem."""
     if document is None:
         return []
     entries = document.get("wallets") if isinstance(document, dict) else None
@@ -191,7 +193,9 @@ def validate_wallets(document: object, customers: dict[str, str]) -> list[Wallet
                 "at most one wallet per customer",
             )
         seen_customers.setdefault(w.customer_id, w.wallet_id)
-        if w.customer_id not in customers:
+        if customers is None:
+            pass
+        elif w.customer_id not in customers:
             problem(
                 "customer_id",
                 f"unknown customer {w.customer_id!r}",

@@ -24,14 +24,13 @@ from orchestration.defs.publishing.assets import analyst_snapshot_asset
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.defs.wallets.assets import wallet_catalog, wallet_ledger
+from orchestration.defs.wallets.assets import wallet_ledger
 from orchestration.settings import env_or_default
 
 #: Every asset that writes the warehouse (or, like the export, ends a job): each job ends with
 #: the analyst snapshot, downstream of all of them.
 PIPELINE_ASSETS = [
     pricing_catalog,
-    wallet_catalog,
     dbt_catalog,
     raw_usage_events,
     dbt_hourly,
@@ -44,9 +43,9 @@ analyst_snapshot = analyst_snapshot_asset(PIPELINE_ASSETS)
 
 catalog_job = define_asset_job(
     "catalog_job",
-    selection=[pricing_catalog, wallet_catalog, dbt_catalog, analyst_snapshot],
-    description="Load the pricing catalog and the wallets and rebuild the dimension views. "
-    "Then backfill the hours whose prices changed.",
+    selection=[pricing_catalog, dbt_catalog, analyst_snapshot],
+    description="Load the pricing catalog and the wallets (together: all or nothing) and "
+    "rebuild the dimension views. Then backfill the hours whose prices changed.",
 )
 hourly_job = define_asset_job(
     "hourly_usage_job",

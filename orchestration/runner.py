@@ -63,21 +63,23 @@ def run_period(
     log_level: str = "INFO",
     with_catalog: bool = True,
     tags: dict[str, str] | None = None,
+    raise_on_error: bool = True,
 ) -> list[GrainRun]:
     """Backfill [start, end) at every grain: hours, then days, then months, one run each,
-    after loading the pricing catalog (``with_catalog``).
+    after loading the pricing catalog (``with_catalog``). With ``raise_on_error=False`` a
+    failed run is returned like the others and the next grains still run.
 
     A day or month only partly inside the period is rebuilt whole (its rollup is stale too).
     """
     runs = []
     if with_catalog:
         result = run_job_range(
-            defs, CATALOG_JOB, None, None, instance, log_level=log_level, tags=tags
+            defs, CATALOG_JOB, None, None, instance, raise_on_error, log_level, tags
         )
         runs.append(GrainRun(CATALOG_JOB, "-", "-", result))
     for job_name, first_key, last_key in plan_period(start, end):
         result = run_job_range(
-            defs, job_name, first_key, last_key, instance, log_level=log_level, tags=tags
+            defs, job_name, first_key, last_key, instance, raise_on_error, log_level, tags
         )
         runs.append(GrainRun(job_name, first_key, last_key, result))
     return runs

@@ -21,12 +21,13 @@ def dbt_build(
     *select: str,
     settings: dict[str, str] | None = None,
     by_hand: bool = False,
+    full_refresh: bool = False,
 ) -> subprocess.CompletedProcess:
     """``dbt build --select <select>`` for the window, on ``warehouse``; output captured.
 
     The window and ``settings`` (``as_of``, ``invoice_grace_days``) reach dbt in its
     environment, as the assets pass them; ``by_hand`` passes them as ``--vars`` instead, the
-    form an operator types.
+    form an operator types. No ``select`` builds the whole project.
     """
     env = {**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"}
     if by_hand:
@@ -41,8 +42,8 @@ def dbt_build(
         [
             str(Path(sys.executable).parent / "dbt"),
             *args,
-            "--select",
-            *select,
+            *(["--full-refresh"] if full_refresh else []),
+            *(["--select", *select] if select else []),
             "--target-path",
             str(target),
             "--profiles-dir",

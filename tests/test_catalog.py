@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -12,12 +13,13 @@ from dagster import materialize
 
 from contracts.catalog import CatalogError, validate_catalog
 from orchestration.defs.rating.assets import pricing_catalog
-from orchestration.defs.rating.catalog import load_catalog
+from orchestration.defs.rating.catalog import load_catalog, load_catalog_dir
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import Warehouse
 from orchestration.generator.demo_catalog import main as demo_catalog_main
 
 REPO = Path(__file__).resolve().parent.parent
+D = Decimal
 
 
 def price(price_id: str, **spec) -> dict:
@@ -193,3 +195,137 @@ def test_a_broken_catalog_fails_the_asset_and_applies_nothing(tmp_path):
         assert con.sql("select count(*) from catalog.customers").fetchone() == (3,)
         assert con.sql("select unit_price_per_token from catalog.price_tiers "
                        "where price_id = 'gpt-4o-uncached'").fetchone()[0] > 0  # fmt: skip
+
+
+# --- the catalog directory as one unit: prices and wallets, all or nothing ---------------------
+
+WALLET_A = (
+    "wallets:\n"
+    "  - wallet_id: wal_a\n"
+    "    customer_id: cus_a\n"
+    "    currency: USD\n"
+    "    grants:\n"
+    '      - {grant_id: g1, kind: purchased, amount: "{amount}", granted_at: 2026-10-01}\n'
+)
+
+
+def _catalog_dir(tmp_path: Path, name: str, grant: str = "100.00") -> Path:
+    directory = tmp_path / name
+    shutil.copytree(REPO / "tests" / "fixtures" / "catalog_e2e", directory)
+    (directory / "wallets.yml").write_text(WALLET_A.replace("{amount}", grant))
+    return directory
+
+
+def _load(directory: Path, warehouse: Warehouse):
+    return materialize(
+        [pricing_catalog],
+        resources={"catalog_dir": PricingCatalogDir(path=str(directory)), "warehouse": warehouse},
+        raise_on_error=False,
+    )
+
+
+def _catalog_state(warehouse: Warehouse) -> dict[str, list[tuple]]:
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        return {
+            table: con.sql(f"select * from catalog.{table} order by all").fetchall()
+            for table in ("customers", "prices", "price_tiers", "wallets", "wallet_grants")
+        }
+
+
+def _failure(result) -> str:
+    """The description of the step's Failure: what the operator reads first."""
+    return result.get_step_failure_events()[0].event_specific_data.user_failure_data.description
+
+
+def _negative_price(directory: Path) -> None:
+    plans = directory / "plans.yml"
+    text = plans.read_text()
+    assert text.count('unit_price: "2.50"') == 1
+    plans.write_text(text.replace('unit_price: "2.50"', 'unit_price: "-2.50"'))
+
+
+def test_a_negative_price_applies_neither_prices_nor_the_valid_wallets(tmp_path):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    assert _load(_catalog_dir(tmp_path, "v1"), warehouse).success
+    before = _catalog_state(warehouse)
+    assert before["wallet_grants"][0][:4] == ("wal_a", "g1", "purchased", D("100.00"))
+
+    # The wallets change validly (a bigger grant), a price breaks its contract.
+    v2 = _catalog_dir(tmp_path, "v2", grant="250.00")
+    _negative_price(v2)
+    result = _load(v2, warehouse)
+
+    assert not result.success
+    assert _failure(result).startswith(
+        f"the catalog in {v2} has 1 problem(s); nothing was applied (prices and wallets "
+        "unchanged): fix them and run catalog_job again:\n"
+        "  - plans.yml: plans[0] (plan_id=pro): prices.0.versions.0.unit_price: Input should "
+        "be greater than or equal to 0"
+    )
+    assert _catalog_state(warehouse) == before  # the wallet grant is still 100.00
+
+
+def test_a_broken_wallet_file_applies_no_price_change_either(tmp_path):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    assert _load(_catalog_dir(tmp_path, "v1"), warehouse).success
+    before = _catalog_state(warehouse)
+
+    v2 = _catalog_dir(tmp_path, "v2", grant="-5")
+    plans = v2 / "plans.yml"
+    plans.write_text(plans.read_text().replace('unit_price: "2.50"', 'unit_price: "2.00"'))
+    result = _load(v2, warehouse)
+
+    assert not result.success
+    assert "  - wallets.yml: wallets[0] (wallet_id=wal_a): grants.0.amount:" in _failure(result)
+    assert _catalog_state(warehouse) == before  # gpt-4o input still at 2.50 per 1M
+
+
+# customers.yml of the e2e fixture with a bad line 4: a value indented under a flow mapping.
+BROKEN_CUSTOMERS = (
+    "customers:\n"
+    "  - {customer_id: cus_a, name: Customer A, currency: USD}\n"
+    "  - {customer_id: cus_b, name: Customer B, currency: USD}\n"
+    "    currency: USD\n"
+    "  - {customer_id: cus_j, name: Customer J, currency: JPY}\n"
+)
+
+
+def test_a_yaml_syntax_error_is_one_problem_with_file_line_and_column(tmp_path):
+    directory = _catalog_dir(tmp_path, "broken")
+    (directory / "customers.yml").write_text(BROKEN_CUSTOMERS)
+    # The parser stops where the stray mapping starts: line 4, column 5 (1-based).
+    assert BROKEN_CUSTOMERS.splitlines()[3][4:] == "currency: USD"
+
+    with pytest.raises(CatalogError) as info:
+        load_catalog_dir(directory)
+
+    # Nothing else about customers.yml, and no follow-on problem elsewhere (subscriptions and
+    # wallets naming customers of the unreadable file are not judged against it).
+    assert [str(p) for p in info.value.problems] == [
+        "customers.yml:4:5: not valid YAML: expected <block end>, but found '<block mapping "
+        "start>' (while parsing a block collection begun at line 2, column 3) (expected: valid "
+        "YAML)"
+    ]
+
+
+def test_a_yaml_error_and_a_problem_in_another_file_are_both_listed(tmp_path):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    directory = _catalog_dir(tmp_path, "broken")
+    (directory / "customers.yml").write_text(
+        "customers:\n  - {customer_id: cus_a, name: A, currency: USD\n  - {customer_id: cus_b}\n"
+    )
+    _negative_price(directory)
+
+    result = _load(directory, warehouse)
+
+    assert not result.success
+    assert _failure(result).split("\n")[1:] == [
+        "  - customers.yml:3:5: not valid YAML: expected ',' or '}', but got '{' (while "
+        "parsing a flow mapping begun at line 2, column 5) (expected: valid YAML)",
+        "  - plans.yml: plans[0] (plan_id=pro): prices.0.versions.0.unit_price: Input should be "
+        "greater than or equal to 0",
+    ]
+    with duckdb.connect(warehouse.path) as con:
+        assert con.sql(
+            "select count(*) from information_schema.tables where table_schema = 'catalog'"
+        ).fetchone() == (0,)

@@ -19,6 +19,7 @@ from dagster import TimeWindow, materialize
 
 from contracts.catalog import CatalogError
 from contracts.wallets import validate_wallets
+from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.catalog import (
     catalog_tables,
     load_catalog,
@@ -30,7 +31,6 @@ from orchestration.defs.resources import Warehouse
 from orchestration.defs.wallets.assets import (
     LEDGER_ORDER,
     book_month,
-    wallet_catalog,
     wallet_ledger,
 )
 from orchestration.defs.wallets.ledger import (
@@ -323,11 +323,11 @@ def booked(tmp_path_factory):
     catalog_dir.mkdir()
     for name, doc in {**CATALOG, "wallets.yml": WALLETS}.items():
         (catalog_dir / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    card_path = Path(__file__).parent / "fixtures/catalog_e2e/provider_costs.csv"
+    (catalog_dir / "provider_costs.csv").write_bytes(card_path.read_bytes())
     warehouse = str(root / "warehouse.duckdb")
     with duckdb.connect(warehouse) as con:
-        card = read_provider_costs(
-            Path(__file__).parent / "fixtures/catalog_e2e/provider_costs.csv"
-        )
+        card = read_provider_costs(card_path)
         write_catalog(con, catalog_tables(load_catalog(catalog_dir), card))
         con.execute("create schema marts")
         con.register("rated", _rated_frame().to_arrow())
@@ -336,7 +336,7 @@ def booked(tmp_path_factory):
         "warehouse": Warehouse(path=warehouse),
         "catalog_dir": PricingCatalogDir(path=str(catalog_dir)),
     }
-    assert materialize([wallet_catalog], resources=resources).success
+    assert materialize([pricing_catalog], resources=resources).success
     runs = []
     for partition in ("2026-10-01", "2026-10-01"):
         result = materialize([wallet_ledger], partition_key=partition, resources=resources)

@@ -2,12 +2,17 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        full_refresh=false,
     )
 }}
 
 -- The frozen lines of finalized invoices. Append-only: an invoice is written here once, when
 -- its grace period has passed (finalized_at = period end + invoice_grace_days), and never
 -- changes afterwards. Later differences become rows of fct_invoice_adjustments.
+-- full_refresh=false: `dbt build --full-refresh` leaves it as it is (it would otherwise
+-- re-freeze every invoice from today's data); a deliberate rebuild drops the table by hand.
+-- A billing period held by unpriced usage (fct_invoice_holds) is not finalized: its invoices
+-- stay drafts until the usage is priced and the month re-run.
 
 with
 
@@ -17,13 +22,28 @@ computed as (
 
 ),
 
+holds as (
+
+    select distinct
+        billing_period_start,
+        billing_period_end
+    from {{ ref('fct_invoice_holds') }}
+    where {{ in_window('billing_period_start') }}
+
+),
+
 due as (
 
     select
         computed.*,
-        {{ dbt.dateadd('day', invoice_grace_days() | int, 'computed.billing_period_end') }}
-            as finalized_at
+        {{ invoice_finalized_at('computed.billing_period_end') }} as finalized_at
     from computed
+    where not exists (
+        select 1 from holds
+        where
+            holds.billing_period_start = computed.billing_period_start
+            and holds.billing_period_end = computed.billing_period_end
+    )
 
 )
 

@@ -2,8 +2,12 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        full_refresh=false,
     )
 }}
+
+-- full_refresh=false: booked adjustments are history (they were billed on later invoices);
+-- `dbt build --full-refresh` leaves the table as it is instead of re-booking from scratch.
 
 -- What changed in a finalized invoice since it was finalized (late events, a corrected price,
 -- a backfill): per line, the recomputed amount less the frozen amount less the adjustments

@@ -6,7 +6,7 @@ on their 24 hourly parents and monthly on their days (Dagster's time-window mapp
 """
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,34 @@ class TokenbillTranslator(DagsterDbtTranslator):
         freshness = FRESHNESS[grain] if grain and props["name"].startswith("fct_") else None
         return spec.replace_attributes(owners=OWNERS, freshness_policy=freshness)
 
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        return spec._replace(blocking=dbt_test_blocks(manifest["nodes"][unique_id]))
+
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props.get("fqn", [])
         if dbt_resource_props.get("resource_type") == "model" and len(fqn) > 2:
             folder = fqn[1]
             return {"marts": "token_usage"}.get(folder, folder)
         return super().get_group_name(dbt_resource_props)
+
+
+def dbt_test_blocks(test_props: Mapping[str, Any]) -> bool:
+    """Whether a dbt test blocks: its failure fails the run and stops what is downstream of
+    it (the export of invoices, the next grain's run). The one rule: a test with ``error``
+    severity blocks (it guards an invariant money depends on: reconciliations, grains, the
+    close), unless its dbt config says ``meta: {dagster: {blocking: false}}`` (a data-quality
+    signal that is handled later: unpriced usage, which holds the monthly close instead).
+    ``warn`` tests never block. See README, "Reading the checks"."""
+    config = test_props.get("config") or {}
+    explicit = ((config.get("meta") or test_props.get("meta") or {}).get("dagster") or {}).get(
+        "blocking"
+    )
+    if explicit is not None:
+        return bool(explicit)
+    return (config.get("severity") or "error").lower() == "error"
 
 
 TRANSLATOR = TokenbillTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
@@ -118,9 +140,12 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
         run_results = invocation.get_artifact("run_results.json")
         yield from table_observations(run_results, warehouse, window)
         broken = build_errors(run_results)
-        if broken:
+        blocked = blocking_test_failures(run_results, invocation.manifest, warehouse)
+        if broken or blocked:
+            # One line first, before Dagster's generic "blocking asset check failed".
+            reasons = (["dbt could not build: " + "; ".join(broken)] if broken else []) + blocked
             raise Failure(
-                description="dbt could not build: " + "; ".join(broken),
+                description=" | ".join(reasons),
                 metadata={"dbt_command": " ".join(invocation.process.args)},
             )
 
@@ -247,6 +272,57 @@ def build_errors(run_results: Mapping[str, Any]) -> list[str]:
         for r in run_results.get("results", [])
         if r.get("status") == "error"
     ]
+
+
+#: Failing rows of a blocking test quoted in the run's failure message.
+FAILURE_SAMPLE_ROWS = 5
+
+
+def blocking_test_failures(
+    run_results: Mapping[str, Any], manifest: Mapping[str, Any], warehouse: Warehouse
+) -> list[str]:
+    """One line per blocking test that failed: which check on which model, its failing rows
+    (read again with the test's own compiled SQL, after dbt has released the warehouse) and
+    what to do (the test's ``meta.remedy``)."""
+    failed = [
+        (r, manifest["nodes"][r["unique_id"]])
+        for r in run_results.get("results", [])
+        if r["unique_id"].startswith("test.")
+        and r.get("status") == "fail"
+        and dbt_test_blocks(manifest["nodes"][r["unique_id"]])
+    ]
+    if not failed:
+        return []
+    lines = []
+    with warehouse.connect(read_only=True) as con:
+        for result, props in failed:
+            meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+            model = (meta.get("dagster") or {}).get("ref", {}).get("name") or (
+                props.get("attached_node") or props["depends_on"]["nodes"][0]
+            ).split(".")[-1]
+            try:
+                cursor = con.execute(
+                    f"select * from (\n{result['compiled_code']}\n) limit {FAILURE_SAMPLE_ROWS}"
+                )
+                columns = [c[0] for c in cursor.description]
+                rows = [
+                    ", ".join(f"{c}={_plain(v)}" for c, v in zip(columns, row, strict=True))
+                    for row in cursor.fetchall()
+                ]
+            except Exception as exc:  # the message must not hide the failure it reports
+                rows = [f"(rows not readable: {str(exc).splitlines()[0]})"]
+            count = result.get("failures")
+            remedy = meta.get("remedy") or "see the check's rows in the UI and the README"
+            lines.append(
+                f"{props['name']} failed on {model} ({count} row(s)): "
+                + " / ".join(rows)
+                + f"; {remedy}"
+            )
+    return lines
+
+
+def _plain(value: Any) -> str:
+    return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
 
 
 dbt_catalog = _grain_assets("catalog", None)

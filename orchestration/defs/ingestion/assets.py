@@ -76,7 +76,9 @@ AUDIT_COLUMNS = (
             "lines_reconcile",
             asset=ASSET,
             description="Every line read is valid, duplicate or quarantined: "
-            "lines_read = valid + duplicates + quarantined, per hour.",
+            "lines_read = valid + duplicates + quarantined, per hour. Blocking: a line that "
+            "went nowhere or twice fails the run and nothing downstream is built from it.",
+            blocking=True,
         ),
         AssetCheckSpec(
             "quarantine_rate",

@@ -1,7 +1,9 @@
-"""``pricing_catalog``: the catalog files, validated and written to ``catalog.*`` tables.
+"""``pricing_catalog``: the catalog directory, validated and written to ``catalog.*`` tables.
 
-One multi-asset: the tables are written together or not at all, and each is an asset of its
-own (``catalog/customers``, ``catalog/prices``...), the dbt sources of the dimension views.
+One multi-asset for prices and wallets alike: every file is validated first (every problem of
+every file listed), then all the tables are written in one transaction, or none is. Each table
+is an asset of its own (``catalog/customers``, ``catalog/prices``, ``catalog/wallets``...), the
+dbt sources of the dimension views and the wallet ledger's inputs.
 """
 
 import polars as pl
@@ -15,15 +17,11 @@ from dagster import (
 )
 
 from contracts.catalog import CatalogError
-from orchestration.defs.rating.catalog import (
-    PROVIDER_COSTS_FILE,
-    catalog_tables,
-    load_catalog,
-    read_provider_costs,
-    write_catalog,
-)
+from contracts.wallets import WALLETS_FILE
+from orchestration.defs.rating.catalog import load_catalog_dir, write_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
+from orchestration.defs.wallets.catalog import WALLET_TABLES
 
 CATALOG_TABLES = {
     "currencies": "ISO 4217 currencies accepted, with minor-unit exponents.",
@@ -35,25 +33,30 @@ CATALOG_TABLES = {
     "price_tiers": "Tiers of each price version, in tokens and per-token prices.",
     "provider_costs": "The provider cost card (provider_costs.csv).",
 }
+OWNERS = ["team:billing"]
+
+
+def _spec(table: str, text: str, group: str) -> AssetSpec:
+    return AssetSpec(
+        ["catalog", table],
+        description=f"{text} Loaded by pricing_catalog from the catalog directory.",
+        group_name=group,
+        kinds={"yaml", "duckdb"},
+        owners=OWNERS,
+    )
 
 
 @multi_asset(
     name="pricing_catalog",
-    specs=[
-        AssetSpec(
-            ["catalog", table],
-            description=f"{text} Loaded by pricing_catalog from the catalog directory.",
-            group_name="catalog",
-            kinds={"yaml", "duckdb"},
-            owners=["team:billing"],
-        )
-        for table, text in CATALOG_TABLES.items()
-    ],
+    specs=[_spec(t, text, "catalog") for t, text in CATALOG_TABLES.items()]
+    + [_spec(t, text, "wallets") for t, text in WALLET_TABLES.items()],
     description=(
-        "The pricing catalog (customers, plans, subscriptions, prices, customer overrides) "
-        "and the provider cost card, read from the catalog directory, validated against "
-        "contracts/catalog.py and written to the catalog.* tables in one transaction. A "
-        "catalog that breaks its contract fails with every problem listed; nothing is applied."
+        "The catalog directory: the pricing catalog (customers, plans, subscriptions, prices, "
+        "customer overrides), the provider cost card and the prepaid wallets (wallets.yml, "
+        "optional), validated together against contracts/catalog.py and contracts/wallets.py "
+        "and written to the catalog.* tables in one transaction. A directory with any problem "
+        "fails with every problem of every file listed; nothing is applied, neither prices "
+        "nor wallets."
     ),
     pool=WAREHOUSE_POOL,
 )
@@ -62,18 +65,24 @@ def pricing_catalog(
 ):
     directory = catalog_dir.directory
     try:
-        catalog = load_catalog(directory)
-        provider_costs = read_provider_costs(directory / PROVIDER_COSTS_FILE)
+        loaded = load_catalog_dir(directory)
     except CatalogError as exc:
+        listed = "\n".join(f"  - {p}" for p in exc.problems)
         raise Failure(
-            description=str(exc),
+            description=f"the catalog in {directory} has {len(exc.problems)} problem(s); "
+            "nothing was applied (prices and wallets unchanged): fix them and run catalog_job "
+            f"again:\n{listed}",
             metadata={"problems": MetadataValue.md(_problem_table(exc))},
         ) from None
-    tables = catalog_tables(catalog, provider_costs)
+    tables = loaded.tables()
     with warehouse.connect() as con:
         write_catalog(con, tables)
     plans: pl.DataFrame = tables["plans"]
-    context.log.info(f"loaded catalog from {directory}")
+    context.log.info(
+        f"loaded the catalog from {directory}: {len(loaded.catalog.customers)} customer(s), "
+        f"{len(loaded.catalog.plans)} plan(s), {len(loaded.wallets)} wallet(s) "
+        f"({WALLETS_FILE if loaded.wallets else 'no wallets'})"
+    )
     for name, frame in tables.items():
         metadata = {"directory": str(directory), "dagster/row_count": frame.height}
         if name == "plans":

@@ -1,20 +1,25 @@
-"""Loading the pricing catalog: YAML files -> validated contract -> ``catalog.*`` tables.
+"""Loading the catalog: YAML files -> validated contracts -> ``catalog.*`` tables.
 
-Nothing is written unless the whole catalog is valid; then every table is replaced in one
-transaction, so the warehouse never holds half of an old catalog and half of a new one.
-Prices are stored per token (unit price / unit size, exact: unit sizes are powers of ten)
+The catalog directory holds the pricing catalog (customers, plans, subscriptions, overrides),
+the provider cost card and the wallets. :func:`load_catalog_dir` validates all of it together
+and reports every problem of every file; nothing is written unless all of it is valid, and
+then every table (prices and wallets alike) is replaced in one transaction
+(:func:`write_catalog`), so the warehouse never holds half of an old catalog and half of a new
+one. Prices are stored per token (unit price / unit size, exact: unit sizes are powers of ten)
 and tier bounds, allowances and package sizes in tokens, so the rating SQL works in one unit.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import yaml
+from pydantic import ValidationError
 
 from contracts.catalog import (
     CURRENCY_EXPONENTS,
@@ -23,48 +28,147 @@ from contracts.catalog import (
     UNITS,
     Catalog,
     CatalogError,
+    Customer,
     Price,
     Problem,
     like_pattern,
     validate_catalog,
 )
+from contracts.wallets import WALLETS_FILE, Wallet, validate_wallets
+from orchestration.defs.wallets.catalog import wallet_tables
 
 PROVIDER_COSTS_FILE = "provider_costs.csv"
+#: Files a catalog directory may lack: no overrides, no wallets.
+OPTIONAL_FILES = ("overrides.yml", WALLETS_FILE)
 MONEY = pl.Decimal(38, PRICE_SCALE)
 _QUANTUM = Decimal(1).scaleb(-PRICE_SCALE)
 
 
-def read_documents(directory: Path) -> tuple[dict[str, object], list[Problem]]:
-    """Parse every catalog file; YAML syntax errors become problems with their line."""
+def yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
+    """A YAML syntax error as one problem at the line and column where the parser stopped
+    (1-based, as editors count), naming the construct it was reading when that began
+    elsewhere (an unclosed ``{`` two lines up)."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        what += (
+            f" ({context} begun at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        )
+    elif context:
+        what += f" ({context})"
+    if mark is None:
+        return Problem(file, "-", "-", f"not valid YAML: {what}", "valid YAML")
+    line, column = mark.line + 1, mark.column + 1
+    return Problem(
+        file,
+        f"line {line}, column {column}",
+        "-",
+        f"not valid YAML: {what}",
+        "valid YAML",
+        line=line,
+        column=column,
+    )
+
+
+def read_documents(directory: Path) -> tuple[dict[str, object], list[Problem], frozenset[str]]:
+    """Parse every catalog file: (documents, problems, names of the files that could not be
+    parsed). A file with a syntax error is one problem and nothing else is said about it."""
     documents: dict[str, object] = {}
     problems: list[Problem] = []
-    for name in FILES:
+    unreadable: set[str] = set()
+    for name in (*FILES, WALLETS_FILE):
         path = directory / name
         if not path.exists():
-            if name != "overrides.yml":
+            if name not in OPTIONAL_FILES:
                 problems.append(Problem(name, "-", "-", "file missing", f"{path}"))
+                unreadable.add(name)
             continue
         try:
-            documents[name] = yaml.safe_load(path.read_text())
+            documents[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "-"
-            problems.append(Problem(name, where, "-", f"not valid YAML: {exc}", "YAML"))
-    return documents, problems
+            problems.append(yaml_problem(name, exc))
+            unreadable.add(name)
+        except UnicodeDecodeError as exc:
+            problems.append(
+                Problem(name, f"byte {exc.start}", "-", "not UTF-8 text", "a UTF-8 YAML file")
+            )
+            unreadable.add(name)
+    return documents, problems, frozenset(unreadable)
 
 
 def load_catalog(directory: Path) -> Catalog:
-    documents, problems = read_documents(directory)
+    """The pricing catalog of ``directory`` (not the wallets); raise CatalogError listing
+    every problem."""
+    documents, problems, unreadable = read_documents(directory)
+    pricing_unreadable = unreadable - {WALLETS_FILE}
+    problems = [p for p in problems if p.file != WALLETS_FILE]
     try:
-        catalog = validate_catalog(documents)
+        catalog = validate_catalog(documents, pricing_unreadable)
     except CatalogError as exc:
         raise CatalogError(problems + exc.problems) from None
+    problems += _price_rows(catalog)[1]
     if problems:
         raise CatalogError(problems)
-    per_token_problems = [p for p in _price_rows(catalog)[1]]
-    if per_token_problems:
-        raise CatalogError(per_token_problems)
     return catalog
+
+
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """Everything the catalog directory holds, validated together."""
+
+    catalog: Catalog
+    provider_costs: pl.DataFrame
+    wallets: list[Wallet]
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """Every ``catalog.*`` table: pricing, provider costs and wallets."""
+        return {**catalog_tables(self.catalog, self.provider_costs), **wallet_tables(self.wallets)}
+
+
+def load_catalog_dir(directory: Path) -> LoadedCatalog:
+    """Validate the pricing catalog, the provider cost card and the wallets of ``directory``
+    together; raise one CatalogError listing every problem of every file."""
+    documents, problems, unreadable = read_documents(directory)
+    catalog = None
+    try:
+        catalog = validate_catalog(documents, unreadable)
+        problems += _price_rows(catalog)[1]
+    except CatalogError as exc:
+        problems += exc.problems
+    provider_costs = None
+    try:
+        provider_costs = read_provider_costs(directory / PROVIDER_COSTS_FILE)
+    except CatalogError as exc:
+        problems += exc.problems
+    wallets: list[Wallet] = []
+    if WALLETS_FILE not in unreadable:
+        customers = (
+            None
+            if "customers.yml" in unreadable
+            else customer_currencies(documents.get("customers.yml"))
+        )
+        try:
+            wallets = validate_wallets(documents.get(WALLETS_FILE), customers)
+        except CatalogError as exc:
+            problems += exc.problems
+    if problems or catalog is None or provider_costs is None:
+        raise CatalogError(problems)
+    return LoadedCatalog(catalog, provider_costs, wallets)
+
+
+def customer_currencies(document: object) -> dict[str, str]:
+    """customer_id -> currency of the valid entries of customers.yml (the broken ones are
+    reported by the pricing catalog's validation)."""
+    entries = document.get("customers") if isinstance(document, dict) else None
+    customers = {}
+    for raw in entries if isinstance(entries, list) else []:
+        try:
+            c = Customer.model_validate(raw)
+        except ValidationError:
+            continue
+        customers[c.customer_id] = c.currency
+    return customers
 
 
 def read_provider_costs(path: Path) -> pl.DataFrame:

@@ -7,7 +7,10 @@
 
 -- The frozen lines of finalized invoices. Append-only: an invoice is written here once, when
 -- its grace period has passed (finalized_at = period end + invoice_grace_days), and never
--- changes afterwards. Later differences become rows of fct_invoice_adjustments.
+-- changes afterwards. Later differences become rows of fct_invoice_adjustments. The exact
+-- amounts are frozen; fct_invoice_line_items rounds the invoice from them (a deterministic
+-- function of these lines and of the adjustments booked onto the invoice before it was
+-- finalized, so the rounded amounts do not change either).
 
 with
 
@@ -40,8 +43,9 @@ select
     description,
     unit_description,
     quantity,
+    unit_price,
+    unit,
     amount_precise,
-    amount,
     cast(finalized_at as timestamp) as finalized_at
 from due
 where

@@ -328,8 +328,7 @@ def _invoice_table(invoices) -> list[str]:
         amount = f"{{:,.{exponent}f}}".format
         rows.append(
             (iid, cid, cur, status, amount(sub), amount(cred), amount(due), str(n),
-             "" if minimum is None
-             else amount(minimum) + (" (= total)" if minimum == due else " (total differs)"))
+             "" if minimum is None else amount(minimum) + _minimum_note(minimum, sub, due))
         )  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     left = 4  # the text columns; the rest are numbers, right-aligned
@@ -343,6 +342,14 @@ def _invoice_table(invoices) -> list[str]:
 
     title = f"  invoices ({len(rows)}; lines rounded by largest remainder to the rounded total):"
     return [title, fmt(header), *(fmt(r) for r in rows)]
+
+
+def _minimum_note(minimum, subtotal, total_due) -> str:
+    if minimum == total_due:
+        return " (= total due)"
+    if minimum == subtotal:
+        return " (= charges; credits applied)"
+    return " (charges differ: top-ups or adjustments)"
 
 
 def _compare(manifest: dict, audit, totals) -> str:

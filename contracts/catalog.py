@@ -184,6 +184,12 @@ class Customer(_Entry):
     customer_id: str = Field(min_length=1)
     name: str
     currency: Currency
+    stripe_customer_id: str | None = Field(
+        default=None,
+        pattern=r"^cus_[A-Za-z0-9]+$",
+        description="The customer's id at the payment provider (Stripe's cus_...), sent as "
+        "`customer` in the invoice export.",
+    )
 
 
 class Subscription(_Entry):

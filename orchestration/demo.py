@@ -26,10 +26,13 @@ from pathlib import Path
 import duckdb
 
 from orchestration.environment import demo_s3_port, write_env_file
-from orchestration.settings import REPO_ROOT, analyst_copy_path, load_settings
+from orchestration.settings import REPO_ROOT, analyst_copy_path, load_settings, setting
 
 STATE_DIR = REPO_ROOT / ".tokenbill"
 DAGSTER_HOME = STATE_DIR / "dagster_home"
+#: The invoice export and the statements, copied out of the demo's S3 server (which lives in
+#: memory and ends with the demo).
+EXPORTS_DIR = STATE_DIR / "exports"
 DEFAULT_MONTH = "2026-10"
 FINGERPRINT_TABLES = (
     "marts.fct_invoice_line_items",
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve_ui(args.port)
         _backfill(args.month)
         print(f"backfilled the month in {time.monotonic() - generated:.1f}s")
-        print(summary(settings.warehouse_path, args.month, manifest))
+        exported = save_exports(settings.bucket, setting("TOKENBILL_EXPORT_PREFIX"), EXPORTS_DIR)
+        print(summary(settings.warehouse_path, args.month, manifest, exported))
     finally:
         server.stop()
     return 0
@@ -158,7 +162,31 @@ def _serve_ui(port: int) -> int:
         return 0
 
 
-def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> str:
+def save_exports(bucket: str, prefix: str, folder: Path) -> tuple[Path, int, int]:
+    """Copy the invoice export and statements from S3 into ``folder`` (replaced whole), keeping
+    their keys below the prefix; (folder, feeds, statements)."""
+    import boto3
+
+    client = boto3.client("s3")
+    shutil.rmtree(folder, ignore_errors=True)
+    counts = {".jsonl": 0, ".html": 0}
+    base = prefix.strip("/") + "/"
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+        for obj in page.get("Contents", []):
+            target = folder / obj["Key"][len(base) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            if target.suffix in counts:
+                counts[target.suffix] += 1
+    return folder, counts[".jsonl"], counts[".html"]
+
+
+def summary(
+    warehouse_path: str,
+    month: str,
+    manifest: dict | None = None,
+    exported: tuple[Path, int, int] | None = None,
+) -> str:
     """What the month's run did, read back from the warehouse."""
     start = datetime.strptime(month, "%Y-%m")
     end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
@@ -201,17 +229,37 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
             "where usage_hour >= ? and usage_hour < ?",
             params,
         ).fetchone()
+        # Rankings within one currency: yen and dollars do not compare without FX.
         top_revenue = con.execute(
-            "select customer_id, currency, sum(revenue), sum(provider_cost), sum(gross_margin) "
-            "from marts.fct_margin_monthly where usage_month = ? "
-            "group by 1, 2 order by 3 desc, 1 limit 5",
+            "select currency, customer_id, revenue, cost, margin from ("
+            "  select customer_id, currency, sum(revenue) as revenue, sum(provider_cost) as cost,"
+            "    sum(gross_margin) as margin, row_number() over ("
+            "      partition by currency order by sum(revenue) desc, customer_id) as rank"
+            "  from marts.fct_margin_monthly where usage_month = ? group by 1, 2"
+            ") where rank <= 5 order by currency, rank",
             [start.date()],
         ).fetchall()
+        invoiced = con.execute(
+            "select currency, count(*), sum(subtotal), sum(credits_applied), sum(total_due) "
+            "from marts.fct_invoices where billing_period_start >= ? "
+            "and billing_period_start < ? group by 1 order by 1",
+            params,
+        ).fetchall()
+        # The minimum a subscription pays where its usage fell short: fee + prorated minimum.
         invoices = con.execute(
-            "select invoice_id, customer_id, currency, status, subtotal, credits_applied, "
-            "total_due, line_count from marts.fct_invoices where billing_period_start = ? "
-            "order by total_due desc, invoice_id",
-            [start],
+            "select invoices.invoice_id, invoices.customer_id, invoices.currency, "
+            "invoices.status, invoices.subtotal, invoices.credits_applied, invoices.total_due, "
+            "invoices.line_count, case when fees.minimum_spend_true_up > 0 "
+            "then fees.platform_fee_amount + fees.minimum_spend_amount end as minimum_due, "
+            "currencies.minor_unit_exponent "
+            "from marts.fct_invoices as invoices "
+            "left join marts.fct_subscription_fees as fees "
+            "on invoices.subscription_id = fees.subscription_id "
+            "and invoices.billing_period_start = fees.billing_period_start "
+            "join catalog.currencies as currencies on invoices.currency = currencies.currency "
+            "where invoices.billing_period_start >= ? and invoices.billing_period_start < ? "
+            "order by invoices.currency, invoices.total_due desc, invoices.invoice_id",
+            params,
         ).fetchall()
         fingerprint = warehouse_fingerprint(con)
 
@@ -242,23 +290,27 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
         for cur, amount, cost in revenue
     ]
     out.append(f"  unpriced usage rows: {unpriced[0]} ({int(unpriced[1]):,} tokens)")
-    out.append("  top customers by revenue (margin = revenue - provider cost, USD customers):")
+    out.append("  top customers by usage revenue, per currency (margin = revenue - provider cost):")
     out += [
-        f"    {cid:<10} {cur} {rev:>14,.4f}   cost {cost:>12,.4f}   margin "
+        f"    {cur} {cid:<12} revenue {rev:>16,.4f}   cost (USD) {cost:>12,.4f}   margin "
         + (f"{margin:>12,.4f}" if margin is not None else "n/a (not USD)")
-        for cid, cur, rev, cost, margin in top_revenue
+        for cur, cid, rev, cost, margin in top_revenue
     ]
-    out.append(f"  invoices ({len(invoices)}; rounded per line, half away from zero):")
-    out.append(
-        f"    {'invoice':<28}{'customer':<10}{'cur':<5}{'status':<10}{'subtotal':>14}"
-        f"{'credits':>12}{'total due':>14}{'lines':>7}"
-    )
+    out.append("  invoiced (rounded: each total is its exact amount rounded once):")
     out += [
-        f"    {iid:<28}{cid:<10}{cur:<5}{status:<10}{sub:>14,.2f}{cred:>12,.2f}{due:>14,.2f}{n:>7}"
-        for iid, cid, cur, status, sub, cred, due, n in invoices
+        f"    {cur} {n:>4} invoices   charges {sub:>16,.2f}   credits {cred:>14,.2f}   "
+        f"total due {due:>16,.2f}"
+        for cur, n, sub, cred, due in invoiced
     ]
+    out += _invoice_table(invoices)
     if manifest:
         out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))
+    if exported:
+        folder, feeds, statements = exported
+        out.append(
+            f"  invoice export: {feeds} Stripe invoice-item feed(s) (.jsonl) and {statements} "
+            f"customer statement(s) (.html) in {folder}/"
+        )
     out += [
         f"  warehouse: {warehouse_path}",
         f"  fingerprint of the tables: {fingerprint}  (identical on every re-run)",
@@ -268,6 +320,40 @@ def summary(warehouse_path: str, month: str, manifest: dict | None = None) -> st
         "  the UI:    make ui   (then http://127.0.0.1:3000)",
     ]
     return "\n".join(out)
+
+
+def _invoice_table(invoices) -> list[str]:
+    """Every invoice, with columns as wide as their widest value; where a minimum applies, the
+    minimum due (fee + prorated minimum) beside the total and whether they are equal."""
+    header = ("invoice", "customer", "cur", "status", "subtotal", "credits", "total due",
+              "lines", "minimum due")  # fmt: skip
+    rows = []
+    for iid, cid, cur, status, sub, cred, due, n, minimum, exponent in invoices:
+        amount = f"{{:,.{exponent}f}}".format
+        rows.append(
+            (iid, cid, cur, status, amount(sub), amount(cred), amount(due), str(n),
+             "" if minimum is None else amount(minimum) + _minimum_note(minimum, sub, due))
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    left = 4  # the text columns; the rest are numbers, right-aligned
+
+    def fmt(row) -> str:
+        cells = [
+            c.ljust(w) if i < left else (c.rjust(w) if i < len(header) - 1 else c.ljust(w))
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "    " + "  ".join(cells).rstrip()
+
+    title = f"  invoices ({len(rows)}; lines rounded by largest remainder to the rounded total):"
+    return [title, fmt(header), *(fmt(r) for r in rows)]
+
+
+def _minimum_note(minimum, subtotal, total_due) -> str:
+    if minimum == total_due:
+        return " (= total due)"
+    if minimum == subtotal:
+        return " (= charges; credits applied)"
+    return " (charges differ: top-ups or adjustments)"
 
 
 def _compare(manifest: dict, audit, totals) -> str:

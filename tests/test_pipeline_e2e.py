@@ -5,6 +5,8 @@ The hand-made data set is in ``pipeline_data.py``; every expected number is deri
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -285,7 +287,8 @@ def test_platform_fee_of_a_full_month_is_not_prorated(built):
     ) == [
         ("sub_a", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
         ("sub_b", "2026-10-01 00:00:00", Decimal(99), Decimal(0)),
-        ("sub_j", "2026-10-01 00:00:00", Decimal("1000.5"), Decimal(0)),
+        # 1000.5 yen a period: an amount charged as such, in whole yen, half away from zero.
+        ("sub_j", "2026-10-01 00:00:00", Decimal(1001), Decimal(0)),
     ]
 
 
@@ -344,20 +347,23 @@ def test_rerunning_the_period_gives_identical_tables(rerun):
     assert all(rerun["first"][t] for t in TABLES if t not in empty)
 
 
-def test_invoices_are_rounded_per_line_and_total_the_rounded_lines(built):
+def test_invoices_total_their_exact_amount_rounded_once(built):
     assert built.query(
         "select invoice_id, currency, subtotal, credits_applied, total_due, total_precise, "
         "status, finalized_at::varchar from marts.fct_invoices order by invoice_id"
     ) == [
-        # 99 + 0.0120025 of usage: only the 0.00575 uncached-input line rounds up, to 0.01.
+        # 99 + 0.0120025 of usage = 99.0120025 -> 99.01.
         ("inv_sub_a_20261001", "USD", Decimal("99.01"), Decimal(0), Decimal("99.01"),
          Decimal("99.0120025"), "finalized", "2026-11-04 00:00:00"),
         ("inv_sub_b_20261001", "USD", Decimal("99.00"), Decimal(0), Decimal("99.00"),
          Decimal("99.003765"), "finalized", "2026-11-04 00:00:00"),
-        # 1000.5 yen, half away from zero.
+        # The fee of 1000.5 yen is 1001 yen (rounded where it is charged).
         ("inv_sub_j_20261001", "JPY", Decimal(1001), Decimal(0), Decimal(1001),
-         Decimal("1000.5"), "finalized", "2026-11-04 00:00:00"),
+         Decimal(1001), "finalized", "2026-11-04 00:00:00"),
     ]  # fmt: skip
+    # The fee is exact in cents and stays so; the usage lines round down to 0.00 and the one
+    # cent still missing (9901 - 9900) goes to the largest remainder, the uncached input's
+    # 0.575 cent.
     assert built.query(
         "select line_key, amount_precise, amount, amount_minor_units from "
         "marts.fct_invoice_line_items where invoice_id = 'inv_sub_a_20261001' order by line_key"
@@ -375,18 +381,84 @@ def test_invoices_are_rounded_per_line_and_total_the_rounded_lines(built):
 def test_finalized_invoices_are_exported_once_per_line_with_stable_keys(rerun):
     first, second = rerun["exports"]
     assert sorted(first) == [
-        "exports/invoices/period=2026-10-01/inv_sub_a_20261001.jsonl",
-        "exports/invoices/period=2026-10-01/inv_sub_b_20261001.jsonl",
-        "exports/invoices/period=2026-10-01/inv_sub_j_20261001.jsonl",
+        f"exports/invoices/period=2026-10-01/inv_sub_{s}_20261001.{ext}"
+        for s in "abj"
+        for ext in ("html", "jsonl")
     ]
     assert second == first  # a re-export writes the same bytes: same lines, same keys
-    items = [json.loads(line) for line in first[sorted(first)[2]].decode().splitlines()]
-    assert [(i["currency"], i["amount"], i["metadata"]["line_key"]) for i in items] == [
-        ("jpy", 1001, "platform_fee")
+    period = {
+        "start": int(datetime(2026, 10, 1, tzinfo=UTC).timestamp()),
+        "end": int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()),
+    }
+    items = _items(first, "inv_sub_j_20261001")
+    assert items == [
+        {
+            "idempotency_key": hashlib.md5(b"inv_sub_j_20261001:platform_fee").hexdigest(),
+            "customer": "cus_StripeJ1",
+            "amount": 1001,
+            "currency": "jpy",
+            "description": "Platform fee (pro-jpy)",
+            "period": period,
+            "metadata": {
+                "invoice_id": "inv_sub_j_20261001",
+                "tokenbill_customer_id": "cus_j",
+                "subscription_id": "sub_j",
+                "line_key": "platform_fee",
+                "line_type": "platform_fee",
+                "amount": "1001",
+                "amount_precise": "1001",
+                "invoice_total_due": "1001",
+                "finalized_at": "2026-11-04T00:00:00Z",
+            },
+        }
     ]
-    lines_a = first[sorted(first)[0]].decode().splitlines()
-    keys = [json.loads(line)["idempotency_key"] for line in lines_a]
+    items_a = _items(first, "inv_sub_a_20261001")
+    keys = [item["idempotency_key"] for item in items_a]
     assert len(keys) == len(set(keys)) == 7
+    # Cents that add up to the invoice: 9900 + 1 = 9901 = total_due.
+    assert sum(item["amount"] for item in items_a) == 9901
+    # 2,300 uncached input tokens of gpt-4o at $2.50 per 1M: 0.00575 exact, 1 cent invoiced.
+    # unit_amount_decimal is Stripe's: cents per unit of quantity (per token), 2.50 * 100 / 1M.
+    uncached = next(i for i in items_a if i["metadata"]["line_key"].startswith("usage:gpt-4o-unc"))
+    assert uncached == {
+        "idempotency_key": hashlib.md5(
+            b"inv_sub_a_20261001:usage:gpt-4o-uncached:uncached_input"
+        ).hexdigest(),
+        "customer": "cus_StripeA1",
+        "amount": 1,
+        "currency": "usd",
+        "description": "GPT-4o input tokens, 2,300 tokens at $2.50 per 1M",
+        "period": period,
+        "metadata": {
+            "invoice_id": "inv_sub_a_20261001",
+            "tokenbill_customer_id": "cus_a",
+            "subscription_id": "sub_a",
+            "line_key": "usage:gpt-4o-uncached:uncached_input",
+            "line_type": "usage",
+            "amount": "0.01",
+            "amount_precise": "0.00575",
+            "invoice_total_due": "99.01",
+            "finalized_at": "2026-11-04T00:00:00Z",
+            "quantity": "2300",
+            "unit": "1M",
+            "unit_price": "2.50",
+            "unit_amount_decimal": "0.00025",
+        },
+    }
+    # Stripe's parameters only (and the header's key), metadata values all strings; a
+    # customer without a stripe_customer_id is exported with "customer": null.
+    for item in items_a + _items(first, "inv_sub_b_20261001"):
+        assert set(item) == {
+            "idempotency_key", "customer", "amount", "currency", "description", "period",
+            "metadata",
+        }  # fmt: skip
+        assert all(isinstance(v, str) for v in item["metadata"].values())
+    assert {item["customer"] for item in _items(first, "inv_sub_b_20261001")} == {None}
+
+
+def _items(exports: dict[str, bytes], invoice_id: str) -> list[dict]:
+    body = exports[f"{EXPORT_PREFIX}period=2026-10-01/{invoice_id}.jsonl"]
+    return [json.loads(line) for line in body.decode().splitlines()]
 
 
 def test_late_event_after_finalization_books_one_adjustment_and_never_twice(rerun):
@@ -463,3 +535,53 @@ def test_adjustment_lands_as_one_line_on_the_next_draft_invoice(rerun, tmp_path)
         ("adjustment", Decimal("0.00014"), Decimal(0), "draft", "inv_sub_a_20261001"),
         ("platform_fee", Decimal(99), Decimal("99.00"), "draft", None),
     ]
+
+
+#: Where the statement test leaves its screenshot for a person to look at.
+STATEMENT_SCREENSHOT = Path(__file__).parents[1] / ".tokenbill" / "statement-test" / "statement.png"
+#: Written into a copy of the page (the statement itself has no script): what overflows.
+MEASURE = (
+    "<script>document.body.setAttribute('data-fit', JSON.stringify({scroll: "
+    "document.documentElement.scrollWidth, inner: window.innerWidth}));</script></body>"
+)
+
+
+def test_the_customer_statement_shows_totals_a_chart_and_fits_the_page(built, tmp_path):
+    from tests.ui_support import _chromium, copy_for_humans, screenshot
+
+    page = built.exports()[f"{EXPORT_PREFIX}period=2026-10-01/inv_sub_a_20261001.html"].decode()
+    # Self-contained: no script, no stylesheet or image to fetch, nothing but inline SVG.
+    assert "<script" not in page and "<link" not in page and "src=" not in page
+    assert "<style>" in page and '<svg class=chart viewBox="0 0 720 220"' in page
+    statement = tmp_path / "statement.html"
+    statement.write_text(page)
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", MEASURE))
+
+    # (headless Chromium's narrowest window is 500 px wide)
+    for width in (1600, 500):  # a desktop window and a narrow one
+        dom = _chromium(
+            ["--dump-dom", f"--window-size={width},1000"],
+            measured.as_uri(),
+            tmp_path / f"profile-{width}",
+            2000,
+        )
+        fit = json.loads(html.unescape(dom.split('data-fit="')[1].split('"')[0]))
+        assert fit["inner"] == width, fit
+        assert fit["scroll"] <= fit["inner"], f"horizontal overflow at {width}px: {fit}"
+    # What a person reads: the invoice's totals, its lines with unit prices, and one bar per
+    # day of October (usage on Oct 5 and 6 only).
+    assert '<dd id="total-due">$99.01</dd>' in dom and "<dd>$0.00</dd>" in dom  # no credits
+    assert "GPT-4o input tokens, 2,300 tokens at $2.50 per 1M" in dom
+    assert "$2.50 per 1M" in dom and "Usage by model and feature" in dom
+    assert dom.count('<rect class="bar"') == 31
+    assert (
+        "<title>Oct 5: $" in dom
+        and "<title>Oct 6: $" in dom
+        and "<title>Oct 7: $0.00, 0 tokens" in dom
+    )
+
+    png = screenshot(statement.as_uri(), tmp_path / "statement.png", tmp_path / "profile", 2000)
+    copy_for_humans(png, STATEMENT_SCREENSHOT)
+    content = png.read_bytes()
+    assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 20_000

@@ -208,6 +208,56 @@ PLANS = [
             for f in ("a", "b", "c")
         ],
     },
+    # Rounding scenarios (invoices): 30 lines of 0.004 USD; a USD minimum with sub-cent
+    # usage; a prorated JPY minimum; three 0.004 lines paid by prepaid credits.
+    {
+        "plan_id": "tiny",
+        "prices": [
+            output_price(
+                f"tiny-{i:02d}",
+                selector={"model": "m", "feature": f"f{i:02d}"},
+                versions=[{"effective_from": "2026-01-01", "unit_price": "0.004"}],
+            )
+            for i in range(30)
+        ],
+    },
+    {
+        "plan_id": "usdmin",
+        "platform_fee": "2000.00",
+        "minimum_spend": "25000.00",
+        "prices": [
+            output_price(
+                f"usdmin-{f}",
+                selector={"model": "m", "feature": f},
+                versions=[{"effective_from": "2026-01-01", "unit_price": "1.005"}],
+            )
+            for f in ("a", "b", "c")
+        ],
+    },
+    {
+        "plan_id": "jpymin",
+        "currency": "JPY",
+        "minimum_spend": "10000",
+        "prices": [
+            output_price(
+                f"jpymin-{f}",
+                selector={"model": "m", "feature": f},
+                versions=[{"effective_from": "2026-01-01", "unit_price": "0.5"}],
+            )
+            for f in ("a", "b", "c")
+        ],
+    },
+    {
+        "plan_id": "prepaid",
+        "prices": [
+            output_price(
+                f"prepaid-{f}",
+                selector={"model": "m", "feature": f},
+                versions=[{"effective_from": "2026-01-01", "unit_price": "0.004"}],
+            )
+            for f in ("a", "b", "c")
+        ],
+    },
 ]
 # customer -> (plan, anchor day)
 SUBSCRIBED = {
@@ -217,7 +267,8 @@ SUBSCRIBED = {
     "cus_spec": ("prec", 1), "cus_over": ("prec", 1), "cus_amb": ("amb", 1),
     "cus_jpy": ("jpy", 1), "cus_nofail": ("nofail", 1), "cus_noprice": ("grad", 1),
     "cus_zero": ("grad", 1), "cus_anchor": ("grad", 15), "cus_jpysmall": ("jpysmall", 1),
-    "cus_long": ("longctx", 1),
+    "cus_long": ("longctx", 1), "cus_tiny": ("tiny", 1), "cus_usdmin": ("usdmin", 1),
+    "cus_prepaid": ("prepaid", 1),
 }  # fmt: skip
 OVERRIDES = [
     {
@@ -255,13 +306,17 @@ EVENTS = [
     # One hour, one grain: a 1k-token prompt and a 250k-token one (long-context rates).
     ("cus_long", "05 10", 10, {"input_tokens": 1_000}),
     ("cus_long", "05 10", 20, {"input_tokens": 250_000, "reasoning_tokens": 5}),
+    *(("cus_tiny", "05 10", 1, {"feature": f"f{i:02d}"}) for i in range(30)),
+    *(("cus_usdmin", "05 10", 1, {"feature": f}) for f in ("a", "b", "c")),
+    *(("cus_jpymin", "15 10", 1, {"feature": f}) for f in ("a", "b", "c")),
+    *(("cus_prepaid", "05 10", 1, {"feature": f}) for f in ("a", "b", "c")),
 ]  # fmt: skip
 
 
 def _catalog_documents() -> dict[str, dict]:
     customers = [
         {"customer_id": c, "name": c, "currency": "JPY" if c.startswith("cus_jpy") else "USD"}
-        for c in [*SUBSCRIBED, "cus_nosub", "cus_mid"]
+        for c in [*SUBSCRIBED, "cus_nosub", "cus_mid", "cus_jpymin"]
     ]
     plans = [
         {"plan_id": p["plan_id"], "name": p["plan_id"], "currency": p.get("currency", "USD"),
@@ -276,6 +331,8 @@ def _catalog_documents() -> dict[str, dict]:
     ] + [
         # Joins on Oct 11: 21 of October's 31 days.
         {"subscription_id": "sub_mid", "customer_id": "cus_mid", "plan_id": "allow",
+         "start": "2026-10-11"},
+        {"subscription_id": "sub_jpymin", "customer_id": "cus_jpymin", "plan_id": "jpymin",
          "start": "2026-10-11"},
     ]  # fmt: skip
     return {
@@ -333,7 +390,14 @@ def rated(tmp_path_factory):
     fees = dbt_build(warehouse, root / "target", window, "fct_subscription_fees")
     assert fees.returncode == 0, fees.stdout[-3000:]
     with duckdb.connect(warehouse) as con:
-        con.execute(LEDGER_DDL)  # no wallets in this catalog: an empty ledger
+        # No wallets in this catalog: the ledger holds only cus_prepaid's deductions, which pay
+        # its three 0.004 charges of Oct 5 10:00 in full.
+        con.execute(LEDGER_DDL)
+        con.execute(
+            "insert into billing.wallet_ledger values "
+            "('d1', 'wal_prepaid', 'cus_prepaid', 'USD', 'g1', 'purchased', 'deduction', "
+            "'2026-10-05 10:00', '2026-10-05 10:00', '2026-10-01', -0.012, 9.988, 9.988)"
+        )
     invoices = dbt_build(
         warehouse,
         root / "target",
@@ -528,42 +592,132 @@ def test_platform_fee_is_prorated_and_minimum_spend_trued_up(rated):
         # Whole October: fee 31; usage 0 + 10 + 5 = 15 against a minimum of 100 -> 85.
         ("sub_allow", 31 * day, 31 * day, D(31), D(100), D(15), D(85)),
         # From Oct 11: 31 * 21/31 = 21 exactly; 100 * 21/31 = 67.741935483870967741...,
-        # kept to 18 decimals (truncated); no usage, so all of it is trued up.
-        (
-            "sub_mid", 21 * day, 31 * day, D(21), D("67.741935483870967741"), D(0),
-            D("67.741935483870967741"),
-        ),
+        # an amount charged as such, so rounded to the cent: 67.74; no usage, so all of it is
+        # trued up.
+        ("sub_mid", 21 * day, 31 * day, D(21), D("67.74"), D(0), D("67.74")),
     ]  # fmt: skip
 
 
-def test_jpy_invoice_rounds_each_small_line_to_whole_yen(rated):
-    # Three lines of 0.5 yen each round half away from zero to 1 yen: the invoice is 3 yen,
-    # its exact total 1.5 (the documented per-line rule).
-    with duckdb.connect(rated, read_only=True) as con:
+def invoice_of(warehouse: str, customer: str) -> tuple[list[tuple], tuple]:
+    """(lines: line_key, amount_precise, amount, amount_minor_units), (invoice totals)."""
+    with duckdb.connect(warehouse, read_only=True) as con:
         lines = con.execute(
             "select line_key, amount_precise, amount, amount_minor_units from "
-            "marts.fct_invoice_line_items where customer_id = 'cus_jpysmall' order by line_key"
+            "marts.fct_invoice_line_items where customer_id = ? order by line_key",
+            [customer],
         ).fetchall()
         invoice = con.execute(
-            "select currency, subtotal, total_due, total_precise, status from marts.fct_invoices "
-            "where customer_id = 'cus_jpysmall'"
-        ).fetchall()
-    assert lines == [(f"usage:jpysmall-{f}:output", D("0.5"), D(1), 1) for f in ("a", "b", "c")]
-    assert invoice == [("JPY", D(3), D(3), D("1.5"), "finalized")]
+            "select currency, subtotal, credits_applied, total_due, total_precise, status "
+            "from marts.fct_invoices where customer_id = ?",
+            [customer],
+        ).fetchone()
+    return lines, invoice
 
 
-def test_usd_invoice_rounds_half_away_from_zero_and_totals_the_rounded_lines(rated):
-    # cus_mid joined on Oct 11: fee 21 and a minimum true-up of 67.741935... -> 67.74.
+def test_thirty_sub_cent_lines_add_up_to_their_exact_total_rounded_once(rated):
+    # 30 lines of 0.004: exact total 0.12. Each rounds down to 0.00 with a remainder of 0.4
+    # cent; the 12 cents of the rounded total go one each to the 12 largest remainders, all
+    # equal, so to the first 12 line keys (tiny-00..tiny-11).
+    lines, invoice = invoice_of(rated, "cus_tiny")
+    assert invoice == ("USD", D("0.12"), D(0), D("0.12"), D("0.12"), "finalized")
+    assert lines == [
+        (f"usage:tiny-{i:02d}:output", D("0.004"), D("0.01") if i < 12 else D(0), int(i < 12))
+        for i in range(30)
+    ]
+    assert sum(amount for _, _, amount, _ in lines) == D("0.12")
+    assert all(abs(amount - precise) < D("0.01") for _, precise, amount, _ in lines)
+
+
+def test_usd_minimum_invoices_exactly_fee_plus_minimum(rated):
+    # Fee 2000.00, minimum 25000.00, usage 3 x 1.005 = 3.015: the true-up is 24996.985 and the
+    # exact total 27000 exactly. Per-line rounding made it 27000.02 (1.01 x 3 + 24996.99).
+    # Largest remainder: floors 2000.00 + 24996.98 + 1.00 x 3 = 26999.98; the 2 missing cents
+    # go to the 0.5-cent remainders in line-key order: minimum_true_up, then usdmin-a.
+    lines, invoice = invoice_of(rated, "cus_usdmin")
+    assert invoice == ("USD", D(27000), D(0), D(27000), D(27000), "finalized")
+    assert lines == [
+        ("minimum_true_up", D("24996.985"), D("24996.99"), 2499699),
+        ("platform_fee", D(2000), D(2000), 200000),
+        ("usage:usdmin-a:output", D("1.005"), D("1.01"), 101),
+        ("usage:usdmin-b:output", D("1.005"), D("1.00"), 100),
+        ("usage:usdmin-c:output", D("1.005"), D("1.00"), 100),
+    ]
+
+
+def test_prorated_jpy_minimum_invoices_exactly_the_rounded_minimum(rated):
+    # From Oct 11: 10000 yen x 21/31 = 6774.19... -> 6774 yen. Usage 3 x 0.5 = 1.5 yen, the
+    # true-up 6772.5. Floors 6772 + 0 x 3; the 2 missing yen go to the 0.5 remainders in
+    # line-key order: minimum_true_up, then jpymin-a.
+    lines, invoice = invoice_of(rated, "cus_jpymin")
+    assert invoice == ("JPY", D(6774), D(0), D(6774), D(6774), "finalized")
+    assert lines == [
+        ("minimum_true_up", D("6772.5"), D(6773), 6773),
+        ("usage:jpymin-a:output", D("0.5"), D(1), 1),
+        ("usage:jpymin-b:output", D("0.5"), D(0), 0),
+        ("usage:jpymin-c:output", D("0.5"), D(0), 0),
+    ]
+
+
+def test_jpy_small_lines_total_their_exact_sum_rounded_once_to_whole_yen(rated):
+    # Three lines of 0.5 yen: exact 1.5 -> 2 yen, half away from zero (per-line rounding
+    # billed 3). The two yen go to the first two line keys of the tied remainders.
+    lines, invoice = invoice_of(rated, "cus_jpysmall")
+    assert invoice == ("JPY", D(2), D(0), D(2), D("1.5"), "finalized")
+    assert [(key, amount, units) for key, _, amount, units in lines] == [
+        ("usage:jpysmall-a:output", D(1), 1),
+        ("usage:jpysmall-b:output", D(1), 1),
+        ("usage:jpysmall-c:output", D(0), 0),
+    ]
+
+
+def test_prorated_fee_and_minimum_are_whole_cents_and_total_once(rated):
+    # cus_mid joined on Oct 11: fee 21 and a minimum of 67.74 (rounded when prorated), all
+    # trued up: 88.74.
+    lines, invoice = invoice_of(rated, "cus_mid")
+    assert lines == [
+        ("minimum_true_up", D("67.74"), D("67.74"), 6774),
+        ("platform_fee", D(21), D(21), 2100),
+    ]
+    assert invoice == ("USD", D("88.74"), D(0), D("88.74"), D("88.74"), "finalized")
+
+
+def test_credits_never_exceed_the_rounded_charges(rated):
+    # Three 0.004 charges (0.012) paid in full by prepaid credits (deductions 0.012): the exact
+    # total is 0, so total_due is 0.00; the subtotal is 0.012 rounded once, 0.01 (on the first
+    # line key), and the credits applied are subtotal - total_due = 0.01: never more than the
+    # charges, within a cent of the deductions. (Per-line rounding gave 0.00 of charges and
+    # 0.01 of credits: -0.01 due.)
+    lines, invoice = invoice_of(rated, "cus_prepaid")
+    assert invoice == ("USD", D("0.01"), D("0.01"), D(0), D(0), "finalized")
+    assert lines == [
+        ("credits", D("-0.012"), D("-0.01"), -1),
+        ("usage:prepaid-a:output", D("0.004"), D("0.01"), 1),
+        ("usage:prepaid-b:output", D("0.004"), D(0), 0),
+        ("usage:prepaid-c:output", D("0.004"), D(0), 0),
+    ]
+
+
+def test_usage_lines_read_like_an_invoice(rated):
     with duckdb.connect(rated, read_only=True) as con:
         rows = con.execute(
-            "select line_key, amount_precise, amount from marts.fct_invoice_line_items "
-            "where customer_id = 'cus_mid' order by line_key"
+            "select customer_id, line_key, description, quantity, unit_price, unit "
+            "from marts.fct_invoice_line_items "
+            "where customer_id in ('cus_jpy', 'cus_grad', 'cus_pkgup', 'cus_allow', 'cus_vers') "
+            "order by customer_id, line_key"
         ).fetchall()
-        total = con.execute(
-            "select total_due from marts.fct_invoices where customer_id = 'cus_mid'"
-        ).fetchone()
     assert rows == [
-        ("minimum_true_up", D("67.741935483870967741"), D("67.74")),
-        ("platform_fee", D(21), D("21.00")),
-    ]
-    assert total == (D("88.74"),)
+        ("cus_allow", "minimum_true_up",
+         "Minimum spend true-up (minimum $100.00, usage $15.00)", 1, None, None),
+        ("cus_allow", "platform_fee", "Platform fee (allow)", 31 * 86_400, None, None),
+        ("cus_allow", "usage:allow:output",
+         "M output tokens, 130 tokens at $0.50 per token (first 100 free)", 130, None, "1"),
+        ("cus_grad", "usage:grad:output",
+         "M output tokens, 25 tokens, graduated tiers: 10 at $50.00 + 10 at $40.00 "
+         "+ 5 at $30.00", 25, None, "1"),
+        ("cus_jpy", "usage:jpy:output", "M output tokens, 1.0M tokens at ¥150 per 1M",
+         1_000_000, D(150), "1M"),
+        ("cus_pkgup", "usage:pkgup:output",
+         "M output tokens, 101 tokens at $1.00 per started package of 100", 101, None, "1"),
+        ("cus_vers", "usage:vers:output",
+         "M output tokens, 20 tokens at the prices in force at each hour", 20, None, "1"),
+    ]  # fmt: skip

@@ -202,7 +202,13 @@ def build_catalog() -> dict[str, dict]:
     for cid, sub, plan in zip(ids, subs, plans, strict=True):
         currency = "JPY" if cid == jpy_customer else "USD"
         customers.append(
-            {"customer_id": cid, "name": f"Demo customer {cid[-4:]}", "currency": currency}
+            {
+                "customer_id": cid,
+                "name": f"Demo customer {cid[-4:]}",
+                "currency": currency,
+                # A payment-provider id of the shape Stripe gives (the export's `customer`).
+                "stripe_customer_id": f"cus_TbDemo{cid[-4:]}",
+            }
         )
         plan_id = "pro-jpy" if currency == "JPY" else plan
         if cid == upgrader:

@@ -16,6 +16,7 @@ select
     customers.customer_id,
     customers.name as customer_name,
     customers.currency,
-    currencies.minor_unit_exponent
+    currencies.minor_unit_exponent,
+    customers.stripe_customer_id
 from customers
 inner join currencies on customers.currency = currencies.currency

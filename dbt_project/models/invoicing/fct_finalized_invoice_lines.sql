@@ -8,7 +8,10 @@
 
 -- The frozen lines of finalized invoices. Append-only: an invoice is written here once, when
 -- its grace period has passed (finalized_at = period end + invoice_grace_days), and never
--- changes afterwards. Later differences become rows of fct_invoice_adjustments.
+-- changes afterwards. Later differences become rows of fct_invoice_adjustments. The exact
+-- amounts are frozen; fct_invoice_line_items rounds the invoice from them (a deterministic
+-- function of these lines and of the adjustments booked onto the invoice before it was
+-- finalized, so the rounded amounts do not change either).
 -- full_refresh=false: `dbt build --full-refresh` leaves it as it is (it would otherwise
 -- re-freeze every invoice from today's data); a deliberate rebuild drops the table by hand.
 -- A billing period held by unpriced usage (fct_invoice_holds) is not finalized: its invoices
@@ -60,8 +63,9 @@ select
     description,
     unit_description,
     quantity,
+    unit_price,
+    unit,
     amount_precise,
-    amount,
     cast(finalized_at as timestamp) as finalized_at
 from due
 where

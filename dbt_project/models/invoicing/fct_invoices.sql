@@ -6,8 +6,9 @@
     )
 }}
 
--- One invoice per subscription and billing period. The total is the sum of the rounded lines:
--- subtotal (every line but credits) less the credits applied.
+-- One invoice per subscription and billing period, totalling its rounded lines: subtotal (every
+-- line but credits) less the credits applied. By the rounding rule of fct_invoice_line_items,
+-- total_due is total_precise rounded once and subtotal the exact charges rounded once.
 
 with
 

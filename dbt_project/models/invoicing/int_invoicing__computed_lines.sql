@@ -2,7 +2,7 @@
 
 -- Every invoice line of the billing periods starting in the window, computed afresh from the
 -- rated charges, the subscription fees and the wallet ledger. One invoice per subscription and
--- billing period. Amounts are exact here; fct_invoice_line_items rounds each line.
+-- billing period. Amounts are exact here; fct_invoice_line_items rounds the invoice (see there).
 
 with
 
@@ -34,6 +34,12 @@ subscriptions as (
 
 ),
 
+currencies as (
+
+    select * from {{ source('catalog', 'currencies') }}
+
+),
+
 rated as (
 
     select
@@ -41,7 +47,10 @@ rated as (
         rated.billing_period_start,
         rated.price_id,
         rated.meter,
+        periods.currency,
+        currencies.minor_unit_exponent,
         max(rated.price_version) as price_version,
+        count(distinct rated.price_version) as price_versions,
         sum(rated.billable_quantity) as quantity,
         sum(rated.amount) as amount
     from {{ ref('fct_rated_charges_hourly') }} as rated
@@ -49,6 +58,7 @@ rated as (
         on
             rated.subscription_id = periods.subscription_id
             and rated.billing_period_start = periods.billing_period_start
+    inner join currencies on periods.currency = currencies.currency
     group by all
 
 ),
@@ -59,8 +69,14 @@ prices as (
 
 ),
 
+tiers as (
+
+    select * from {{ ref('dim_price_tiers') }}
+
+),
+
 -- Where tiers apply, how the period's quantity (after the allowance) spreads over them, at
--- the price version in force at the end of the period: "10000000 @ 19.5 + 2000000 @ 17.55".
+-- the price version in force at the end of the period: "10.0M at $19.50 + 2.0M at $17.55".
 tier_breakdown as (
 
     select
@@ -69,21 +85,25 @@ tier_breakdown as (
         rated.price_id,
         rated.meter,
         string_agg(
-            cast(
-                case prices.pricing_model
+            {{ format_quantity(
+                "case prices.pricing_model
                     when 'volume' then greatest(rated.quantity - prices.included_tokens, 0)
                     else
                         least(greatest(rated.quantity - prices.included_tokens, 0), coalesce(tiers.upper_tokens, rated.quantity))
                         - tiers.lower_tokens
-                end as varchar
-            )
-            || ' @ ' || cast(cast(tiers.unit_price_per_token * prices.unit_size as decimal(38, 9)) as varchar),
+                end",
+                'prices.unit_size', 'prices.unit') }}
+            || ' at '
+            || {{ format_price('tiers.unit_price_per_token * prices.unit_size', 'rated.minor_unit_exponent', 'rated.currency') }}
+            || case when tiers.flat_fee > 0
+                then ' + ' || {{ format_price('tiers.flat_fee', 'rated.minor_unit_exponent', 'rated.currency') }} || ' flat'
+                else '' end,
             ' + ' order by tiers.tier
         ) as breakdown
     from rated
     inner join prices
         on rated.price_id = prices.price_id and rated.price_version = prices.price_version
-    inner join {{ ref('dim_price_tiers') }} as tiers
+    inner join tiers
         on rated.price_id = tiers.price_id and rated.price_version = tiers.price_version
     where
         prices.pricing_model in ('graduated', 'volume')
@@ -96,6 +116,28 @@ tier_breakdown as (
                     or greatest(rated.quantity - prices.included_tokens, 0) <= tiers.upper_tokens))
         )
     group by all
+
+),
+
+-- The one price per unit of a line, where one exists: a per-unit price without allowance, in
+-- one version over the whole period (quantity x unit price = the exact amount).
+unit_prices as (
+
+    select
+        rated.subscription_id,
+        rated.billing_period_start,
+        rated.price_id,
+        rated.meter,
+        tiers.unit_price_per_token * prices.unit_size as unit_price
+    from rated
+    inner join prices
+        on rated.price_id = prices.price_id and rated.price_version = prices.price_version
+    inner join tiers
+        on rated.price_id = tiers.price_id and rated.price_version = tiers.price_version
+    where
+        prices.pricing_model = 'per_unit'
+        and prices.included_tokens = 0
+        and rated.price_versions = 1
 
 ),
 
@@ -121,11 +163,17 @@ lines as (
         periods.invoice_id,
         'platform_fee' as line_key,
         'platform_fee' as line_type,
-        'Platform fee (' || fees.plan_id || '), '
-        || cast(fees.active_seconds // 86400 as varchar) || ' of '
-        || cast(fees.period_seconds // 86400 as varchar) || ' days' as description,
+        'Platform fee (' || fees.plan_id || ')'
+        || case
+            when fees.active_seconds < fees.period_seconds
+                then ', ' || cast(fees.active_seconds // 86400 as varchar) || ' of '
+                || cast(fees.period_seconds // 86400 as varchar) || ' days'
+            else ''
+        end as description,
         'per billing period, prorated by time' as unit_description,
         cast(fees.active_seconds as bigint) as quantity,
+        cast(null as decimal(38, 18)) as unit_price,
+        cast(null as varchar) as unit,
         fees.platform_fee_amount as amount_precise
     from fees
     inner join periods
@@ -140,17 +188,41 @@ lines as (
         periods.invoice_id,
         'usage:' || rated.price_id || ':' || rated.meter,
         'usage',
-        prices.selector_model || ' ' || replace(rated.meter, '_', ' ')
-        || ' (' || cast(rated.quantity as varchar) || ')',
+        coalesce({{ model_display_name('prices.selector_model') }}, rated.price_id) || ' '
+        || {{ meter_words('rated.meter') }} || ', '
+        || {{ format_quantity('rated.quantity', 'prices.unit_size', 'prices.unit') }}
+        || case when rated.meter = 'requests' then ' requests' else ' tokens' end
+        || case
+            when rated.price_versions > 1 then ' at the prices in force at each hour'
+            when prices.pricing_model = 'per_unit'
+                then ' at '
+                || {{ format_price('tiers.unit_price_per_token * prices.unit_size', 'rated.minor_unit_exponent', 'rated.currency') }}
+                || ' per ' || case when prices.unit = '1' then 'token' else prices.unit end
+            when prices.pricing_model = 'package'
+                then ' at '
+                || {{ format_price('prices.package_price', 'rated.minor_unit_exponent', 'rated.currency') }}
+                || ' per started package of '
+                || {{ format_quantity('prices.package_size_tokens', 1, "''") }}
+            else coalesce(', ' || prices.pricing_model || ' tiers: ' || tier_breakdown.breakdown, '')
+                || case when prices.unit = '1' then '' else ' per ' || prices.unit end
+        end
+        || case
+            when prices.included_tokens > 0
+                then ' (first '
+                || {{ format_quantity('prices.included_tokens', 'prices.unit_size', 'prices.unit') }}
+                || ' free)'
+            else ''
+        end,
         prices.pricing_model || ' per ' || prices.unit
         || case when rated.meter = 'requests' then ' requests' else ' tokens' end
         || case
             when prices.included_tokens > 0
                 then ', first ' || cast(prices.included_tokens as varchar) || ' free'
             else ''
-        end
-        || coalesce(': ' || tier_breakdown.breakdown, ''),
+        end,
         cast(rated.quantity as bigint),
+        unit_prices.unit_price,
+        prices.unit,
         rated.amount
     from rated
     inner join periods
@@ -159,12 +231,23 @@ lines as (
             and rated.billing_period_start = periods.billing_period_start
     left join prices
         on rated.price_id = prices.price_id and rated.price_version = prices.price_version
+    left join tiers
+        on
+            rated.price_id = tiers.price_id
+            and rated.price_version = tiers.price_version
+            and tiers.tier = 1
     left join tier_breakdown
         on
             rated.subscription_id = tier_breakdown.subscription_id
             and rated.billing_period_start = tier_breakdown.billing_period_start
             and rated.price_id = tier_breakdown.price_id
             and rated.meter = tier_breakdown.meter
+    left join unit_prices
+        on
+            rated.subscription_id = unit_prices.subscription_id
+            and rated.billing_period_start = unit_prices.billing_period_start
+            and rated.price_id = unit_prices.price_id
+            and rated.meter = unit_prices.meter
 
     union all
 
@@ -172,16 +255,22 @@ lines as (
         periods.invoice_id,
         'minimum_true_up',
         'minimum_true_up',
-        'Minimum spend true-up (minimum ' || cast(fees.minimum_spend_amount as decimal(38, 2))
-        || ', usage ' || cast(fees.usage_amount as decimal(38, 2)) || ')',
+        'Minimum spend true-up (minimum '
+        || {{ format_price('fees.minimum_spend_amount', 'currencies.minor_unit_exponent', 'fees.currency') }}
+        || ', usage '
+        || {{ format_price(round_to_minor_unit('fees.usage_amount', 'currencies.minor_unit_exponent'), 'currencies.minor_unit_exponent', 'fees.currency') }}
+        || ')',
         'per billing period',
         1,
+        null,
+        null,
         fees.minimum_spend_true_up
     from fees
     inner join periods
         on
             fees.subscription_id = periods.subscription_id
             and fees.billing_period_start = periods.billing_period_start
+    inner join currencies on fees.currency = currencies.currency
     where fees.minimum_spend_true_up > 0
 
     union all
@@ -193,6 +282,8 @@ lines as (
         'Prepaid credits applied',
         'wallet deductions in the period',
         cast(count(*) as bigint),
+        null,
+        null,
         sum(ledger.amount)
     from ledger
     inner join periods
@@ -212,6 +303,8 @@ lines as (
         || ' UTC)',
         'automatic top-up purchase',
         1,
+        null,
+        null,
         ledger.amount
     from ledger
     inner join periods
@@ -220,48 +313,6 @@ lines as (
             and ledger.billing_period_start = periods.billing_period_start
     where ledger.entry_type = 'top_up'
 
-),
-
-currencies as (
-
-    select * from {{ source('catalog', 'currencies') }}
-
-),
-
-rounded as (
-
-    select
-        lines.*,
-        currencies.minor_unit_exponent,
-        {{ round_to_minor_unit('lines.amount_precise', 'currencies.minor_unit_exponent') }}
-            as amount_rounded
-    from lines
-    inner join periods on lines.invoice_id = periods.invoice_id
-    inner join currencies on periods.currency = currencies.currency
-
-),
-
-capped as (
-
-    -- Credits applied never exceed what the other (rounded) lines add up to: rounding each
-    -- usage line separately can leave them a cent under the exact credits drawn, and an
-    -- invoice must not come out at -0.01. The exact amount stays in amount_precise.
-    select
-        *,
-        case
-            when line_type = 'credits'
-                then greatest(
-                    amount_rounded,
-                    -greatest(
-                        sum(case when line_type <> 'credits' then amount_rounded else 0 end)
-                            over (partition by invoice_id),
-                        0
-                    )
-                )
-            else amount_rounded
-        end as amount
-    from rounded
-
 )
 
 select
@@ -269,15 +320,17 @@ select
     periods.subscription_id,
     periods.customer_id,
     periods.currency,
-    cast(capped.minor_unit_exponent as integer) as minor_unit_exponent,
+    cast(currencies.minor_unit_exponent as integer) as minor_unit_exponent,
     periods.billing_period_start,
     periods.billing_period_end,
-    capped.line_key,
-    capped.line_type,
-    capped.description,
-    capped.unit_description,
-    capped.quantity,
-    cast(capped.amount_precise as decimal(38, 18)) as amount_precise,
-    cast(capped.amount as decimal(38, 18)) as amount
-from capped
-inner join periods on capped.invoice_id = periods.invoice_id
+    lines.line_key,
+    lines.line_type,
+    lines.description,
+    lines.unit_description,
+    lines.quantity,
+    cast(lines.unit_price as decimal(38, 18)) as unit_price,
+    lines.unit,
+    cast(lines.amount_precise as decimal(38, 18)) as amount_precise
+from lines
+inner join periods on lines.invoice_id = periods.invoice_id
+inner join currencies on periods.currency = currencies.currency

@@ -97,16 +97,28 @@ usage as (
 
 ),
 
+currencies as (
+
+    select * from {{ source('catalog', 'currencies') }}
+
+),
+
+-- The prorated fee and minimum are amounts charged as such, so they are rounded to the
+-- currency's minor unit (half away from zero) here, once: a customer under the minimum pays
+-- exactly the prorated minimum shown on the invoice.
 fees as (
 
     select
         active.*,
-        {{ prorate('active.platform_fee', 'active.active_seconds', 'active.period_seconds') }}
-            as platform_fee_amount,
-        {{ prorate('active.minimum_spend', 'active.active_seconds', 'active.period_seconds') }}
-            as minimum_spend_amount,
+        {{ round_to_minor_unit(
+            prorate('active.platform_fee', 'active.active_seconds', 'active.period_seconds'),
+            'currencies.minor_unit_exponent') }} as platform_fee_amount,
+        {{ round_to_minor_unit(
+            prorate('active.minimum_spend', 'active.active_seconds', 'active.period_seconds'),
+            'currencies.minor_unit_exponent') }} as minimum_spend_amount,
         coalesce(usage.usage_amount, 0) as usage_amount
     from active
+    inner join currencies on active.currency = currencies.currency
     left join usage
         on
             active.subscription_id = usage.subscription_id

@@ -325,7 +325,10 @@ def _price_rows(catalog: Catalog) -> tuple[dict[str, list[dict]], list[Problem]]
 
 _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "currencies": {"currency": pl.String, "minor_unit_exponent": pl.Int32},
-    "customers": {"customer_id": pl.String, "name": pl.String, "currency": pl.String},
+    "customers": {
+        "customer_id": pl.String, "name": pl.String, "currency": pl.String,
+        "stripe_customer_id": pl.String,
+    },
     "plans": {
         "plan_id": pl.String, "name": pl.String, "currency": pl.String,
         "bill_failed_attempts": pl.Boolean, "platform_fee": MONEY, "minimum_spend": MONEY,

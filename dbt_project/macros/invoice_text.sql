@@ -1,0 +1,82 @@
+{#- What a person reads on an invoice line: model names, quantities and prices as text. Display
+    only: the amounts are the exact and rounded columns beside the description. -#}
+
+{#- A model or selector pattern as people write it: claude-sonnet-4-5 -> Claude Sonnet 4.5,
+    anthropic.claude-haiku-4-5-20251001-v1:0 -> Claude Haiku 4.5, gpt-4o-mini -> GPT-4o mini,
+    gemini-2.5-flash -> Gemini 2.5 Flash, claude-* -> Claude models, * -> All models. -#}
+{% macro model_display_name(model) -%}
+    case
+        when {{ model }} = '*' then 'All models'
+        else
+            replace(
+                array_to_string(
+                    list_transform(
+                        string_split(
+                            trim(
+                                regexp_replace(
+                                    regexp_replace(
+                                        regexp_replace({{ model }}, '^[a-z]+\.', ''),
+                                        '-[0-9]{8}.*$', ''
+                                    ),
+                                    '([0-9])-([0-9])', '\1.\2', 'g'
+                                ),
+                                '-*'
+                            ),
+                            '-'
+                        ),
+                        w -> case
+                            when w = 'gpt' then 'GPT'
+                            when w = 'mini' then w
+                            when regexp_matches(w, '^[a-z]+$') then upper(w[1]) || w[2:]
+                            else w
+                        end
+                    ),
+                    ' '
+                ),
+                'GPT ', 'GPT-'
+            )
+            || case when {{ model }} like '%*' then ' models' else '' end
+    end
+{%- endmacro %}
+
+{#- What a meter counts, in words. -#}
+{% macro meter_words(meter) -%}
+    case {{ meter }}
+        when 'uncached_input' then 'input tokens'
+        when 'cached_input' then 'cached input tokens'
+        when 'cache_write' then 'cache write tokens'
+        when 'output' then 'output tokens'
+        when 'reasoning' then 'reasoning tokens'
+        when 'requests' then 'requests'
+        else replace({{ meter }}, '_', ' ')
+    end
+{%- endmacro %}
+
+{#- A count in the price's unit, to one decimal: 12437551 tokens per 1M -> 12.4M; below one
+    unit, or for unit 1, the whole count with thousands separators (12,345). -#}
+{% macro format_quantity(quantity, unit_size, unit) -%}
+    case
+        when {{ unit_size }} <= 1 or abs({{ quantity }}) < {{ unit_size }}
+            then format('{:,}', cast({{ quantity }} as bigint))
+        else
+            format('{:,}', cast(({{ quantity }} * 10 + {{ unit_size }} // 2) // {{ unit_size }} // 10 as bigint))
+            || '.' || cast(({{ quantity }} * 10 + {{ unit_size }} // 2) // {{ unit_size }} % 10 as varchar)
+            || {{ unit }}[-1]
+    end
+{%- endmacro %}
+
+{#- A price with its currency: at least the currency's decimals, more only where the price
+    has them ($15.00, $0.075, ¥150, ¥0.5). -#}
+{% macro format_price(amount, exponent, currency) -%}
+    {%- set digits = "rtrim(rtrim(cast(cast(" ~ amount ~ " as decimal(38, 9)) as varchar), '0'), '.')" -%}
+    case {{ currency }}
+        when 'USD' then '$' when 'EUR' then '€' when 'GBP' then '£' when 'JPY' then '¥'
+        else {{ currency }} || ' '
+    end
+    || case
+        when {{ exponent }} = 0 then {{ digits }}
+        when not contains({{ digits }}, '.') then {{ digits }} || '.' || repeat('0', {{ exponent }})
+        else {{ digits }}
+            || repeat('0', greatest({{ exponent }} - length(split_part({{ digits }}, '.', 2)), 0))
+    end
+{%- endmacro %}

@@ -23,7 +23,8 @@ from orchestration.defs.partitions import daily_partitions, hourly_partitions, m
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.defs.wallets.assets import wallet_catalog, wallet_ledger
+from orchestration.defs.wallets.assets import wallet_catalog
+from orchestration.defs.wallets.ledger_asset import wallet_ledger
 from orchestration.settings import env_or_default
 
 catalog_job = define_asset_job(

@@ -105,11 +105,11 @@ bounds as (
 
     select
         wallets.wallet_id,
-        {{ dbt.dateadd('month', -1, dbt.date_trunc('month', 'min(moments.at)')) }} as first_month,
-        {{ dbt.dateadd('month', 13, dbt.date_trunc('month', 'max(moments.at)')) }} as last_month
+        {{ dbt.dateadd('month', -1, dbt.date_trunc('month', 'min(moments.moment)')) }} as first_month,
+        {{ dbt.dateadd('month', 13, dbt.date_trunc('month', 'max(moments.moment)')) }} as last_month
     from wallets
     inner join (
-        select wallet_id, granted_at as at from grants
+        select wallet_id, granted_at as moment from grants
         union all
         select wallet_id, expires_at from grants where expires_at is not null
         union all
@@ -136,7 +136,7 @@ months as (
 -- subscription's anchor day in every month, subscription starts and ends.
 boundaries as (
 
-    select wallet_id, month_start as at from months
+    select wallet_id, month_start as moment from months
     union
     select
         months.wallet_id,
@@ -154,8 +154,8 @@ intervals as (
 
     select
         wallet_id,
-        at as valid_from,
-        lead(at) over (partition by wallet_id order by at) as valid_to
+        moment as valid_from,
+        lead(moment) over (partition by wallet_id order by moment) as valid_to
     from boundaries
 
 ),

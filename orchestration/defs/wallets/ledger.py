@@ -125,7 +125,7 @@ class TopUpRule:
     threshold: Decimal
     amount: Decimal
     max_per_period: int
-    draw_rank: int = 1
+    draw_rank: int  # where its top-ups draw (from SQL)
 
 
 @dataclass(frozen=True)

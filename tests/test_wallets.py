@@ -515,3 +515,95 @@ def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
         ("wal_b", "sub_b", day(2026, 9, 15), D("1.5"), D(0), D("1.5"), D(0)),
         ("wal_b", "sub_b", day(2026, 10, 15), D("0.5"), D(0), D("0.5"), D(0)),
     ]
+
+
+def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
+    """Delete October's reversal row: the wallet then looks as if the -0.5 hour had drawn
+    nothing back (the bug of the issue). Checked inside a transaction rolled back after."""
+    with duckdb.connect(booked["warehouse"]) as con:
+        con.execute("begin transaction")
+        con.execute("delete from billing.wallet_ledger where entry_type = 'reversal'")
+        failed = {c.check_name: c.metadata for c in run_checks(con) if not c.passed}
+        con.execute("rollback")
+        assert all(c.passed for c in run_checks(con))
+    assert set(failed) == {
+        "wallet_balance_identity",  # later balances no longer the running sum
+        "deductions_within_grant_remaining",  # g1's later remainders neither
+        "credit_used_within_net_charges",  # 18 used against 17.6 of net charges
+    }
+    assert failed["credit_used_within_net_charges"]["sample"].md_str == (
+        "- wal_a: 2026-10-01: credit used 18.000000000000000000, "
+        "net charges 17.600000000000000000"
+    )
+
+
+def test_the_draw_order_top_up_rank_and_billing_periods_come_from_sql(tmp_path):
+    d10, d20 = "2026-10-11", "2026-10-21"
+    documents = {
+        **CATALOG,
+        "subscriptions.yml": {"subscriptions": [
+            {"subscription_id": "sub_a", "customer_id": "cus_a", "plan_id": "p",
+             "start": "2026-10-10", "billing_anchor_day": 15}]},
+    }  # fmt: skip
+    wallets = {"wallets": [{
+        "wallet_id": "w", "customer_id": "cus_a", "currency": "USD",
+        "auto_top_up": {"threshold": "1", "amount": "3", "max_per_period": 1, "priority": 1},
+        "grants": [
+            {"grant_id": "a", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "priority": 1},  # 7th: priority 1 (the top-up, priority 1, comes after it)
+            {"grant_id": "b", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01"},
+            {"grant_id": "c", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "expires_at": d10},  # 4th: purchased after promotional
+            {"grant_id": "e", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01", "expires_at": d20},  # 5th: later expiry
+            {"grant_id": "y", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01T01:00:00", "expires_at": d10},  # 3rd: id tie
+            {"grant_id": "x", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01T01:00:00", "expires_at": d10},  # 2nd
+            {"grant_id": "z", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01", "expires_at": d10},  # 1st: oldest
+            {"grant_id": "q", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "priority": 2},  # after the top-ups
+        ]}]}  # fmt: skip
+    warehouse = str(tmp_path / "warehouse.duckdb")
+    catalog_dir = tmp_path / "catalog"
+    catalog_dir.mkdir()
+    for name, doc in documents.items():
+        (catalog_dir / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    customers = {c["customer_id"]: c["currency"] for c in CATALOG["customers.yml"]["customers"]}
+    with duckdb.connect(warehouse) as con:
+        card = read_provider_costs(
+            Path(__file__).parent / "fixtures/catalog_e2e/provider_costs.csv"
+        )
+        write_catalog(con, catalog_tables(load_catalog(catalog_dir), card))
+        write_catalog(con, wallet_tables(validate_wallets(wallets, customers)))
+        con.execute("create schema marts")
+        con.register("rated", _rated_frame().head(0).to_arrow())
+        con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
+    result = dbt_build(warehouse, tmp_path / "target", None, "tag:catalog", "int_wallets__draw_inputs")
+    assert result.returncode == 0, result.stdout[-3000:]
+    with duckdb.connect(warehouse, read_only=True) as con:
+        ranks = con.execute(
+            "select coalesce(grant_id, 'top-ups'), draw_rank from marts.int_wallets__draw_inputs "
+            "where input_type in ('grant', 'wallet') order by draw_rank"
+        ).fetchall()
+        periods = con.execute(
+            "select valid_from, valid_to, billing_period_start from marts.int_wallets__draw_inputs "
+            "where input_type = 'period' and valid_from < '2026-11-20' "
+            "order by valid_from"
+        ).fetchall()
+    assert ranks == [
+        ("z", 2), ("x", 4), ("y", 6), ("c", 8), ("e", 10), ("b", 12), ("a", 14),
+        ("top-ups", 15), ("q", 16),
+    ]  # fmt: skip
+    day = datetime
+    # No subscription before Oct 10 (calendar months); from Oct 10 the anchor on the 15th.
+    assert periods == [
+        (day(2026, 9, 1), day(2026, 9, 15), day(2026, 9, 1)),
+        (day(2026, 9, 15), day(2026, 10, 1), day(2026, 9, 1)),
+        (day(2026, 10, 1), day(2026, 10, 10), day(2026, 10, 1)),
+        (day(2026, 10, 10), day(2026, 10, 15), day(2026, 9, 15)),
+        (day(2026, 10, 15), day(2026, 11, 1), day(2026, 10, 15)),
+        (day(2026, 11, 1), day(2026, 11, 15), day(2026, 10, 15)),
+        (day(2026, 11, 15), day(2026, 12, 1), day(2026, 11, 15)),
+    ]

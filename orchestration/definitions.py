@@ -18,7 +18,7 @@ from orchestration.defs.operations.schedules import (
     monthly_close_schedule,
     reclose_schedule,
 )
-from orchestration.defs.operations.sensors import late_data_sensor, rollup_sensor
+from orchestration.defs.operations.sensors import late_data_sensor, rerate_sensor, rollup_sensor
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
@@ -80,7 +80,7 @@ def build_defs(
             monthly_close_schedule,
             reclose_schedule,
         ],
-        sensors=[late_data_sensor, rollup_sensor],
+        sensors=[late_data_sensor, rerate_sensor, rollup_sensor],
         resources={
             "s3": S3UsageBucket(
                 bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),

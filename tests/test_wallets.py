@@ -532,8 +532,7 @@ def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
         "credit_used_within_net_charges",  # 18 used against 17.6 of net charges
     }
     assert failed["credit_used_within_net_charges"]["sample"].md_str == (
-        "- wal_a: 2026-10-01: credit used 18.000000000000000000, "
-        "net charges 17.600000000000000000"
+        "- wal_a: 2026-10-01: credit used 18.000000000000000000, net charges 17.600000000000000000"
     )
 
 
@@ -580,7 +579,9 @@ def test_the_draw_order_top_up_rank_and_billing_periods_come_from_sql(tmp_path):
         con.execute("create schema marts")
         con.register("rated", _rated_frame().head(0).to_arrow())
         con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
-    result = dbt_build(warehouse, tmp_path / "target", None, "tag:catalog", "int_wallets__draw_inputs")
+    result = dbt_build(
+        warehouse, tmp_path / "target", None, "tag:catalog", "int_wallets__draw_inputs"
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     with duckdb.connect(warehouse, read_only=True) as con:
         ranks = con.execute(

@@ -229,8 +229,15 @@ def book_month(con, start: datetime, end: datetime) -> dict:
                 continue
             grants.append(
                 GrantState(
-                    grant_id, "purchased", was["booked"][2], was["booked"][1], None,
-                    top_up_rank, remaining=was["remaining"], booked=True, is_top_up=True,
+                    grant_id,
+                    "purchased",
+                    was["booked"][2],
+                    was["booked"][1],
+                    None,
+                    top_up_rank,
+                    remaining=was["remaining"],
+                    booked=True,
+                    is_top_up=True,
                 )  # fmt: skip
             )
         wallet_charges = inputs["charges"].get(wallet_id, {})
@@ -247,9 +254,7 @@ def book_month(con, start: datetime, end: datetime) -> dict:
             for p in set(charged_before) | set(used[wallet_id])
         }
         hourly = {h: a for h, (_, a) in wallet_charges.items() if h >= start - HOUR}
-        previous = (
-            balance_previous_hour[wallet_id] if hourly.get(start - HOUR, ZERO) > 0 else None
-        )
+        previous = balance_previous_hour[wallet_id] if hourly.get(start - HOUR, ZERO) > 0 else None
         try:
             result = simulate(
                 spec,

@@ -248,12 +248,7 @@ def check_analyst_copy(warehouse_path: str, analyst_dir: str) -> Check:
 
 def check_catalog(catalog_dir: str) -> Check:
     from contracts.catalog import CatalogError
-    from orchestration.defs.rating.catalog import (
-        PROVIDER_COSTS_FILE,
-        load_catalog,
-        read_provider_costs,
-    )
-    from orchestration.defs.wallets.assets import load_wallets
+    from orchestration.defs.rating.catalog import load_catalog_dir
 
     directory = Path(catalog_dir)
     if not directory.is_dir():
@@ -264,9 +259,7 @@ def check_catalog(catalog_dir: str) -> Check:
             "TOKENBILL_CATALOG_DIR to the pricing catalog's directory",
         )
     try:
-        catalog = load_catalog(directory)
-        read_provider_costs(directory / PROVIDER_COSTS_FILE)
-        wallets = load_wallets(directory)
+        loaded = load_catalog_dir(directory)
     except CatalogError as exc:
         return Check(
             "catalog",
@@ -278,8 +271,9 @@ def check_catalog(catalog_dir: str) -> Check:
     return Check(
         "catalog",
         OK,
-        f"{catalog_dir}: {len(catalog.customers)} customers, {len(catalog.plans)} plans, "
-        f"{len(catalog.subscriptions)} subscriptions, {len(wallets)} wallets",
+        f"{catalog_dir}: {len(loaded.catalog.customers)} customers, "
+        f"{len(loaded.catalog.plans)} plans, {len(loaded.catalog.subscriptions)} subscriptions, "
+        f"{len(loaded.wallets)} wallets",
     )
 
 

@@ -18,13 +18,13 @@ from orchestration.defs.operations.schedules import (
     monthly_close_schedule,
     reclose_schedule,
 )
-from orchestration.defs.operations.sensors import late_data_sensor, rollup_sensor
+from orchestration.defs.operations.sensors import late_data_sensor, rerate_sensor, rollup_sensor
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.publishing.assets import analyst_snapshot_asset
 from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.defs.wallets.assets import wallet_ledger
+from orchestration.defs.wallets.ledger_asset import wallet_ledger
 from orchestration.settings import env_or_default
 
 #: Every asset that writes the warehouse (or, like the export, ends a job): each job ends with
@@ -85,7 +85,7 @@ def build_defs(
             monthly_close_schedule,
             reclose_schedule,
         ],
-        sensors=[late_data_sensor, rollup_sensor],
+        sensors=[late_data_sensor, rerate_sensor, rollup_sensor],
         resources={
             "s3": S3UsageBucket(
                 bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),

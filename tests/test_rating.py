@@ -24,7 +24,8 @@ from orchestration.defs.rating.catalog import (
     read_provider_costs,
     write_catalog,
 )
-from orchestration.defs.wallets.assets import LEDGER_DDL
+from orchestration.defs.wallets.catalog import wallet_tables
+from orchestration.defs.wallets.ledger_asset import LEDGER_DDL
 from tests.dbt_support import dbt_build, query
 
 D = Decimal
@@ -385,6 +386,7 @@ def rated(tmp_path_factory):
             load_catalog(catalog_dir), read_provider_costs(catalog_dir / "provider_costs.csv")
         )
         write_catalog(con, tables)
+        write_catalog(con, wallet_tables([]))  # no wallets (catalog_job loads both)
     window = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
     result = dbt_build(warehouse, root / "target", window, "tag:catalog", "tag:hourly")
     fees = dbt_build(warehouse, root / "target", window, "fct_subscription_fees")
@@ -403,6 +405,7 @@ def rated(tmp_path_factory):
         root / "target",
         window,
         "fct_wallet_ledger",
+        "fct_wallet_credits",
         "models/invoicing",
         settings={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},
     )

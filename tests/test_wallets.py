@@ -28,20 +28,13 @@ from orchestration.defs.rating.catalog import (
 )
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import Warehouse
-from orchestration.defs.wallets.assets import (
+from orchestration.defs.wallets.catalog import wallet_tables
+from orchestration.defs.wallets.ledger import GrantState, TopUpRule, WalletSpec, simulate
+from orchestration.defs.wallets.ledger_asset import (
     LEDGER_ORDER,
     book_month,
+    run_checks,
     wallet_ledger,
-)
-from orchestration.defs.wallets.ledger import (
-    GrantState,
-    SubscriptionPeriod,
-    TopUpRule,
-    WalletSpec,
-    billing_period_start,
-    low_balance_crossings,
-    period_function,
-    simulate,
 )
 from tests.dbt_support import dbt_build
 
@@ -49,11 +42,15 @@ D = Decimal
 T0 = datetime(2026, 10, 1)
 NOV = datetime(2026, 11, 1)
 H = timedelta(hours=1)
-CALENDAR = period_function([])
 
 
-def grant(gid, amount="10", kind="purchased", granted=T0, expires=None, priority=0):
-    return GrantState(gid, kind, D(amount), granted, expires, priority)
+def CALENDAR(ts: datetime) -> datetime:
+    """Calendar-month billing periods (in the asset, int_wallets__draw_inputs gives them)."""
+    return ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def grant(gid, amount="10", kind="purchased", granted=T0, expires=None, rank=2):
+    return GrantState(gid, kind, D(amount), granted, expires, rank)
 
 
 def run(grants, charges, rule=None, start=T0, end=NOV, **kw):
@@ -69,32 +66,89 @@ def moves(result, entry_type="deduction"):
 # --- draw-down rules --------------------------------------------------------------------------
 
 
-def test_grants_are_drawn_by_priority_expiry_kind_age_then_id():
-    d10, d20 = T0 + timedelta(days=10), T0 + timedelta(days=20)
-    grants = [
-        grant("a", priority=1),  # 7th: priority 1
-        grant("b"),  # 6th: no expiry
-        grant("c", expires=d10),  # 4th: purchased after promotional
-        grant("e", kind="promotional", expires=d20),  # 5th: later expiry beats kind
-        grant("y", kind="promotional", expires=d10, granted=T0 + H),  # 3rd: id tie
-        grant("x", kind="promotional", expires=d10, granted=T0 + H),  # 2nd
-        grant("z", kind="promotional", expires=d10),  # 1st: oldest
-    ]
-    result = run(grants, {5: "65"})
+def test_grants_are_drawn_by_draw_rank_then_age():
+    # The ranks come from int_wallets__draw_inputs (see the draw-order test below); equal
+    # ranks (top-ups) draw the oldest first.
+    grants = [grant("c", rank=6), grant("a", rank=2), grant("b", rank=4),
+              grant("t2", granted=T0 + H, rank=7), grant("t1", rank=7)]  # fmt: skip
+    result = run(grants, {5: "45"})
     assert moves(result) == [
-        ("z", D(-10)), ("x", D(-10)), ("y", D(-10)), ("c", D(-10)), ("e", D(-10)),
-        ("b", D(-10)), ("a", D(-5)),
+        ("a", D(-10)), ("b", D(-10)), ("c", D(-10)), ("t1", D(-10)), ("t2", D(-5)),
     ]  # fmt: skip
-    assert result.overage == {}
-    assert result.balance == D(5)
     assert [e.wallet_balance_after for e in result.entries if e.entry_type == "deduction"] == [
-        D(60), D(50), D(40), D(30), D(20), D(10), D(5)
+        D(40), D(30), D(20), D(10), D(5)
     ]  # fmt: skip
+
+
+# --- credit given back: reversals -----------------------------------------------------------
+
+
+def test_a_volume_correction_gives_the_credit_back_to_the_grant():
+    # The issue's example: volume tiers, first 10 units at 50, beyond at 30. Usage of 10 then
+    # 1: hour 0 is 10 x 50 = 500, hour 1 is 11 x 30 - 500 = -170; the period costs 330.
+    result = run([grant("g", "1000")], {0: "500", 1: "-170"})
+    assert [(e.entry_type, e.grant_id, e.entry_ts, e.amount, e.grant_remaining_after,
+             e.wallet_balance_after) for e in result.entries] == [
+        ("grant", "g", T0, D(1000), D(1000), D(1000)),
+        ("deduction", "g", T0, D(-500), D(500), D(500)),
+        ("reversal", "g", T0 + H, D(170), D(670), D(670)),
+    ]  # fmt: skip
+    assert result.balance == D(670)
+    assert (result.deducted, result.reversed, result.credits_used) == (D(500), D(170), D(330))
+    assert result.overage == {}
+
+
+def test_a_negative_hour_cancels_overage_before_giving_credit_back():
+    # 100 of credit; hour 0 costs 150: 100 drawn, 50 due. Hour 1 corrects by -30: the customer
+    # owes 20 (30 of the 50 cancelled), no credit comes back. Hour 2 corrects by -40: the other
+    # 20 due are cancelled and 20 of credit come back. Net charges 80 = credit used 80.
+    result = run([grant("g", "100")], {0: "150", 1: "-30", 2: "-40"})
+    assert moves(result, "reversal") == [("g", D(20))]
+    assert result.overage == {T0: D(50), T0 + H: D(-30), T0 + 2 * H: D(-20)}
+    assert result.credits_used == D(80) and result.balance == D(20)
+
+
+def test_reversals_go_back_in_reverse_draw_order_at_most_what_each_grant_gave():
+    grants = [grant("promo", "50", "promotional", rank=2), grant("paid", "100", rank=4)]
+    # +80: promo 50, paid 30. -20: paid first (last in draw order), 20 of its 30.
+    # -40: paid's last 10, then promo 30. Net charges 20 = credit used 20.
+    result = run(grants, {0: "80", 1: "-20", 2: "-40"})
+    assert moves(result) == [("promo", D(-50)), ("paid", D(-30))]
+    assert moves(result, "reversal") == [("paid", D(20)), ("paid", D(10)), ("promo", D(30))]
+    assert result.credits_used == D(20) and result.balance == D(130)
+    assert [e.entry_order for e in result.entries if e.entry_ts == T0 + 2 * H] == [0, 1]
+
+
+def test_credit_given_back_to_an_expired_grant_expires_at_once():
+    expires = T0 + timedelta(days=9)  # Oct 10
+    grants = [grant("promo", "50", "promotional", expires=expires)]
+    # Oct 5 draws all 50; nothing is left to expire on Oct 10. The Oct 15 correction of -20
+    # gives 20 back to the promo, which expired: it expires at once (what a clean run with
+    # net charges of 30 would have left to expire). 50 granted = 30 used + 20 expired + 0.
+    oct5, oct15 = T0 + timedelta(days=4), T0 + timedelta(days=14)
+    result = run(grants, {(oct5 - T0) // H: "50", (oct15 - T0) // H: "-20"})
+    assert [(e.entry_type, e.entry_ts, e.entry_order, e.amount, e.wallet_balance_after)
+            for e in result.entries] == [
+        ("grant", T0, 0, D(50), D(50)),
+        ("deduction", oct5, 0, D(-50), D(0)),
+        ("reversal", oct15, 0, D(20), D(20)),
+        ("expiry", oct15, 1, D(-20), D(0)),
+    ]  # fmt: skip
+    assert result.credits_used == D(30) and result.balance == 0
+
+
+def test_a_correction_only_gives_back_what_its_own_billing_period_drew():
+    # October drew 40; November's first hour is a correction of -10 (of a November period
+    # that drew nothing yet): no credit comes back from October's draw.
+    result = run([grant("g", "100")], {0: "40", 31 * 24: "-10"}, end=datetime(2026, 12, 1))
+    assert moves(result, "reversal") == []
+    assert result.overage == {NOV: D(-10)} and result.balance == D(60)
 
 
 def test_expiry_mid_period_books_the_remainder_at_expires_at():
     expires = T0 + timedelta(hours=2, minutes=30)
-    grants = [grant("promo", "50", "promotional", expires=expires), grant("paid", "100")]
+    grants = [grant("promo", "50", "promotional", expires=expires),
+              grant("paid", "100", rank=4)]  # fmt: skip
     # The promo pays hours 00 and 01 (they end by 02:30); hour 02 ends at 03:00, too late.
     result = run(grants, {0: "10", 1: "10", 2: "10", 3: "5"})
     assert [(e.entry_type, e.grant_id, e.entry_ts, e.amount, e.wallet_balance_after)
@@ -114,7 +168,8 @@ def test_expiry_mid_period_books_the_remainder_at_expires_at():
 def test_balance_exhausted_mid_hour_leaves_overage_not_carried_forward():
     result = run([grant("g", "25")], {0: "10", 1: "20", 2: "7", 3: "-4", 4: "0"})
     assert moves(result) == [("g", D(-10)), ("g", D(-15))]
-    assert result.overage == {T0 + H: D(5), T0 + 2 * H: D(7)}
+    # Hour 3's correction of -4 cancels 4 of what is due (no credit was left to give back).
+    assert result.overage == {T0 + H: D(5), T0 + 2 * H: D(7), T0 + 3 * H: D(-4)}
     assert result.balance == 0
     assert min(e.wallet_balance_after for e in result.entries) == 0
 
@@ -126,7 +181,7 @@ def test_a_grant_given_mid_hour_pays_from_the_next_hour():
 
 
 def test_auto_top_up_fires_once_when_the_balance_falls_below_threshold():
-    rule = TopUpRule(threshold=D(20), amount=D(100), max_per_period=1)
+    rule = TopUpRule(threshold=D(20), amount=D(100), max_per_period=1, draw_rank=3)
     # 00: 50 - 40 = 10 < 20 -> top-up of 100 granted at 01:00. 01: 100 drawn (10 old, 90 new)
     # -> 10 < 20 again, but the period's one top-up is used. 02: 10 drawn, 20 overage.
     # November 1 00:00: balance 0, charge 5 -> overage 5; a new period -> top-up at 01:00.
@@ -146,7 +201,7 @@ def test_auto_top_up_fires_once_when_the_balance_falls_below_threshold():
 
 
 def test_auto_top_up_respects_max_per_period():
-    rule = TopUpRule(threshold=D(20), amount=D(30), max_per_period=2, priority=3)
+    rule = TopUpRule(threshold=D(20), amount=D(30), max_per_period=2, draw_rank=3)
     result = run([], {0: "1", 1: "25", 2: "25", 3: "25"}, rule)
     # 00: nothing to draw, 0 < 20 -> top-up #1 at 01. 01: 25 of 30 -> 5 -> #2 at 02.
     # 02: 25 of 35 -> 10 < 20 but capped. 03: 10 drawn, 15 overage.
@@ -157,7 +212,7 @@ def test_auto_top_up_respects_max_per_period():
 
 
 def test_a_top_up_decided_in_the_last_hour_is_booked_by_the_next_window():
-    rule = TopUpRule(threshold=D(5), amount=D(10), max_per_period=3)
+    rule = TopUpRule(threshold=D(5), amount=D(10), max_per_period=3, draw_rank=3)
     last = NOV - H
     october = run([grant("g", "8")], {(last - T0) // H: "4"}, rule)
     assert not moves(october, "top_up") and october.balance == D(4)
@@ -168,12 +223,12 @@ def test_a_top_up_decided_in_the_last_hour_is_booked_by_the_next_window():
 
 def test_the_balance_never_goes_negative_and_the_identity_holds():
     rng = random.Random(7)
-    rule = TopUpRule(threshold=D("3.5"), amount=D("7.25"), max_per_period=3)
+    rule = TopUpRule(threshold=D("3.5"), amount=D("7.25"), max_per_period=3, draw_rank=3)
     grants = [
         grant(f"g{i}", f"{rng.randint(1, 900) / 100}", rng.choice(["purchased", "promotional"]),
               T0 + H * rng.randint(0, 300),
               T0 + H * rng.randint(301, 700) + timedelta(minutes=rng.choice([0, 20])),
-              rng.randint(0, 2))
+              2 * rng.randint(1, 3))
         for i in range(6)
     ]  # fmt: skip
     charges = {h: f"{rng.randint(-50, 400) / 1000}" for h in range(744) if rng.random() < 0.6}
@@ -185,26 +240,8 @@ def test_the_balance_never_goes_negative_and_the_identity_holds():
         remaining[e.grant_id] = remaining.get(e.grant_id, D(0)) + e.amount
         assert e.wallet_balance_after == balance >= 0
         assert e.grant_remaining_after == remaining[e.grant_id] >= 0
-    positive = sum(D(v) for v in charges.values() if D(v) > 0)
-    assert result.deducted + sum(result.overage.values()) == positive
-
-
-def test_billing_periods_follow_the_subscription_anchor():
-    assert billing_period_start(datetime(2026, 10, 14, 23), 15) == datetime(2026, 9, 15)
-    assert billing_period_start(datetime(2026, 10, 15), 15) == datetime(2026, 10, 15)
-    period_of = period_function([SubscriptionPeriod(datetime(2026, 10, 10), None, 15)])
-    assert period_of(datetime(2026, 10, 9)) == datetime(2026, 10, 1)  # none active: calendar
-    assert period_of(datetime(2026, 10, 12)) == datetime(2026, 9, 15)
-
-
-def test_low_balance_crossings_count_again_after_a_top_up():
-    rule = TopUpRule(threshold=D(2), amount=D(10), max_per_period=5)
-    result = run([grant("g", "10")], {0: "9", 1: "9.5"}, rule)
-    # 10 -> 1 (crosses 5 and 2) -> top-up 11 -> 1.5 (crosses 5 and 2 again).
-    crossings = low_balance_crossings(result.entries, [D(5), D(2)], D(0))
-    assert [(t, e.entry_ts) for t, e in crossings] == [
-        (D(5), T0), (D(2), T0), (D(5), T0 + H), (D(2), T0 + H)
-    ]  # fmt: skip
+    # Every charge is drawn, given back or due: credit used + overage = net charges.
+    assert result.credits_used + sum(result.overage.values()) == sum(D(v) for v in charges.values())
 
 
 # --- the wallets.yml contract -----------------------------------------------------------------
@@ -292,11 +329,17 @@ RATED = [
 ]
 
 
+def _period(customer: str, hour: datetime) -> datetime:
+    """The rating's billing period of these rows (cus_b is anchored on the 15th)."""
+    if customer == "cus_b":
+        return datetime(2026, 9, 15) if hour.day < 15 else datetime(2026, 10, 15)
+    return datetime(2026, 10, 1)
+
+
 def _rated_frame() -> pl.DataFrame:
-    anchors = {"cus_a": 1, "cus_b": 15, "cus_c": 1}
     return pl.DataFrame(
         [
-            {"usage_hour": hour, "billing_period_start": billing_period_start(hour, anchors[c]),
+            {"usage_hour": hour, "billing_period_start": _period(c, hour),
              "customer_id": c, "subscription_id": f"sub_{c[-1]}", "plan_id": "p",
              "price_id": "p-out", "price_version": 1, "meter": "output", "provider": "p",
              "model": "m", "feature": None, "environment": None, "status": "success",
@@ -337,6 +380,9 @@ def booked(tmp_path_factory):
         "catalog_dir": PricingCatalogDir(path=str(catalog_dir)),
     }
     assert materialize([pricing_catalog], resources=resources).success
+    # The draw inputs view (the hourly grain builds it in the pipeline).
+    inputs = dbt_build(warehouse, root / "target", None, "tag:catalog", "int_wallets__draw_inputs")
+    assert inputs.returncode == 0, inputs.stdout[-3000:]
     runs = []
     for partition in ("2026-10-01", "2026-10-01"):
         result = materialize([wallet_ledger], partition_key=partition, resources=resources)
@@ -355,54 +401,24 @@ def test_the_ledger_month_is_booked_exactly_and_identically_twice(booked):
             f"order by wallet_id, {LEDGER_ORDER}"
         ).fetchall()
     oct1, sep15, oct15 = datetime(2026, 10, 1), datetime(2026, 9, 15), datetime(2026, 10, 15)
-    d = D
-    assert [(w, t, g, ts, a, r, b, p) for w, t, g, ts, a, r, b, p in entries] == [
+    d, t = D, datetime
+    top_up = "topup-20261005T0100"
+    # g2 (promotional, expiring) draws before g1; the top-up after both. The -0.5 of Oct 4
+    # gives 0.5 back to g1 (last in draw order among the period's grants); so g1 still has
+    # 0.5 for Oct 6, before the top-up is touched.
+    assert entries == [
         ("wal_a", "grant", "g1", oct1, d(10), d(10), d(10), oct1),
         ("wal_a", "grant", "g2", oct1, d(5), d(5), d(15), oct1),
         ("wal_a", "deduction", "g2", oct1, d(-3), d(2), d(12), oct1),
-        (
-            "wal_a",
-            "deduction",
-            "g2",
-            datetime(2026, 10, 2, 10),
-            d("-1.5"),
-            d("0.5"),
-            d("10.5"),
-            oct1,
-        ),
-        ("wal_a", "expiry", "g2", datetime(2026, 10, 3, 12), d("-0.5"), d(0), d(10), oct1),
-        ("wal_a", "deduction", "g1", datetime(2026, 10, 3, 12), d(-4), d(6), d(6), oct1),
-        ("wal_a", "deduction", "g1", datetime(2026, 10, 5), d(-6), d(0), d(0), oct1),
-        (
-            "wal_a",
-            "top_up",
-            "topup-20261005T0100",
-            datetime(2026, 10, 5, 1),
-            d(3),
-            d(3),
-            d(3),
-            oct1,
-        ),
-        (
-            "wal_a",
-            "deduction",
-            "topup-20261005T0100",
-            datetime(2026, 10, 6),
-            d(-2),
-            d(1),
-            d(1),
-            oct1,
-        ),
-        (
-            "wal_a",
-            "deduction",
-            "topup-20261005T0100",
-            datetime(2026, 10, 31, 23),
-            d(-1),
-            d(0),
-            d(0),
-            oct1,
-        ),
+        ("wal_a", "deduction", "g2", t(2026, 10, 2, 10), d("-1.5"), d("0.5"), d("10.5"), oct1),
+        ("wal_a", "expiry", "g2", t(2026, 10, 3, 12), d("-0.5"), d(0), d(10), oct1),
+        ("wal_a", "deduction", "g1", t(2026, 10, 3, 12), d(-4), d(6), d(6), oct1),
+        ("wal_a", "reversal", "g1", t(2026, 10, 4), d("0.5"), d("6.5"), d("6.5"), oct1),
+        ("wal_a", "deduction", "g1", t(2026, 10, 5), d(-6), d("0.5"), d("0.5"), oct1),
+        ("wal_a", "top_up", top_up, t(2026, 10, 5, 1), d(3), d(3), d("3.5"), oct1),
+        ("wal_a", "deduction", "g1", t(2026, 10, 6), d("-0.5"), d(0), d(3), oct1),
+        ("wal_a", "deduction", top_up, t(2026, 10, 6), d("-1.5"), d("1.5"), d("1.5"), oct1),
+        ("wal_a", "deduction", top_up, t(2026, 10, 31, 23), d("-1.5"), d(0), d(0), oct1),
         ("wal_b", "grant", "g1", oct1, d(2), d(2), d(2), sep15),
         (
             "wal_b",
@@ -417,12 +433,15 @@ def test_the_ledger_month_is_booked_exactly_and_identically_twice(booked):
         ("wal_b", "deduction", "g1", datetime(2026, 10, 15, 10), d("-0.5"), d(0), d(0), oct15),
     ]
     meta = second.asset_materializations_for_node("billing__wallet_ledger")[0].metadata
-    assert meta["entries_by_type"].data == {"grant": 3, "top_up": 1, "deduction": 8, "expiry": 1}
-    assert meta["total_deducted"].data == {"USD": "19.5"}
-    assert meta["overage"].data == {"USD": "1.1"}  # 0.6 on Oct 31 + 0.5 on Oct 15
-    assert meta["low_balance_crossings"].value == 3  # 8 on Oct 3, 2 on Oct 5, 2 on Oct 6
+    assert meta["entries_by_type"].data == {
+        "grant": 3, "top_up": 1, "expiry": 1, "deduction": 9, "reversal": 1
+    }  # fmt: skip
+    assert meta["total_deducted"].data == {"USD": "20"}
+    assert meta["total_reversed"].data == {"USD": "0.5"}
+    assert meta["total_credits_used"].data == {"USD": "19.5"}
+    assert meta["overage"].data == {"USD": "0.6"}  # 0.1 on Oct 31 + 0.5 on Oct 15
     checks = second.get_asset_check_evaluations()
-    assert len(checks) == 4 and all(c.passed for c in checks)
+    assert len(checks) == 6 and all(c.passed for c in checks)
 
 
 def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
@@ -434,7 +453,7 @@ def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
         book_month(con, NOV, datetime(2026, 12, 1))
         con.execute("commit")
     november = [r for r in _ledger(warehouse) if r[7] >= NOV]
-    assert [(r[1], r[6], r[4], r[7], r[10]) for r in november] == [
+    assert [(r[1], r[6], r[4], r[7], r[11]) for r in november] == [
         ("wal_a", "top_up", "topup-20261101T0000", NOV, D(3))
     ]
     # Re-running October leaves both months as they were.
@@ -464,8 +483,12 @@ def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
             "where wallet_id = 'wal_a' and expiring_within_30_days > 0 order by 1"
         ).fetchall()
         reconciliation = con.execute(
-            "select wallet_id, granted, topped_up, deducted, expired, balance, difference "
-            "from marts.fct_wallet_reconciliation order by 1"
+            "select wallet_id, granted, topped_up, deducted, reversed, expired, balance, "
+            "difference from marts.fct_wallet_reconciliation order by 1"
+        ).fetchall()
+        credits = con.execute(
+            "select wallet_id, subscription_id, billing_period_start, deducted, reversed, "
+            "credits_used, topped_up from marts.fct_wallet_credits order by all"
         ).fetchall()
     day = datetime
     assert alerts == [
@@ -477,12 +500,112 @@ def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
     ]
     assert balances[day(2026, 10, 1).date()] == D(12)
     assert balances[day(2026, 10, 3).date()] == D(6)
-    assert balances[day(2026, 10, 5).date()] == D(3)
+    assert balances[day(2026, 10, 5).date()] == D("3.5")
     assert balances[day(2026, 10, 31).date()] == D(0)
     assert balances[day(2026, 11, 1).date()] == D(3)  # the November top-up (previous test)
     # g2 expires Oct 3 12:00: 2 left at the end of Oct 1, 0.5 at the end of Oct 2, then gone.
     assert expiring == [(day(2026, 10, 1).date(), D(2)), (day(2026, 10, 2).date(), D("0.5"))]
     assert reconciliation == [
-        ("wal_a", D(15), D(6), D("17.5"), D("0.5"), D(3), D(0)),
-        ("wal_b", D(2), D(0), D(2), D(0), D(0), D(0)),
+        ("wal_a", D(15), D(6), D(18), D("0.5"), D("0.5"), D(3), D(0)),
+        ("wal_b", D(2), D(0), D(2), D(0), D(0), D(0), D(0)),
+    ]
+    # What the invoice's credits line reads: the net credit used per subscription and period.
+    assert credits == [
+        ("wal_a", "sub_a", day(2026, 10, 1), D(18), D("0.5"), D("17.5"), D(3)),
+        ("wal_a", "sub_a", day(2026, 11, 1), D(0), D(0), D(0), D(3)),
+        ("wal_b", "sub_b", day(2026, 9, 15), D("1.5"), D(0), D("1.5"), D(0)),
+        ("wal_b", "sub_b", day(2026, 10, 15), D("0.5"), D(0), D("0.5"), D(0)),
+    ]
+
+
+def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
+    """Delete October's reversal row: the wallet then looks as if the -0.5 hour had drawn
+    nothing back (the bug of the issue). Checked inside a transaction rolled back after."""
+    with duckdb.connect(booked["warehouse"]) as con:
+        con.execute("begin transaction")
+        con.execute("delete from billing.wallet_ledger where entry_type = 'reversal'")
+        failed = {c.check_name: c.metadata for c in run_checks(con) if not c.passed}
+        con.execute("rollback")
+        assert all(c.passed for c in run_checks(con))
+    assert set(failed) == {
+        "wallet_balance_identity",  # later balances no longer the running sum
+        "deductions_within_grant_remaining",  # g1's later remainders neither
+        "credit_used_within_net_charges",  # 18 used against 17.6 of net charges
+    }
+    assert failed["credit_used_within_net_charges"]["sample"].md_str == (
+        "- wal_a: 2026-10-01: credit used 18.000000000000000000, net charges 17.600000000000000000"
+    )
+
+
+def test_the_draw_order_top_up_rank_and_billing_periods_come_from_sql(tmp_path):
+    d10, d20 = "2026-10-11", "2026-10-21"
+    documents = {
+        **CATALOG,
+        "subscriptions.yml": {"subscriptions": [
+            {"subscription_id": "sub_a", "customer_id": "cus_a", "plan_id": "p",
+             "start": "2026-10-10", "billing_anchor_day": 15}]},
+    }  # fmt: skip
+    wallets = {"wallets": [{
+        "wallet_id": "w", "customer_id": "cus_a", "currency": "USD",
+        "auto_top_up": {"threshold": "1", "amount": "3", "max_per_period": 1, "priority": 1},
+        "grants": [
+            {"grant_id": "a", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "priority": 1},  # 7th: priority 1 (the top-up, priority 1, comes after it)
+            {"grant_id": "b", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01"},
+            {"grant_id": "c", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "expires_at": d10},  # 4th: purchased after promotional
+            {"grant_id": "e", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01", "expires_at": d20},  # 5th: later expiry
+            {"grant_id": "y", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01T01:00:00", "expires_at": d10},  # 3rd: id tie
+            {"grant_id": "x", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01T01:00:00", "expires_at": d10},  # 2nd
+            {"grant_id": "z", "kind": "promotional", "amount": "1",
+             "granted_at": "2026-10-01", "expires_at": d10},  # 1st: oldest
+            {"grant_id": "q", "kind": "purchased", "amount": "1", "granted_at": "2026-10-01",
+             "priority": 2},  # after the top-ups
+        ]}]}  # fmt: skip
+    warehouse = str(tmp_path / "warehouse.duckdb")
+    catalog_dir = tmp_path / "catalog"
+    catalog_dir.mkdir()
+    for name, doc in documents.items():
+        (catalog_dir / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    customers = {c["customer_id"]: c["currency"] for c in CATALOG["customers.yml"]["customers"]}
+    with duckdb.connect(warehouse) as con:
+        card = read_provider_costs(
+            Path(__file__).parent / "fixtures/catalog_e2e/provider_costs.csv"
+        )
+        write_catalog(con, catalog_tables(load_catalog(catalog_dir), card))
+        write_catalog(con, wallet_tables(validate_wallets(wallets, customers)))
+        con.execute("create schema marts")
+        con.register("rated", _rated_frame().head(0).to_arrow())
+        con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
+    result = dbt_build(
+        warehouse, tmp_path / "target", None, "tag:catalog", "int_wallets__draw_inputs"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    with duckdb.connect(warehouse, read_only=True) as con:
+        ranks = con.execute(
+            "select coalesce(grant_id, 'top-ups'), draw_rank from marts.int_wallets__draw_inputs "
+            "where input_type in ('grant', 'wallet') order by draw_rank"
+        ).fetchall()
+        periods = con.execute(
+            "select valid_from, valid_to, billing_period_start from marts.int_wallets__draw_inputs "
+            "where input_type = 'period' and valid_from < '2026-11-20' "
+            "order by valid_from"
+        ).fetchall()
+    assert ranks == [
+        ("z", 2), ("x", 4), ("y", 6), ("c", 8), ("e", 10), ("b", 12), ("a", 14),
+        ("top-ups", 15), ("q", 16),
+    ]  # fmt: skip
+    day = datetime
+    # No subscription before Oct 10 (calendar months); from Oct 10 the anchor on the 15th.
+    assert periods == [
+        (day(2026, 9, 1), day(2026, 9, 15), day(2026, 9, 1)),
+        (day(2026, 9, 15), day(2026, 10, 1), day(2026, 9, 1)),
+        (day(2026, 10, 1), day(2026, 10, 10), day(2026, 10, 1)),
+        (day(2026, 10, 10), day(2026, 10, 15), day(2026, 9, 15)),
+        (day(2026, 10, 15), day(2026, 11, 1), day(2026, 10, 15)),
+        (day(2026, 11, 1), day(2026, 11, 15), day(2026, 10, 15)),
+        (day(2026, 11, 15), day(2026, 12, 1), day(2026, 11, 15)),
     ]

@@ -153,7 +153,7 @@ ledger as (
             ledger.customer_id = subscriptions.customer_id
             and ledger.entry_ts >= subscriptions.starts_at
             and (subscriptions.ends_at is null or ledger.entry_ts < subscriptions.ends_at)
-    where ledger.entry_type in ('deduction', 'top_up')
+    where ledger.entry_type = 'top_up'
 
 ),
 
@@ -275,22 +275,23 @@ lines as (
 
     union all
 
+    -- The net credit used (deductions less reversals), owned by fct_wallet_credits.
     select
         periods.invoice_id,
         'credits',
         'credits',
         'Prepaid credits applied',
-        'wallet deductions in the period',
-        cast(count(*) as bigint),
+        'wallet credit used in the period (deductions less reversals)',
+        cast(sum(wallet_credits.deductions + wallet_credits.reversals) as bigint),
         null,
         null,
-        sum(ledger.amount)
-    from ledger
+        -sum(wallet_credits.credits_used)
+    from {{ ref('fct_wallet_credits') }} as wallet_credits
     inner join periods
         on
-            ledger.subscription_id = periods.subscription_id
-            and ledger.billing_period_start = periods.billing_period_start
-    where ledger.entry_type = 'deduction'
+            wallet_credits.subscription_id = periods.subscription_id
+            and wallet_credits.billing_period_start = periods.billing_period_start
+    where wallet_credits.deductions + wallet_credits.reversals > 0
     group by periods.invoice_id
 
     union all

@@ -2,8 +2,9 @@
 
 -- Billing alerts with the hour they happened:
 -- - low_balance: a ledger entry takes a wallet's balance from >= a threshold of
---   catalog.wallet_alerts to below it. Each crossing counts: after a grant or top-up lifts the
---   balance back above the threshold, falling below it again is a new alert.
+--   catalog.wallet_alerts to below it. Each crossing counts: after a grant, top-up or
+--   reversal lifts the balance back above the threshold, falling below it again is a new
+--   alert. This model is the one place low-balance crossings are decided.
 -- - allowance_80 / allowance_100: a subscription's period-to-date billable quantity of a
 --   price with an included allowance reaches 80% / 100% of it within a billing period.
 
@@ -28,10 +29,7 @@ ordered as (
         coalesce(
             lag(wallet_balance_after) over (
                 partition by wallet_id
-                order by
-                    entry_ts,
-                    case when amount > 0 then 0 else 1 end,
-                    case when amount > 0 then wallet_balance_after else -wallet_balance_after end
+                order by entry_ts, entry_order
             ),
             0
         ) as balance_before

@@ -68,6 +68,7 @@ daily as (
         sum(case when entry_type = 'grant' then amount else 0 end) as granted,
         sum(case when entry_type = 'top_up' then amount else 0 end) as topped_up,
         -sum(case when entry_type = 'deduction' then amount else 0 end) as deducted,
+        sum(case when entry_type = 'reversal' then amount else 0 end) as reversed,
         -sum(case when entry_type = 'expiry' then amount else 0 end) as expired,
         sum(amount) as amount
     from ledger
@@ -114,6 +115,7 @@ select
     cast(coalesce(daily.granted, 0) as decimal(38, 18)) as granted,
     cast(coalesce(daily.topped_up, 0) as decimal(38, 18)) as topped_up,
     cast(coalesce(daily.deducted, 0) as decimal(38, 18)) as deducted,
+    cast(coalesce(daily.reversed, 0) as decimal(38, 18)) as reversed,
     cast(coalesce(daily.expired, 0) as decimal(38, 18)) as expired,
     cast(coalesce(daily.amount, 0) as decimal(38, 18)) as amount,
     cast(

@@ -1,8 +1,8 @@
 {{ config(schema='marts', materialized='view', tags=['monthly']) }}
 
 -- The prepaid-wallet ledger as written by the Dagster asset billing/wallet_ledger: the
--- interface invoices read (credits applied = -sum(amount) of deductions per billing period,
--- top-up purchases = top_up entries).
+-- interface of the wallet marts (invoices read the net credit used per subscription and period
+-- from fct_wallet_credits, and top-up purchases from the top_up entries here).
 
 select
     entry_id,
@@ -13,6 +13,7 @@ select
     grant_kind,
     entry_type,
     cast(entry_ts as timestamp) as entry_ts,
+    cast(entry_order as integer) as entry_order,
     cast(usage_hour as timestamp) as usage_hour,
     cast(billing_period_start as timestamp) as billing_period_start,
     cast(amount as decimal(38, 18)) as amount,

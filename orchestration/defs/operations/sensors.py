@@ -10,10 +10,18 @@ catches up, so evaluations while the run is queued or running stay quiet. A requ
 fails is not requested again for the same listing: re-execute it from the UI (or the next
 change, or the nightly ``reclose_schedule``, picks the hour up).
 
+``rerate_sensor`` watches the successful re-runs ``late_data_sensor`` launched. Tiers,
+packages and allowances price the period-to-date quantity, so a late event in hour ``h``
+changes the charges of every later hour of its billing period: the sensor requests one
+ranged ``hourly_usage_job`` run that rebuilds only ``fct_rated_charges_hourly`` (no
+re-ingestion) over ``[h + 1h, last rated hour of the billing periods containing h]``, with a
+run key derived from the hour and the listing fingerprint of the late-data run.
+
 ``rollup_sensor`` watches the successful hourly runs that automation launched outside the
-hourly schedule (``late_data_sensor``'s and ``reclose_schedule``'s) and requests one ranged
-``daily_usage_job`` run for the days they covered, so days never stay stale after their hours
-change. Months are rolled up by ``monthly_close_schedule`` only (see ``schedules.py``).
+hourly schedule (``late_data_sensor``'s, ``rerate_sensor``'s and ``reclose_schedule``'s) and
+requests one ranged ``daily_usage_job`` run for the days they covered, so days never stay
+stale after their hours change. Months are rolled up by ``monthly_close_schedule`` only (see
+``schedules.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 
 import duckdb
 from dagster import (
+    AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -54,6 +63,10 @@ from orchestration.errors import explains_s3_errors
 
 LATE_DATA_INTERVAL_SECONDS = 300
 ROLLUP_INTERVAL_SECONDS = 60
+RERATE_INTERVAL_SECONDS = 60
+#: What a re-rating run rebuilds: the rated charges only (rating reads the hourly token mart,
+#: which the late hour's own re-run already rebuilt; nothing is re-ingested).
+RERATE_ASSETS = [AssetKey(["marts", "fct_rated_charges_hourly"])]
 #: How long an evaluation waits for a warehouse writer's lock before skipping the tick (a tick
 #: must finish well within the sensor timeout; the next tick tries again).
 WAREHOUSE_LOCK_WAIT_SECONDS = 20.0
@@ -216,6 +229,115 @@ def late_data_sensor(context: SensorEvaluationContext, s3: S3UsageBucket, wareho
 
 
 # ---------------------------------------------------------------------------------------------
+# rerate_sensor
+
+
+def rerate_run_key(partition_key: str, fingerprint: str) -> str:
+    return f"rerate:{partition_key}:{fingerprint}"
+
+
+def read_rerate_end(warehouse: Warehouse, last_hour: datetime) -> datetime | None:
+    """The last rated hour after ``last_hour`` in the billing periods containing it, or None.
+
+    A rated row after ``last_hour`` whose billing period started at or before it belongs to a
+    period containing ``last_hour`` (periods are contiguous): these are exactly the rows
+    whose period-to-date quantity the late hour changed. The rule of the billing period is
+    not repeated here: the rows carry their period.
+    """
+    if not Path(warehouse.path).exists():
+        raise WarehouseUnavailable(f"no warehouse at {warehouse.path} yet")
+    probe = Warehouse(path=warehouse.path, lock_timeout_seconds=WAREHOUSE_LOCK_WAIT_SECONDS)
+    naive = floor_hour(last_hour).replace(tzinfo=None)
+    try:
+        with probe.connect(read_only=True) as con:
+            (found,) = con.execute(
+                "select count(*) from information_schema.tables where table_schema = 'marts' "
+                "and table_name = 'fct_rated_charges_hourly'"
+            ).fetchone()
+            if not found:
+                return None
+            (end,) = con.execute(
+                "select max(usage_hour) from marts.fct_rated_charges_hourly "
+                "where usage_hour > ? and billing_period_start <= ?",
+                [naive, naive],
+            ).fetchone()
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseUnavailable(f"warehouse busy (locked by a writer): {exc}") from exc
+        raise
+    return end.replace(tzinfo=UTC) if end is not None else None
+
+
+@sensor(
+    name="rerate_sensor",
+    job_name=HOURLY_JOB,
+    minimum_interval_seconds=RERATE_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "After each successful hourly_usage_job run launched by late_data_sensor, re-rate the "
+        "later hours of the billing periods the late hour belongs to (tiers and allowances "
+        "price the period so far): one ranged hourly_usage_job run of fct_rated_charges_hourly "
+        "only, from the hour after the late one to the last rated hour of those periods. "
+        "Running by default: it acts only on late-data re-runs."
+    ),
+)
+def rerate_sensor(context: SensorEvaluationContext, warehouse: Warehouse):
+    since, seen = read_rollup_cursor(context.cursor)
+    records = context.instance.get_run_records(
+        filters=RunsFilter(
+            job_name=HOURLY_JOB,
+            statuses=[DagsterRunStatus.SUCCESS],
+            tags={TRIGGER_TAG: "late_data"},
+            updated_after=since - ROLLUP_OVERLAP,
+        ),
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    new = [r for r in records if r.dagster_run.run_id not in seen]
+    if not new:
+        return SkipReason(f"no late-data re-run finished since {since.isoformat()}")
+    requests, skipped = [], []
+    for record in new:
+        run = record.dagster_run
+        hours = hour_range_of_run(run.tags)
+        if hours is None:
+            continue
+        last = datetime.strptime(hours[1], HOUR_FMT).replace(tzinfo=UTC)
+        try:
+            end = read_rerate_end(warehouse, last)
+        except WarehouseUnavailable as exc:
+            return SkipReason(str(exc))  # cursor unchanged: the next tick tries again
+        if end is None:
+            skipped.append(hours[1])
+            continue
+        requests.append(
+            RunRequest(
+                run_key=rerate_run_key(hours[1], run.tags.get(FINGERPRINT_TAG, run.run_id)),
+                asset_selection=RERATE_ASSETS,
+                tags={
+                    RANGE_START_TAG: hour_key(last + timedelta(hours=1)),
+                    RANGE_END_TAG: hour_key(end),
+                    TRIGGER_TAG: "rerate",
+                    PARENT_RUN_TAG: run.run_id,
+                },
+            )
+        )
+    cursor = write_rollup_cursor(
+        {r.dagster_run.run_id: _as_utc(r.update_timestamp) for r in records}
+    )
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(f"no later rated hour in the periods of {skipped}"),
+            cursor=cursor,
+        )
+    context.log.info(
+        "re-rating later hours: "
+        + ", ".join(f"{r.tags[RANGE_START_TAG]}..{r.tags[RANGE_END_TAG]}" for r in requests)
+    )
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+# ---------------------------------------------------------------------------------------------
 # rollup_sensor
 
 
@@ -257,8 +379,9 @@ def write_rollup_cursor(update_times: Mapping[str, datetime]) -> str:
     minimum_interval_seconds=ROLLUP_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "After each successful hourly_usage_job run launched by late_data_sensor or "
-        "reclose_schedule, roll the days it covered up again: one ranged daily_usage_job run. "
+        "After each successful hourly_usage_job run launched by late_data_sensor, "
+        "rerate_sensor or reclose_schedule, roll the days it covered up again: one ranged "
+        "daily_usage_job run. "
         "Running by default: it only reads the run history and acts on runs automation "
         "launched, and without it those days' marts would lag their hours."
     ),
@@ -271,7 +394,7 @@ def rollup_sensor(context: SensorEvaluationContext):
         filters=RunsFilter(
             job_name=HOURLY_JOB,
             statuses=[DagsterRunStatus.SUCCESS],
-            tags={TRIGGER_TAG: ["late_data", "reclose"]},
+            tags={TRIGGER_TAG: ["late_data", "rerate", "reclose"]},
             updated_after=since - ROLLUP_OVERLAP,
         ),
         order_by="update_timestamp",
@@ -306,4 +429,4 @@ def rollup_sensor(context: SensorEvaluationContext):
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-sensors = [late_data_sensor, rollup_sensor]
+sensors = [late_data_sensor, rerate_sensor, rollup_sensor]

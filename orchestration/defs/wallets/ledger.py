@@ -4,36 +4,44 @@ A wallet holds credit *grants* (purchased or promotional, from ``catalog/wallets
 the purchased grants its auto top-up books). Rated usage draws them down; every movement is
 one ledger entry (``billing.wallet_ledger``, exposed as ``marts.fct_wallet_ledger``).
 
+What this module does *not* decide (one owner per rule): the billing period of an instant,
+the draw order of the grants and the hourly charges are computed in SQL by the dbt model
+``int_wallets__draw_inputs`` and handed in (``period_of``, ``GrantState.draw_rank``,
+``TopUpRule.draw_rank``, ``charges``). Low-balance alerts are found in SQL
+(``fct_billing_alerts``) from the entries written here.
+
 Rules (exact, all times UTC, all money ``Decimal`` end to end; no floats anywhere):
 
-- **Hourly charge.** Charges are drawn hour by hour. The charge of hour ``h`` is the sum of
-  ``amount`` over the customer's rows of ``marts.fct_rated_charges_hourly`` with
-  ``usage_hour = h`` in the wallet's currency. A zero or negative hourly sum (a volume-tier
-  correction) draws nothing and credits nothing back.
+- **Hourly charge.** Charges are drawn hour by hour; ``charges[h]`` is the wallet's net
+  rated amount of hour ``h``.
 - **Eligibility.** A grant pays hour ``[h, h+1h)`` if ``granted_at <= h`` and
   (``expires_at`` is null or ``h + 1h <= expires_at``): a grant given at 10:30 pays from the
   11:00 hour; one expiring at 10:30 pays the 09:00 hour last.
-- **Order.** Eligible grants are drawn one after the other: lower ``priority`` first, then
-  earliest ``expires_at`` (no expiry last), then promotional before purchased, then oldest
-  ``granted_at``, then ``grant_id``.
-- **Draw.** The hour draws ``min(charge, eligible balance)``, grant by grant in that order
-  (a grant is emptied before the next is touched). What credits cannot cover is *overage*:
-  it stays due on the invoice and is not carried to later hours. A balance never goes
-  negative.
+- **Draw.** A positive hour draws ``min(charge, eligible balance)``, grant by grant in
+  ``draw_rank`` order (a grant is emptied before the next is touched). What credits cannot
+  cover is *overage*: it stays due on the invoice and is not carried to later hours. A
+  balance never goes negative.
+- **Reversal.** A negative hour (a volume tier crossed, usage re-rated after late data)
+  first cancels overage of its billing period (the customer owes less), then gives credit
+  back, as ``reversal`` entries, to the grants the period drew on, in *reverse* draw order,
+  each at most what the period drew from it. So for every wallet and period, the credit used
+  (deductions - reversals) never exceeds the period's net charges and equals them whenever
+  the credit eligible at each charged hour sufficed. Credit given back to a grant that has
+  already expired is booked and expires at once (an ``expiry`` entry right after the
+  reversal): that is what a clean run with the corrected charges would have left to expire,
+  and ``granted + topped up = used + expired + balance`` stays exact.
 - **Expiry.** At ``expires_at`` the grant's remainder (if any) is booked as an ``expiry``
   entry at that instant.
 - **Auto top-up.** Evaluated after each hour with a positive charge, once that hour's draw is
   booked: if the wallet balance is then below ``threshold`` and fewer than ``max_per_period``
   top-ups are granted in the billing period containing ``h + 1h``, a ``top_up`` entry books
-  a purchased grant of ``amount`` (priority of the rule, default 0, never expires) granted at
-  ``h + 1h``; it pays from the next hour and is billed on the invoice. Idle hours (no positive
-  charge) never fire it.
-- **Ordering within an instant.** Grants and top-ups first, then expiries, then deductions
-  (a grant given at midnight pays the midnight hour); ties by grant id, deductions in draw
-  order. ``wallet_balance_after`` is the running balance in that order.
-- **Billing period.** Every entry carries the customer's billing period containing its
-  ``entry_ts``: the subscription active at that instant and its ``billing_anchor_day``
-  (the rating's rule), the calendar month when none is active.
+  a purchased grant of ``amount`` (never expires) granted at ``h + 1h``; it pays from the
+  next hour and is billed on the invoice. Idle and negative hours never fire it.
+- **Ordering within an instant.** Grants and top-ups first, then expiries, then deductions or
+  reversals (a grant given at midnight pays the midnight hour). ``entry_order`` numbers the
+  entries of one wallet and instant in the order they were booked, and
+  ``wallet_balance_after`` is the running balance in ``(entry_ts, entry_order)`` order, the
+  order SQL reads them in.
 
 Why Python and not SQL: the draw-down is a sequential allocation with state. Each hour's
 draw depends on what every earlier hour left in each grant, a top-up fired by one hour changes
@@ -49,7 +57,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -57,55 +65,42 @@ from contracts.wallets import TOP_UP_PREFIX
 
 HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
-ENTRY_TYPES = ("grant", "top_up", "expiry", "deduction")
-#: Order of entries at the same instant.
-_AT_SAME_TS = {"grant": 0, "top_up": 0, "expiry": 1, "deduction": 2}
+ENTRY_TYPES = ("grant", "top_up", "expiry", "deduction", "reversal")
 
 
-def billing_period_start(ts: datetime, anchor_day: int = 1) -> datetime:
-    """Start of the monthly billing period containing ``ts`` anchored on ``anchor_day``
-    (1 = calendar month); the same rule as the dbt macro ``billing_period_start``."""
-    first = ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    anchor = first + timedelta(days=anchor_day - 1)
-    if ts >= anchor:
-        return anchor
-    previous_first = (first - timedelta(days=1)).replace(day=1)
-    return previous_first + timedelta(days=anchor_day - 1)
+class PeriodCalendar:
+    """``ts -> billing period start`` for one wallet, looked up in the intervals
+    ``(valid_from, valid_to, billing_period_start)`` that ``int_wallets__draw_inputs``
+    computes (the dbt macro ``billing_period_start`` on the customer's subscriptions owns the
+    rule; this only finds the interval containing ``ts``)."""
 
+    def __init__(self, wallet_id: str, intervals: Iterable[tuple[datetime, datetime, datetime]]):
+        self.wallet_id = wallet_id
+        self.intervals = sorted(intervals)
+        self._starts = [i[0] for i in self.intervals]
 
-@dataclass(frozen=True)
-class SubscriptionPeriod:
-    """A subscription window of the customer and its anchor day (half-open, UTC)."""
-
-    starts_at: datetime
-    ends_at: datetime | None
-    anchor_day: int = 1
-
-
-def period_function(subscriptions: Iterable[SubscriptionPeriod]) -> Callable[[datetime], datetime]:
-    """``ts -> billing period start`` for one customer: the anchor of the subscription active
-    at ``ts``, the calendar month when none is."""
-    subs = sorted(subscriptions, key=lambda s: s.starts_at)
-
-    def period_of(ts: datetime) -> datetime:
-        for s in subs:
-            if s.starts_at <= ts and (s.ends_at is None or ts < s.ends_at):
-                return billing_period_start(ts, s.anchor_day)
-        return billing_period_start(ts, 1)
-
-    return period_of
+    def __call__(self, ts: datetime) -> datetime:
+        at = bisect.bisect_right(self._starts, ts) - 1
+        if at < 0 or not ts < self.intervals[at][1]:
+            raise ValueError(
+                f"{self.wallet_id}: no billing period for {ts:%Y-%m-%d %H:%M} in "
+                "int_wallets__draw_inputs: rebuild it (run the hourly job, or dbt build "
+                "--select int_wallets__draw_inputs)"
+            )
+        return self.intervals[at][2]
 
 
 @dataclass
 class GrantState:
-    """A grant and what is left of it."""
+    """A grant and what is left of it. ``draw_rank`` is its place in the draw order (from
+    SQL; top-ups take the wallet's top-up rank and, among themselves, the oldest first)."""
 
     grant_id: str
     kind: str
     amount: Decimal
     granted_at: datetime
     expires_at: datetime | None
-    priority: int
+    draw_rank: int
     remaining: Decimal | None = None
     booked: bool = False  # its grant / top_up entry is in the ledger
     expired: bool = False  # its expiry has been processed
@@ -122,14 +117,7 @@ class GrantState:
 
     @property
     def draw_key(self) -> tuple:
-        return (
-            self.priority,
-            self.expires_at is None,
-            self.expires_at or datetime.max,
-            self.kind != "promotional",
-            self.granted_at,
-            self.grant_id,
-        )
+        return (self.draw_rank, self.granted_at, self.grant_id)
 
 
 @dataclass(frozen=True)
@@ -137,7 +125,7 @@ class TopUpRule:
     threshold: Decimal
     amount: Decimal
     max_per_period: int
-    priority: int = 0
+    draw_rank: int  # where its top-ups draw (from SQL)
 
 
 @dataclass(frozen=True)
@@ -157,6 +145,7 @@ class LedgerEntry:
     grant_kind: str
     entry_type: str
     entry_ts: datetime
+    entry_order: int
     usage_hour: datetime | None
     billing_period_start: datetime
     amount: Decimal
@@ -165,9 +154,11 @@ class LedgerEntry:
 
     @property
     def entry_id(self) -> str:
-        """Stable and deterministic: one entry per wallet, type, grant and instant."""
+        """Stable and deterministic: the wallet, the instant and the place in it (type and
+        grant for the reader)."""
         return (
-            f"{self.wallet_id}|{self.entry_type}|{self.grant_id}|{self.entry_ts:%Y-%m-%dT%H:%M:%S}"
+            f"{self.wallet_id}|{self.entry_type}|{self.grant_id}|"
+            f"{self.entry_ts:%Y-%m-%dT%H:%M:%S}|{self.entry_order}"
         )
 
     def row(self) -> dict:
@@ -175,17 +166,38 @@ class LedgerEntry:
 
 
 @dataclass
+class PeriodState:
+    """What a billing period has drawn so far: net credit used per grant, and the overage
+    (charges credits did not cover) a negative hour cancels before it gives credit back."""
+
+    used: dict[str, Decimal] = field(default_factory=dict)
+    overage: Decimal = ZERO
+
+
+@dataclass
 class WindowResult:
     entries: list[LedgerEntry]
-    overage: dict[datetime, Decimal]  # hour -> charge credits could not cover
-    charged: dict[datetime, Decimal]  # hour -> positive hourly charge
+    overage: dict[datetime, Decimal]  # hour -> charge credits did not cover (negative: cancelled)
+    charged: dict[datetime, Decimal]  # hour -> net hourly charge
     grants: list[GrantState]
     balance: Decimal
     top_ups_by_period: dict[datetime, int]
 
+    def _sum(self, entry_type: str) -> Decimal:
+        return sum((e.amount for e in self.entries if e.entry_type == entry_type), ZERO)
+
     @property
     def deducted(self) -> Decimal:
-        return -sum((e.amount for e in self.entries if e.entry_type == "deduction"), ZERO)
+        return -self._sum("deduction")
+
+    @property
+    def reversed(self) -> Decimal:
+        return self._sum("reversal")
+
+    @property
+    def credits_used(self) -> Decimal:
+        """Net credit used: deductions less reversals."""
+        return self.deducted - self.reversed
 
 
 def top_up_grant_id(granted_at: datetime) -> str:
@@ -203,6 +215,7 @@ def simulate(
     balance: Decimal = ZERO,
     top_ups_by_period: Mapping[datetime, int] | None = None,
     previous_hour_balance: Decimal | None = None,
+    periods: Mapping[datetime, PeriodState] | None = None,
 ) -> WindowResult:
     """Book the entries of ``[start, end)`` (hour-aligned) for one wallet.
 
@@ -211,10 +224,15 @@ def simulate(
     ``balance`` is the wallet balance at ``start``; ``top_ups_by_period`` counts top-ups
     already granted per billing period; ``previous_hour_balance`` is the balance after the
     draw of hour ``start - 1h`` if that hour had a positive charge (its top-up, granted at
-    ``start``, belongs to this window). The grant states are updated in place.
+    ``start``, belongs to this window); ``periods`` is what the billing periods open at
+    ``start`` drew before it. The grant states are updated in place.
     """
     grants = list(grants)
+    by_id = {g.grant_id: g for g in grants}
     counts: dict[datetime, int] = dict(top_ups_by_period or {})
+    period_states: dict[datetime, PeriodState] = {
+        p: PeriodState(dict(s.used), s.overage) for p, s in (periods or {}).items()
+    }
     entries: list[LedgerEntry] = []
     overage: dict[datetime, Decimal] = {}
     charged: dict[datetime, Decimal] = {}
@@ -242,6 +260,7 @@ def simulate(
 
     def book(g: GrantState, entry_type: str, ts: datetime, amount: Decimal, usage_hour=None):
         state["balance"] += amount
+        order = entries[-1].entry_order + 1 if entries and entries[-1].entry_ts == ts else 0
         entries.append(
             LedgerEntry(
                 wallet_id=wallet.wallet_id,
@@ -251,6 +270,7 @@ def simulate(
                 grant_kind=g.kind,
                 entry_type=entry_type,
                 entry_ts=ts,
+                entry_order=order,
                 usage_hour=usage_hour,
                 billing_period_start=period_of(ts),
                 amount=amount,
@@ -291,11 +311,56 @@ def simulate(
             amount=rule.amount,
             granted_at=at,
             expires_at=None,
-            priority=rule.priority,
+            draw_rank=rule.draw_rank,
             is_top_up=True,
         )
         grants.append(g)
+        by_id[g.grant_id] = g
         bisect.insort(events, (at, 0, g.grant_id, "grant", g), key=lambda e: e[:3])
+
+    def draw(hour: datetime, charge: Decimal, period: PeriodState) -> None:
+        need = charge
+        eligible = sorted(
+            (g for g in grants if g.booked and not g.expired and g.remaining > 0 and g.pays(hour)),
+            key=lambda g: g.draw_key,
+        )
+        for g in eligible:
+            if need <= 0:
+                break
+            take = min(need, g.remaining)
+            g.remaining -= take
+            need -= take
+            period.used[g.grant_id] = period.used.get(g.grant_id, ZERO) + take
+            book(g, "deduction", hour, -take, usage_hour=hour)
+        if need > 0:
+            overage[hour] = need
+            period.overage += need
+        maybe_top_up(hour, state["balance"])
+
+    def give_back(hour: datetime, credit: Decimal, period: PeriodState) -> None:
+        cancelled = min(credit, max(period.overage, ZERO))
+        credit -= cancelled
+        drawn = sorted(
+            (by_id[grant_id] for grant_id, used in period.used.items() if used > 0),
+            key=lambda g: g.draw_key,
+            reverse=True,
+        )
+        for g in drawn:
+            if credit <= 0:
+                break
+            back = min(credit, period.used[g.grant_id])
+            period.used[g.grant_id] -= back
+            credit -= back
+            g.remaining += back
+            book(g, "reversal", hour, back, usage_hour=hour)
+            if g.expired:  # given back after its expiry: it expires at once
+                g.remaining -= back
+                book(g, "expiry", hour, -back)
+        # A period's net charges are never negative (each price's period amount is >= 0), so
+        # ``credit`` is 0 here; if it were not, it stays visible as negative overage.
+        period.overage -= cancelled + credit
+        if cancelled + credit:
+            overage[hour] = -(cancelled + credit)
 
     if previous_hour_balance is not None:
         maybe_top_up(start - HOUR, previous_hour_balance)
@@ -304,49 +369,13 @@ def simulate(
     while hour < end:
         flush(hour, inclusive=True)
         charge = charges.get(hour, ZERO)
-        if charge > 0:
+        if charge:
             charged[hour] = charge
-            need = charge
-            eligible = sorted(
-                (
-                    g
-                    for g in grants
-                    if g.booked and not g.expired and g.remaining > 0 and g.pays(hour)
-                ),
-                key=lambda g: g.draw_key,
-            )
-            for g in eligible:
-                if need <= 0:
-                    break
-                take = min(need, g.remaining)
-                g.remaining -= take
-                need -= take
-                book(g, "deduction", hour, -take, usage_hour=hour)
-            if need > 0:
-                overage[hour] = need
-            maybe_top_up(hour, state["balance"])
+            period = period_states.setdefault(period_of(hour), PeriodState())
+            if charge > 0:
+                draw(hour, charge, period)
+            else:
+                give_back(hour, -charge, period)
         hour += HOUR
     flush(end, inclusive=False)
     return WindowResult(entries, overage, charged, grants, state["balance"], counts)
-
-
-def ledger_order_key(entry: LedgerEntry) -> tuple:
-    """The order entries are booked in (also reproducible in SQL: within an instant, positive
-    amounts by rising balance, then negative ones by falling balance)."""
-    return (entry.wallet_id, entry.entry_ts, _AT_SAME_TS[entry.entry_type])
-
-
-def low_balance_crossings(
-    entries: Iterable[LedgerEntry], thresholds: Iterable[Decimal], opening_balance: Decimal
-) -> list[tuple[Decimal, LedgerEntry]]:
-    """(threshold, entry) for each entry that takes the balance from >= threshold to below
-    it. After the balance is lifted back above a threshold, a new crossing counts again."""
-    thresholds = sorted(thresholds, reverse=True)
-    crossings = []
-    before = opening_balance
-    for e in entries:
-        for t in thresholds:
-            if before >= t > e.wallet_balance_after:
-                crossings.append((t, e))
-        before = e.wallet_balance_after
-    return crossings

@@ -29,6 +29,8 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 #: Hosts of a code server that runs on this machine (``dagster dev``, ``dagster-daemon`` and
 #: ``dagster-webserver`` start theirs on localhost or a unix socket).
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", socket.gethostname()}
+#: Engine events in which the run worker reports its pid.
+WORKER_PID_MESSAGES = ("Started process for run", "Executing steps in process")
 #: Clock ticks per second, for /proc/<pid>/stat's start time.
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -45,7 +47,7 @@ class TokenbillRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(
                 WorkerStatus.RUNNING, "the run worker is on another host; not checked"
             )
-        started = _worker_start(self._instance, run.run_id)
+        started = worker_start(self._instance, run.run_id)
         if started is None:
             # Launched but the worker has not reported its pid yet: the start timeout covers it.
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no run worker pid reported yet")
@@ -68,8 +70,10 @@ def _runs_on_this_host(run: DagsterRun) -> bool:
     return bool(grpc_info.get("socket")) or grpc_info.get("host") in LOCAL_HOSTS
 
 
-def _worker_start(instance, run_id: str) -> tuple[int, float] | None:
-    """(pid, timestamp) of the latest "Started process for run" event of the run."""
+def worker_start(instance, run_id: str) -> tuple[int, float] | None:
+    """(pid, timestamp) of the run worker's latest report of its pid: "Started process for
+    run (pid: N)" from the code server's child, or the in-process executor's "Executing steps
+    in process (pid: N)"."""
     records = instance.get_records_for_run(
         run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=1000
     ).records
@@ -78,7 +82,7 @@ def _worker_start(instance, run_id: str) -> tuple[int, float] | None:
         event = entry.dagster_event
         data = event.engine_event_data if event else None
         pid = data.metadata.get("pid") if data else None
-        if pid is not None and entry.user_message.startswith("Started process for run"):
+        if pid is not None and entry.user_message.startswith(WORKER_PID_MESSAGES):
             return int(pid.value), entry.timestamp
     return None
 

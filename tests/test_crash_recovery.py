@@ -23,6 +23,7 @@ check (``orchestration/run_launcher.py``) can fail it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -55,6 +56,7 @@ from tests.ui_support import (
     wait_for_run,
 )
 
+DBT_TARGET = REPO_ROOT / "dbt_project" / "target" / "dagster"
 CATALOG_DIR = REPO_ROOT / "tests" / "fixtures" / "catalog_e2e"
 HOURLY_JOB = "hourly_usage_job"
 FIRST_HOUR, LAST_HOUR = "2026-10-05-00:00", "2026-10-06-23:00"
@@ -184,12 +186,10 @@ def test_a_run_killed_during_ingestion_is_failed_and_the_next_run_succeeds(
             RUN_TIMEOUT,
         )
         following = launch_run(d.services, HOURLY_JOB, tags=RANGE_TAGS)
+        # The queue holds it back: the pool's one slot is the killed run's.
         wait_for(
-            "the next run to wait for the pool slot",
-            lambda: (
-                get_run(d.services, following)["status"] == "STARTED"
-                and any("blocked by limit" in m for m in d.messages(following))
-            ),
+            "the next run to be queued",
+            lambda: get_run(d.services, following)["status"] in {"QUEUED", "STARTING", "STARTED"},
             RUN_TIMEOUT,
         )
         assert d.slots_held_by(killed) == ["raw_usage_events"]
@@ -261,6 +261,11 @@ def assert_recovered(
     done = wait_for_run(d.services, following, RUN_TIMEOUT)
     assert done["status"] == "SUCCESS", failure_summary(d.services, following)
     assert not d.slots_held_by(following)
+    # Its dbt build reported its progress, ending with every node dbt ran (the last dbt
+    # invocation, whose run_results.json dagster-dbt leaves in the shared target path).
+    results = json.loads((DBT_TARGET / "run_results.json").read_text())["results"]
+    done_lines = [m for m in d.messages(following) if m.startswith("dbt: ")]
+    assert done_lines[-1] == f"dbt: {len(results)} of {len(results)} nodes done", done_lines
 
     tables = d.tables()
     for table in TABLES:

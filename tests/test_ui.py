@@ -52,6 +52,8 @@ SCREENSHOT_COPY = REPO_ROOT / ".tokenbill" / "ui-test" / "asset_graph.png"
 READY_TIMEOUT = 90
 CATALOG_RUN_TIMEOUT = 240
 BACKFILL_TIMEOUT = 360
+# make ui: dbt parse, a generated month, then dagster dev's webserver, daemon and code servers.
+MAKE_UI_TIMEOUT = 300
 
 
 @pytest.fixture
@@ -83,6 +85,27 @@ def dagster_ui(
         with services.logs_on_failure():
             services.wait_until_ready(READY_TIMEOUT)
         yield services, warehouse
+    finally:
+        services.stop()
+
+
+def test_make_ui_from_a_bare_shell_loads_the_code_location(tmp_path: Path):
+    """``make ui`` as an operator types it in a fresh shell: no venv on PATH (``env -i
+    PATH=/usr/bin:/bin HOME=$HOME make ui``). ``dagster dev`` starts, and the code location
+    loads without error (it used to fail: "The dbt executable 'dbt' was not found on PATH")."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        # A throwaway instance and warehouse instead of the repository's .tokenbill/.
+        "DAGSTER_HOME": str(prepare_instance(tmp_path / "dagster_home")),
+        "TOKENBILL_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+    }
+    services = DagsterServices(env, tmp_path / "logs")
+    services.start_make_ui(events=2000)
+    try:
+        with services.logs_on_failure():
+            services.wait_until_ready(MAKE_UI_TIMEOUT)  # LOADED, and not a PythonError
+            assert_code_location_matches_defs(services)
     finally:
         services.stop()
 

@@ -77,19 +77,29 @@ class DagsterServices:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def start_make_ui(self, events: int) -> None:
+        """``make ui`` (``dagster dev`` on a generated month) instead of the two services, in
+        ``self.env`` as given: e.g. a bare shell's, without the venv on PATH."""
+        args = f"ARGS=--events {events} --port {self.port}"
+        self._spawn({"make-ui": [shutil.which("make", path=self.env.get("PATH")), "ui", args]})
+
     def start(self) -> None:
         workspace = ["-w", str(REPO_ROOT / "workspace.yaml")]
-        commands = {
-            "webserver": [
-                str(BIN / "dagster-webserver"),
-                *workspace,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            "daemon": [str(BIN / "dagster-daemon"), "run", *workspace],
-        }
+        self._spawn(
+            {
+                "webserver": [
+                    str(BIN / "dagster-webserver"),
+                    *workspace,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ],
+                "daemon": [str(BIN / "dagster-daemon"), "run", *workspace],
+            }
+        )
+
+    def _spawn(self, commands: Mapping[str, list[str]]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, cmd in commands.items():
             with open(self.log_path(name), "wb") as log:

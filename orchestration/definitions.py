@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from dagster import Definitions, define_asset_job
+from dagster import Definitions, define_asset_job, in_process_executor
 
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
-from orchestration.defs.dbt.project import tokenbill_dbt_project
+from orchestration.defs.dbt.project import DBT_EXECUTABLE, tokenbill_dbt_project
 from orchestration.defs.dbt.resource import TokenbillDbtCliResource
 from orchestration.defs.ingestion.assets import raw_usage_events
 from orchestration.defs.invoicing.assets import invoice_export
@@ -86,6 +83,10 @@ def build_defs(
             reclose_schedule,
         ],
         sensors=[late_data_sensor, rerate_sensor, rollup_sensor],
+        # One process per run: the run worker executes the steps itself, so a killed worker
+        # leaves no step process behind (and no step pays a Python start). The steps of a job
+        # run one after another anyway (the warehouse pool has one slot).
+        executor=in_process_executor,
         resources={
             "s3": S3UsageBucket(
                 bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),
@@ -102,8 +103,9 @@ def build_defs(
             "dbt": TokenbillDbtCliResource(
                 project_dir=tokenbill_dbt_project(),
                 profiles_dir=str(tokenbill_dbt_project().profiles_dir),
-                # The dbt installed beside this interpreter, whether or not the venv is on PATH.
-                dbt_executable=str(Path(sys.executable).parent / "dbt"),
+                # dbt installed beside this interpreter (venv on PATH or not), in a process that
+                # dies with the run worker (orchestration/defs/dbt/child.py).
+                dbt_executable=str(DBT_EXECUTABLE),
             ),
         },
     )

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _prepare_environment()
+    os.environ.update(demo_partitions(args.month))
     server, endpoint = start_s3_server(demo_s3_port())
     try:
         env_file = write_env_file("make ui" if args.ui else "make demo")
@@ -98,6 +99,16 @@ def _prepare_environment() -> None:
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(key, value)
+
+
+def demo_partitions(month: str) -> dict[str, str]:
+    """The demo's partitions start with its month (``TOKENBILL_FIRST_PARTITION``), so the UI
+    lists that month's hours and days rather than thousands of missing ones since January.
+
+    Set before the code location is imported (the partitions are built then), and inherited
+    by ``dagster dev`` under ``make ui``."""
+    datetime.strptime(month, "%Y-%m")  # fails early on a malformed --month
+    return {"TOKENBILL_FIRST_PARTITION": f"{month}-01"}
 
 
 def start_s3_server(port: int | None = None):
@@ -152,12 +163,24 @@ def _backfill(month: str) -> None:
 
 
 def _serve_ui(port: int) -> int:
-    """Serve ``dagster dev`` on the demo's instance until interrupted; S3 stays up meanwhile."""
-    dagster = Path(sys.executable).parent / "dagster"
+    """Serve ``dagster dev`` on the demo's instance until interrupted; S3 stays up meanwhile.
+
+    This environment's ``bin`` goes first on its PATH, as an activated venv would have it:
+    ``dagster dev`` starts the webserver, the daemon and their code servers by name, and
+    dagster-dbt looks ``dbt`` up on PATH, so ``make ui`` works from a shell without the venv."""
+    bin_dir = Path(sys.executable).parent
     print(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)]
+    cmd = [
+        str(bin_dir / "dagster"),
+        "dev",
+        "-w",
+        str(REPO_ROOT / "workspace.yaml"),
+        "-p",
+        str(port),
+    ]
+    env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
     try:
-        return subprocess.call(cmd, cwd=REPO_ROOT)
+        return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
     except KeyboardInterrupt:
         return 0
 

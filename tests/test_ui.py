@@ -15,7 +15,6 @@ One scenario on the hand-made data set (``pipeline_data.py``) in a real S3 serve
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,19 +24,24 @@ from urllib.parse import quote
 import boto3
 import duckdb
 import pytest
-from dagster import AssetKey, DagsterInstance, PartitionKeyRange
+from dagster import AssetKey, PartitionKeyRange
 
 from orchestration.definitions import defs
 from tests import pipeline_data as data
 from tests.ui_support import (
     LOCATION,
     REPO_ROOT,
+    REPO_SELECTOR,
     REPOSITORY,
     DagsterServices,
     copy_for_humans,
     dump_dom,
+    failure_summary,
+    launch_run,
+    prepare_instance,
     screenshot,
     wait_for,
+    wait_for_run,
 )
 
 FIRST_HOUR, LAST_HOUR = "2026-10-05-00:00", "2026-10-06-23:00"
@@ -48,8 +52,8 @@ SCREENSHOT_COPY = REPO_ROOT / ".tokenbill" / "ui-test" / "asset_graph.png"
 READY_TIMEOUT = 90
 CATALOG_RUN_TIMEOUT = 240
 BACKFILL_TIMEOUT = 360
-
-REPO_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+# make ui: dbt parse, a generated month, then dagster dev's webserver, daemon and code servers.
+MAKE_UI_TIMEOUT = 300
 
 
 @pytest.fixture
@@ -62,14 +66,7 @@ def dagster_ui(
     client.create_bucket(Bucket=bucket)
     data.upload(client, bucket)
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
-    # Create the instance's SQLite storage here: the webserver and the daemon starting at once
-    # on an empty DAGSTER_HOME race to create it (alembic CommandError in one of them).
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # where the project's storage lives
-    with DagsterInstance.from_config(str(home)):
-        pass
+    home = prepare_instance(tmp_path / "dagster_home")
     warehouse = tmp_path / "warehouse.duckdb"
     env = {
         **os.environ,  # PATH etc., and the AWS_* variables the s3_endpoint fixture set
@@ -88,6 +85,27 @@ def dagster_ui(
         with services.logs_on_failure():
             services.wait_until_ready(READY_TIMEOUT)
         yield services, warehouse
+    finally:
+        services.stop()
+
+
+def test_make_ui_from_a_bare_shell_loads_the_code_location(tmp_path: Path):
+    """``make ui`` as an operator types it in a fresh shell: no venv on PATH (``env -i
+    PATH=/usr/bin:/bin HOME=$HOME make ui``). ``dagster dev`` starts, and the code location
+    loads without error (it used to fail: "The dbt executable 'dbt' was not found on PATH")."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        # A throwaway instance and warehouse instead of the repository's .tokenbill/.
+        "DAGSTER_HOME": str(prepare_instance(tmp_path / "dagster_home")),
+        "TOKENBILL_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+    }
+    services = DagsterServices(env, tmp_path / "logs")
+    services.start_make_ui(events=2000)
+    try:
+        with services.logs_on_failure():
+            services.wait_until_ready(MAKE_UI_TIMEOUT)  # LOADED, and not a PythonError
+            assert_code_location_matches_defs(services)
     finally:
         services.stop()
 
@@ -199,83 +217,6 @@ def assert_code_location_matches_defs(services: DagsterServices) -> None:
 
 
 # -- 2. a run: catalog_job -----------------------------------------------------------------
-
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message stack }
-    ... on Error { message }
-  }
-}
-"""
-
-RUN_QUERY = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId jobName status assetSelection { path } tags { key value } }
-    ... on Error { message }
-  }
-}
-"""
-
-RUN_FAILURES = """
-query RunFailures($runId: ID!) {
-  logsForRun(runId: $runId, limit: 5000) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on MessageEvent { message level stepKey }
-        ... on ErrorEvent { error { message } }
-      }
-    }
-  }
-}
-"""
-
-TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
-
-
-def launch_run(services: DagsterServices, job_name: str, tags: dict | None = None) -> str:
-    params = {"selector": {**REPO_SELECTOR, "jobName": job_name}, "runConfigData": {}}
-    if tags:
-        params["executionMetadata"] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
-    result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-    assert result["__typename"] == "LaunchRunSuccess", result
-    return result["run"]["runId"]
-
-
-def get_run(services: DagsterServices, run_id: str) -> dict:
-    run = services.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
-    assert run["__typename"] == "Run", run
-    return run
-
-
-def wait_for_run(services: DagsterServices, run_id: str, timeout: float) -> dict:
-    def finished():
-        services.assert_alive()
-        run = get_run(services, run_id)
-        return run if run["status"] in TERMINAL_RUN_STATUSES else None
-
-    return wait_for(f"run {run_id} to finish", finished, timeout, every=2)
-
-
-def failure_summary(services: DagsterServices, run_id: str) -> str:
-    """The run's ERROR events and their errors: what the UI's run page would show in red."""
-    logs = services.graphql(RUN_FAILURES, {"runId": run_id})["logsForRun"]
-    lines = [f"run {run_id} did not succeed:"]
-    for event in logs.get("events", []):
-        if event.get("level") == "ERROR" or event.get("error"):
-            error = (event.get("error") or {}).get("message", "")
-            lines.append(
-                f"  {event['__typename']} {event.get('stepKey') or ''}: {event['message']} {error}"
-            )
-    return "\n".join(lines)
-
 
 # -- 3. a partition-range backfill of the hourly assets --------------------------------------
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +27,7 @@ BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 LOCATION = "tokenbill"  # workspace.yaml's location_name
 REPOSITORY = "__repository__"  # the repository a Definitions object becomes
+REPO_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
 
 T = TypeVar("T")
 
@@ -75,19 +77,29 @@ class DagsterServices:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def start_make_ui(self, events: int) -> None:
+        """``make ui`` (``dagster dev`` on a generated month) instead of the two services, in
+        ``self.env`` as given: e.g. a bare shell's, without the venv on PATH."""
+        args = f"ARGS=--events {events} --port {self.port}"
+        self._spawn({"make-ui": [shutil.which("make", path=self.env.get("PATH")), "ui", args]})
+
     def start(self) -> None:
         workspace = ["-w", str(REPO_ROOT / "workspace.yaml")]
-        commands = {
-            "webserver": [
-                str(BIN / "dagster-webserver"),
-                *workspace,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            "daemon": [str(BIN / "dagster-daemon"), "run", *workspace],
-        }
+        self._spawn(
+            {
+                "webserver": [
+                    str(BIN / "dagster-webserver"),
+                    *workspace,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ],
+                "daemon": [str(BIN / "dagster-daemon"), "run", *workspace],
+            }
+        )
+
+    def _spawn(self, commands: Mapping[str, list[str]]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, cmd in commands.items():
             with open(self.log_path(name), "wb") as log:
@@ -179,6 +191,210 @@ class DagsterServices:
         if payload.get("errors"):
             raise GraphQLError(json.dumps(payload["errors"], indent=2)[:4000])
         return payload["data"]
+
+
+# -- runs over GraphQL ----------------------------------------------------------------------
+
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_QUERY = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId jobName status assetSelection { path } tags { key value } }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_FAILURES = """
+query RunFailures($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message level stepKey }
+        ... on ErrorEvent { error { message } }
+      }
+    }
+  }
+}
+"""
+
+TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def launch_run(services: DagsterServices, job_name: str, tags: dict | None = None) -> str:
+    params = {"selector": {**REPO_SELECTOR, "jobName": job_name}, "runConfigData": {}}
+    if tags:
+        params["executionMetadata"] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+    result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def get_run(services: DagsterServices, run_id: str) -> dict:
+    run = services.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
+    assert run["__typename"] == "Run", run
+    return run
+
+
+def wait_for_run(services: DagsterServices, run_id: str, timeout: float) -> dict:
+    def finished():
+        services.assert_alive()
+        run = get_run(services, run_id)
+        return run if run["status"] in TERMINAL_RUN_STATUSES else None
+
+    return wait_for(f"run {run_id} to finish", finished, timeout, every=2)
+
+
+def failure_summary(services: DagsterServices, run_id: str) -> str:
+    """The run's ERROR events and their errors: what the UI's run page would show in red."""
+    logs = services.graphql(RUN_FAILURES, {"runId": run_id})["logsForRun"]
+    lines = [f"run {run_id} did not succeed:"]
+    for event in logs.get("events", []):
+        if event.get("level") == "ERROR" or event.get("error"):
+            error = (event.get("error") or {}).get("message", "")
+            lines.append(
+                f"  {event['__typename']} {event.get('stepKey') or ''}: {event['message']} {error}"
+            )
+    return "\n".join(lines)
+
+
+def prepare_instance(home: Path, run_monitoring: Mapping[str, int] | None = None) -> Path:
+    """``home`` as a DAGSTER_HOME with the shipped ``orchestration/dagster.yaml`` (its
+    ``run_monitoring`` settings overridden by ``run_monitoring``) and its storage created.
+
+    The storage is created here because the webserver and the daemon starting at once on an
+    empty DAGSTER_HOME race to create it (alembic CommandError in one of them)."""
+    import yaml
+    from dagster import DagsterInstance
+
+    home.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO_ROOT / "orchestration" / "dagster.yaml").read_text())
+    if run_monitoring:
+        config["run_monitoring"] = {**config["run_monitoring"], **run_monitoring}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)  # the project's storage needs it
+    try:
+        with DagsterInstance.from_config(str(home)):
+            pass
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    return home
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid``: pid -> command line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            ppid = parent_pid(int(entry.name))
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if alive(child):
+            found[child] = cmdline(child)
+        todo += children.get(child, [])
+    return found
+
+
+class GateProxy:
+    """A TCP proxy in front of the S3 server that can hold every byte sent to it.
+
+    ``close()`` makes requests hang (as a stalled network does) until ``open()``: a run reading
+    S3 through it stays in its ingestion step, which is where a test wants to kill it."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._open = threading.Event()
+        self._open.set()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._open.set()
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, gated: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if gated:
+                    self._open.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -5,7 +5,8 @@ N partitions is one run and one ``dbt build`` over the whole range. Daily partit
 on their 24 hourly parents and monthly on their days (Dagster's time-window mapping).
 """
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from dagster_dbt import (
 )
 
 from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_env
+from orchestration.defs.dbt.child import PARENT_PID_ENV
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.dbt.resource import environment
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
+from orchestration.defs.progress import Progress
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 from orchestration.settings import setting
 
@@ -119,6 +122,7 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             "TOKENBILL_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit,
             **dbt_build_env(window, invoice_vars(context.run.tags)),
         }
+        run_env[PARENT_PID_ENV] = str(os.getpid())  # dbt dies with this process (child.py)
         with environment(run_env):  # the dbt process starts in dbt.cli
             invocation = dbt.cli(
                 list(BUILD_ARGS),
@@ -131,7 +135,7 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
                 raise_on_error=False,
             )
         held = []
-        for event in invocation.stream():
+        for event in stream_with_progress(invocation, context):
             if stored_failures(event, invocation.manifest):
                 held.append(event)  # its failing rows are read once dbt has let go
             else:
@@ -150,6 +154,38 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             )
 
     return _assets
+
+
+def stream_with_progress(invocation, context: AssetExecutionContext) -> Iterator[Any]:
+    """``invocation.stream()``'s Dagster events, logging "dbt: N of M nodes done" as dbt
+    finishes its nodes (models, tests; at most every 5 s, and the last)."""
+    progress = Progress(context.log.info, "dbt", "nodes")
+    for event in invocation.stream_raw_events():
+        count_node(progress, event.raw_event)
+        yield from event.to_default_asset_events(
+            manifest=invocation.manifest,
+            dagster_dbt_translator=invocation.dagster_dbt_translator,
+            context=context,
+            target_path=invocation.target_path,
+            project=invocation.project,
+        )
+    progress.finish()
+
+
+def count_node(progress: Progress, raw_event: Mapping[str, Any]) -> None:
+    """Advance ``progress`` on dbt's structured log. dbt numbers the nodes it runs ("3 of 12
+    START ...", "3 of 12 OK created ..."): each node ends with one event carrying its ``index``
+    and the ``total`` (``num_models`` on a test's result; a model's, test's or seed's result, or
+    a skip), hooks aside."""
+    name = raw_event.get("info", {}).get("name", "")
+    data = raw_event.get("data", {})
+    total = data.get("total") or data.get("num_models")
+    if "index" not in data or not total or name.startswith("LogHook"):
+        return
+    if progress.total is None:
+        progress.set_total(int(total))
+    if name != "LogStartLine":
+        progress.advance()
 
 
 #: Period columns of the marts, in the order they are looked for.

@@ -398,7 +398,7 @@ def rated(tmp_path_factory):
         con.execute(
             "insert into billing.wallet_ledger values "
             "('d1', 'wal_prepaid', 'cus_prepaid', 'USD', 'g1', 'purchased', 'deduction', "
-            "'2026-10-05 10:00', '2026-10-05 10:00', '2026-10-01', -0.012, 9.988, 9.988)"
+            "'2026-10-05 10:00', 1, '2026-10-05 10:00', '2026-10-01', -0.012, 9.988, 9.988)"
         )
     invoices = dbt_build(
         warehouse,

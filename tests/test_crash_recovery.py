@@ -299,6 +299,10 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
         "max_resume_run_attempts": 0,
         "free_slots_after_run_end_seconds": 30,
     }
+    assert config["run_queue"] == {
+        "max_user_code_failure_retries": 5,
+        "user_code_failure_retry_delay": 10,
+    }
 
 
 def test_the_launcher_fails_a_run_whose_reported_worker_is_gone(tmp_path: Path):

@@ -102,7 +102,12 @@ class Deployment:
         )
 
     def messages(self, run_id: str) -> list[str]:
-        return [r.user_message for r in self.instance.all_logs(run_id)]
+        """Each event's text: the logged message, or the event's own (an event reported by
+        the daemon, e.g. a run failure, has no logged message)."""
+        return [
+            r.user_message or (r.dagster_event.message if r.dagster_event else "") or ""
+            for r in self.instance.all_logs(run_id)
+        ]
 
     def slots_held_by(self, run_id: str) -> list[str]:
         info = self.instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)

@@ -82,7 +82,8 @@ def worker_start(instance, run_id: str) -> tuple[int, float] | None:
         event = entry.dagster_event
         data = event.engine_event_data if event else None
         pid = data.metadata.get("pid") if data else None
-        if pid is not None and entry.user_message.startswith(WORKER_PID_MESSAGES):
+        message = (event.message if event else None) or entry.user_message or ""
+        if pid is not None and message.startswith(WORKER_PID_MESSAGES):
             return int(pid.value), entry.timestamp
     return None
 

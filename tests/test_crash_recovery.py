@@ -102,7 +102,12 @@ class Deployment:
         )
 
     def messages(self, run_id: str) -> list[str]:
-        return [r.user_message for r in self.instance.all_logs(run_id)]
+        """Each event's text: the logged message, or the event's own (an event reported by
+        the daemon, e.g. a run failure, has no logged message)."""
+        return [
+            r.user_message or (r.dagster_event.message if r.dagster_event else "") or ""
+            for r in self.instance.all_logs(run_id)
+        ]
 
     def slots_held_by(self, run_id: str) -> list[str]:
         info = self.instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
@@ -228,10 +233,16 @@ def test_a_run_killed_during_the_dbt_build_with_its_code_server_is_failed_and_th
         os.kill(pid, signal.SIGKILL)
 
         assert_recovered(d, killed, pid, children, following, clean_tables)
-        # It was the monitoring daemon that found the dead worker.
-        assert any("is gone: it was killed or crashed" in m for m in d.messages(killed)), (
-            d.messages(killed)[-10:]
-        )
+        # The failure names the dead worker: the monitoring daemon's health check ("is gone"),
+        # or the code server if it saw its child die before it was killed itself.
+        detected = [
+            m
+            for m in d.messages(killed)
+            if "is gone: it was killed" in m
+            or (f"Run execution process for {killed}" in m and "signal 9" in m)
+        ]
+        assert detected, d.messages(killed)[-10:]
+        print(f"the killed run was failed by: {detected[0]}")
 
 
 def assert_recovered(
@@ -293,6 +304,48 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
         "max_resume_run_attempts": 0,
         "free_slots_after_run_end_seconds": 30,
     }
+    assert config["run_queue"] == {
+        "max_user_code_failure_retries": 5,
+        "user_code_failure_retry_delay": 10,
+    }
+
+
+def test_the_launcher_fails_a_run_whose_reported_worker_is_gone(tmp_path: Path):
+    """What monitoring asks the launcher when no code server is left to report the run: the
+    pid the worker logged, alive or not, on this host."""
+    from dagster._core.events import EngineEventData
+    from dagster._core.launcher import WorkerStatus
+    from dagster._core.storage.tags import GRPC_INFO_TAG
+    from dagster._core.test_utils import create_run_for_test
+
+    (tmp_path / "home").mkdir()
+    launcher = {"module": "orchestration.run_launcher", "class": "TokenbillRunLauncher"}
+    with DagsterInstance.local_temp(
+        str(tmp_path / "home"), overrides={"run_launcher": launcher}
+    ) as instance:
+
+        def run_reporting(pid: int):
+            run = create_run_for_test(
+                instance,
+                job_name="hourly_usage_job",
+                tags={GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})},
+            )
+            instance.report_engine_event(
+                f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
+            )
+            return run
+
+        dead = os.fork()
+        if dead == 0:
+            os._exit(0)
+        os.waitpid(dead, 0)
+        health = instance.run_launcher.check_run_worker_health(run_reporting(dead))
+        assert health.status == WorkerStatus.FAILED
+        assert f"the run worker process (pid {dead}) is gone" in health.msg
+        alive_run = run_reporting(os.getpid())
+        assert instance.run_launcher.check_run_worker_health(alive_run).status == (
+            WorkerStatus.RUNNING
+        )
 
 
 def test_health_check_tells_a_live_worker_from_a_dead_one_and_a_reused_pid():

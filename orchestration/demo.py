@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -149,17 +151,45 @@ def _backfill(month: str) -> None:
     log_path = STATE_DIR / "demo-runs.log"
     print(f"backfilling {month}: one run per grain (dbt output in {log_path})")
     with DagsterInstance.get() as instance, open(log_path, "w") as log:
+        progress = ProgressTee(log, sys.stdout)
         for job_name, first_key, last_key in [(CATALOG_JOB, None, None), *plan_period(start, end)]:
             began = time.monotonic()
-            with contextlib.redirect_stdout(log):
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(progress):
                 result = run_job_range(
-                    defs, job_name, first_key, last_key, instance, log_level="WARNING"
+                    defs, job_name, first_key, last_key, instance, log_level="INFO"
                 )
+            progress.flush()
             span = f"{first_key}..{last_key}" if first_key else "(unpartitioned)"
             print(
                 f"  run {result.run_id[:8]} {job_name:<18} {span:<34} "
                 f"{'succeeded' if result.success else 'FAILED'} in {time.monotonic() - began:.1f}s"
             )
+
+
+#: A progress line of a run's log ("ingestion: 16/48 hours landed...", "dbt: 3 of 15 nodes
+#: done"), as Dagster's console logger writes it: "... - INFO - <job> - <run> - <step> - <msg>".
+PROGRESS_LINE = re.compile(r" - INFO - .* - ((?:ingestion|dbt): .*)$")
+
+
+class ProgressTee(io.TextIOBase):
+    """Where the demo's runs log (at INFO): every line goes to the log file, and the progress
+    lines of long steps are echoed to the terminal as they come, so a backfill is not silent."""
+
+    def __init__(self, log, terminal):
+        self.log, self.terminal, self.pending = log, terminal, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            match = PROGRESS_LINE.search(line)
+            if match:
+                print(f"    {match.group(1)}", file=self.terminal, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 def _serve_ui(port: int) -> int:

@@ -271,7 +271,8 @@ TERMINAL_BACKFILL_STATUSES = {
 
 def hourly_job_assets_and_partitions() -> tuple[set[AssetKey], list[str]]:
     job = defs.get_repository_def().get_job(HOURLY_JOB)
-    keys = set(job.asset_layer.selected_asset_keys)
+    # The partitioned assets; the unpartitioned analyst_snapshot would be a second run.
+    keys = set(job.asset_layer.selected_asset_keys) - {AssetKey("analyst_snapshot")}
     partitions = job.partitions_def.get_partition_keys_in_range(
         PartitionKeyRange(FIRST_HOUR, LAST_HOUR)
     )

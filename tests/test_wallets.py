@@ -279,7 +279,9 @@ def min_identity_violations(grants, charges, booked_charges=None, tamper=None, r
         for offset, amount in charges.items():
             hour = T0 + H * offset
             rows.append(("w", "charge", None, hour, hour + H, CALENDAR(hour), D(amount)))
-        con.executemany("insert into marts.int_wallets__draw_inputs values (?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany(
+            "insert into marts.int_wallets__draw_inputs values (?, ?, ?, ?, ?, ?, ?)", rows
+        )
         if tamper:
             con.execute(tamper)
         return result, check_violations(con, MIN_IDENTITY)
@@ -330,9 +332,9 @@ def test_the_min_identity_fails_when_credit_comes_back_while_overage_is_due():
         [grant("g", "100")], {0: "150", 1: "-30"}, booked_charges={0: "100", 1: "-30"}
     )
     assert violations == [
-        ("w", "2026-10-01 01:00: charge -30.000000000000000000, deducted 0.000000000000000000, reversed "
-         "30.000000000000000000, gave credit back while 50.000000000000000000 of the period's "
-         "overage was still due"),
+        ("w", "2026-10-01 01:00: charge -30.000000000000000000, deducted 0.000000000000000000, "
+         "reversed 30.000000000000000000, gave credit back while 50.000000000000000000 of the "
+         "period's overage was still due"),
     ]  # fmt: skip
 
 

@@ -517,8 +517,8 @@ def check_violations(con, name: str, until: datetime | None = None) -> list[tupl
     where the booked months end: later hours are not drawn yet (default: every hour)."""
     sql = _CHECK_SQL[name]
     if "{until}" in sql:
-        bound = "timestamp '9999-12-31'" if until is None else f"timestamp '{until:%Y-%m-%d %H:%M:%S}'"
-        sql = sql.replace("{until}", bound)
+        bound = datetime(9999, 12, 31) if until is None else until
+        sql = sql.replace("{until}", f"timestamp '{bound:%Y-%m-%d %H:%M:%S}'")
     return con.execute(sql).fetchall()
 
 

@@ -31,8 +31,12 @@ from orchestration.defs.resources import Warehouse
 from orchestration.defs.wallets.catalog import wallet_tables
 from orchestration.defs.wallets.ledger import GrantState, TopUpRule, WalletSpec, simulate
 from orchestration.defs.wallets.ledger_asset import (
+    LEDGER_COLUMNS,
+    LEDGER_DDL,
     LEDGER_ORDER,
+    LEDGER_SCHEMA,
     book_month,
+    check_violations,
     run_checks,
     wallet_ledger,
 )
@@ -242,6 +246,96 @@ def test_the_balance_never_goes_negative_and_the_identity_holds():
         assert e.grant_remaining_after == remaining[e.grant_id] >= 0
     # Every charge is drawn, given back or due: credit used + overage = net charges.
     assert result.credits_used + sum(result.overage.values()) == sum(D(v) for v in charges.values())
+    # And the min identity's ERROR check holds on it (expiring grants, top-ups, corrections).
+    assert min_identity_violations(grants, charges, rule=rule)[1] == []
+
+
+# --- credit used = min(eligible credit, net charges): the ERROR check's SQL --------------------
+
+MIN_IDENTITY = "credit_used_is_min_of_eligible_credit_and_net_charges"
+
+
+def min_identity_violations(grants, charges, booked_charges=None, tamper=None, rule=None):
+    """Book ``charges`` (hour offset -> amount) with ``simulate`` (or ``booked_charges``, to
+    book a ledger that does not match the charges), write the entries and the draw inputs the
+    check reads into a DuckDB database, optionally ``tamper`` with the ledger (SQL), and
+    return the check's violations."""
+    result = run([grant(g.grant_id, g.amount, g.kind, g.granted_at, g.expires_at, g.draw_rank)
+                  for g in grants], booked_charges or charges, rule)  # fmt: skip
+    with duckdb.connect() as con:
+        con.execute(LEDGER_DDL)
+        frame = pl.DataFrame(
+            [e.row() for e in result.entries], schema=LEDGER_SCHEMA, orient="row"
+        ).select(LEDGER_COLUMNS)
+        con.register("entries", frame.to_arrow())
+        con.execute("insert into billing.wallet_ledger by name select * from entries")
+        con.execute(
+            "create schema marts; create table marts.int_wallets__draw_inputs (wallet_id varchar, "
+            "input_type varchar, grant_id varchar, valid_from timestamp, valid_to timestamp, "
+            "billing_period_start timestamp, amount decimal(38, 18))"
+        )
+        rows = [("w", "grant", g.grant_id, g.granted_at, g.expires_at, None, g.amount)
+                for g in grants]  # fmt: skip
+        for offset, amount in charges.items():
+            hour = T0 + H * offset
+            rows.append(("w", "charge", None, hour, hour + H, CALENDAR(hour), D(amount)))
+        con.executemany(
+            "insert into marts.int_wallets__draw_inputs values (?, ?, ?, ?, ?, ?, ?)", rows
+        )
+        if tamper:
+            con.execute(tamper)
+        return result, check_violations(con, MIN_IDENTITY)
+
+
+def test_the_min_identity_holds_on_the_issue_example():
+    # 1,000 of credit, usage of 10 then 1 under volume tiers: +500, then -170. Net charges
+    # 330 = credit used 330 = min(1000, 330); the wallet ends at 670.
+    result, violations = min_identity_violations([grant("g", "1000")], {0: "500", 1: "-170"})
+    assert (result.credits_used, result.balance) == (D(330), D(670))
+    assert violations == []
+
+
+def test_the_min_identity_holds_with_overage_and_credit_eligible_too_late():
+    # a: 50 from midnight; b: 100 given at 00:30, so it pays from the 01:00 hour (not hour 0).
+    # 00: 80 -> a's 50, 30 due (b not eligible yet). 02: 30 -> from b (70 left).
+    # 03: 100 -> b's 70, 30 due: the wallet is exhausted. 04: -40 cancels 40 of the 60 due
+    # (no credit back). 05: 20, all due. Net charges 190, credit used 150, overage 40.
+    grants = [grant("a", "50", rank=2), grant("b", "100", granted=T0 + H / 2, rank=4)]
+    charges = {0: "80", 2: "30", 3: "100", 4: "-40", 5: "20"}
+    result, violations = min_identity_violations(grants, charges)
+    assert result.overage == {T0: D(30), T0 + 3 * H: D(30), T0 + 4 * H: D(-40), T0 + 5 * H: D(20)}
+    assert (result.credits_used, result.balance) == (D(150), D(0))
+    assert violations == []
+
+
+def test_the_min_identity_fails_when_credit_is_left_unused_while_charges_are_unpaid():
+    # 1,000 of credit: +500, -170, +40 -> 630 left. Removing hour 2's deduction leaves its 40
+    # unpaid while 670 of eligible credit remained (1000 - 500 + 170).
+    _, violations = min_identity_violations(
+        [grant("g", "1000")],
+        {0: "500", 1: "-170", 2: "40"},
+        tamper="delete from billing.wallet_ledger where entry_type = 'deduction' "
+        "and usage_hour = timestamp '2026-10-01 02:00'",
+    )
+    assert violations == [
+        ("w", "2026-10-01 02:00: charge 40.000000000000000000, deducted 0.000000000000000000, "
+         "reversed 0.000000000000000000, "
+         "left 40.000000000000000000 unpaid while 670.000000000000000000 of eligible credit "
+         "remained"),
+    ]  # fmt: skip
+
+
+def test_the_min_identity_fails_when_credit_comes_back_while_overage_is_due():
+    # 100 of credit, hour 0 costs 150: 100 drawn, 50 due. Hour 1's -30 must cancel 30 of the
+    # 50 due; a ledger booked as if hour 0 cost 100 gives 30 back instead.
+    _, violations = min_identity_violations(
+        [grant("g", "100")], {0: "150", 1: "-30"}, booked_charges={0: "100", 1: "-30"}
+    )
+    assert violations == [
+        ("w", "2026-10-01 01:00: charge -30.000000000000000000, deducted 0.000000000000000000, "
+         "reversed 30.000000000000000000, gave credit back while 50.000000000000000000 of the "
+         "period's overage was still due"),
+    ]  # fmt: skip
 
 
 # --- the wallets.yml contract -----------------------------------------------------------------
@@ -441,7 +535,7 @@ def test_the_ledger_month_is_booked_exactly_and_identically_twice(booked):
     assert meta["total_credits_used"].data == {"USD": "19.5"}
     assert meta["overage"].data == {"USD": "0.6"}  # 0.1 on Oct 31 + 0.5 on Oct 15
     checks = second.get_asset_check_evaluations()
-    assert len(checks) == 6 and all(c.passed for c in checks)
+    assert len(checks) == 7 and all(c.passed for c in checks)
 
 
 def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
@@ -531,10 +625,43 @@ def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
         "wallet_balance_identity",  # later balances no longer the running sum
         "deductions_within_grant_remaining",  # g1's later remainders neither
         "credit_used_within_net_charges",  # 18 used against 17.6 of net charges
+        MIN_IDENTITY,  # from Oct 4 on, credit used to date exceeds the charges to date
     }
+    money = "{:.18f}".format
+    assert failed[MIN_IDENTITY]["sample"].md_str.splitlines() == [
+        f"- wal_a: 2026-10-{day}: charge {money(D(charge))}, deducted {money(D(drawn))}, "
+        f"reversed {money(0)}, credit used exceeds the period's charges to date by "
+        f"{money(D(excess))}"
+        for day, charge, drawn, excess in [
+            ("04 00:00", "-0.5", 0, "0.5"), ("05 00:00", 6, 6, "0.5"), ("06 00:00", 2, 2, "0.5"),
+            ("31 23:00", "1.6", "1.5", "0.4"),  # 0.1 of overage: 0.4 too much from then on
+        ]
+    ]  # fmt: skip
     assert failed["credit_used_within_net_charges"]["sample"].md_str == (
         "- wal_a: 2026-10-01: credit used 18.000000000000000000, net charges 17.600000000000000000"
     )
+
+
+def test_the_min_identity_check_fails_on_credit_left_unused_in_the_warehouse(booked):
+    """Delete the Oct 5 deduction (6 from g1): that hour looks unpaid while g1 still had 6.5
+    (10 - 4 + 0.5), and Oct 31 23:00's 0.1 of overage looks unpaid while g1 still had 6."""
+    with duckdb.connect(booked["warehouse"]) as con:
+        con.execute("begin transaction")
+        con.execute(
+            "delete from billing.wallet_ledger where entry_type = 'deduction' "
+            "and wallet_id = 'wal_a' and usage_hour = timestamp '2026-10-05 00:00'"
+        )
+        violations = check_violations(con, MIN_IDENTITY)
+        con.execute("rollback")
+        assert check_violations(con, MIN_IDENTITY) == []
+    money = "{:.18f}".format
+    assert violations == [
+        ("wal_a", f"2026-10-05 00:00: charge {money(6)}, deducted {money(0)}, reversed "
+         f"{money(0)}, left {money(6)} unpaid while {money(D('6.5'))} of eligible credit remained"),
+        ("wal_a", f"2026-10-31 23:00: charge {money(D('1.6'))}, deducted {money(D('1.5'))}, "
+         f"reversed {money(0)}, left {money(D('0.1'))} unpaid while {money(6)} of eligible "
+         "credit remained"),
+    ]  # fmt: skip
 
 
 def test_the_draw_order_top_up_rank_and_billing_periods_come_from_sql(tmp_path):

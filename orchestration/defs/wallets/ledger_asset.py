@@ -303,6 +303,14 @@ CHECKS = {
     "credit_used_within_net_charges": "Per wallet and billing period, the credit used "
     "(deductions - reversals) is between 0 and the period's net charges "
     "(int_wallets__draw_inputs): a negative hourly charge gives its credit back.",
+    "credit_used_is_min_of_eligible_credit_and_net_charges": "Per wallet and billing period, "
+    "credit used = min(credit available, net charges), credit available read as the credit "
+    "eligible when each hour was drawn (credit that becomes eligible later does not pay an "
+    "earlier hour: that hour's shortfall is overage). Hour by hour, from the charges of "
+    "int_wallets__draw_inputs and the hour's deductions and reversals: a positive hour draws "
+    "at most its charge and leaves overage only when no eligible credit is left after its "
+    "draw; a negative hour gives back at most its credit, and gives credit back only once the "
+    "period's overage is cancelled; the period's overage to date is never negative.",
     "reversals_within_period_deductions": "Per wallet, billing period and grant, reversals "
     "never give back more than the period drew from the grant, and credit given back after "
     "the grant's validity expires at the same instant.",
@@ -361,6 +369,103 @@ _CHECK_SQL = {
             and used.billing_period_start = charged.billing_period_start
         where used.credit_used < 0 or used.credit_used > coalesce(charged.net_charges, 0)
     """,
+    # Overage of an hour = its charge - its deductions + its reversals (what the draw or the
+    # reversal left due, negative when a reversal cancelled overage); the period's overage to
+    # date is its running sum. Eligible credit after an hour's draw = what the grants paying
+    # that hour have left after every entry at or before it (grants, top-ups and expiries of
+    # an instant are booked before its draw). {until}: hours from there on are not booked yet.
+    "credit_used_is_min_of_eligible_credit_and_net_charges": f"""
+        with charges as (
+            select wallet_id, valid_from as hour, billing_period_start, amount as charge
+            from {INPUTS}
+            where input_type = 'charge' and valid_from < {{until}}
+        ),
+        draws as (
+            select
+                wallet_id,
+                usage_hour as hour,
+                -sum(case when entry_type = 'deduction' then amount else 0 end) as deducted,
+                sum(case when entry_type = 'reversal' then amount else 0 end) as reversed
+            from billing.wallet_ledger
+            where entry_type in ('deduction', 'reversal') and usage_hour < {{until}}
+            group by all
+        ),
+        hours as (
+            select
+                coalesce(charges.wallet_id, draws.wallet_id) as wallet_id,
+                coalesce(charges.hour, draws.hour) as hour,
+                charges.billing_period_start,
+                coalesce(charges.charge, 0) as charge,
+                coalesce(draws.deducted, 0) as deducted,
+                coalesce(draws.reversed, 0) as reversed,
+                coalesce(charges.charge, 0) - coalesce(draws.deducted, 0)
+                + coalesce(draws.reversed, 0) as overage
+            from charges
+            full join draws on charges.wallet_id = draws.wallet_id and charges.hour = draws.hour
+        ),
+        running as (
+            select
+                *,
+                sum(overage) over (
+                    partition by wallet_id, billing_period_start order by hour
+                    rows between unbounded preceding and current row
+                ) as period_overage
+            from hours
+        ),
+        grants as (
+            select booked.wallet_id, booked.grant_id, booked.entry_ts as granted_at,
+                catalog.valid_to as expires_at
+            from billing.wallet_ledger booked
+            left join {INPUTS} catalog
+                on catalog.input_type = 'grant' and catalog.wallet_id = booked.wallet_id
+                and catalog.grant_id = booked.grant_id
+            where booked.entry_type in ('grant', 'top_up')
+        ),
+        eligible as (
+            select running.wallet_id, running.hour, sum(entries.amount) as eligible_after
+            from running
+            inner join grants
+                on grants.wallet_id = running.wallet_id and grants.granted_at <= running.hour
+                and (grants.expires_at is null
+                    or running.hour + interval 1 hour <= grants.expires_at)
+            inner join billing.wallet_ledger entries
+                on entries.wallet_id = grants.wallet_id and entries.grant_id = grants.grant_id
+                and entries.entry_ts <= running.hour
+            where running.charge > 0 and running.overage > 0
+            group by all
+        )
+        select running.wallet_id, strftime(running.hour, '%Y-%m-%d %H:%M') || ': charge '
+            || cast(running.charge as varchar) || ', deducted '
+            || cast(running.deducted as varchar) || ', reversed '
+            || cast(running.reversed as varchar) || ', ' || case
+                when running.billing_period_start is null or running.charge = 0
+                    then 'credit drawn for an hour without a charge'
+                when running.charge > 0 and (running.reversed > 0 or running.overage < 0)
+                    then 'drew more than the charge'
+                when running.charge < 0 and (running.deducted > 0 or running.overage > 0)
+                    then 'gave back more than the hour''s credit'
+                when running.period_overage < 0
+                    then 'credit used exceeds the period''s charges to date by '
+                        || cast(-running.period_overage as varchar)
+                when running.charge > 0
+                    then 'left ' || cast(running.overage as varchar) || ' unpaid while '
+                        || cast(eligible.eligible_after as varchar)
+                        || ' of eligible credit remained'
+                else 'gave credit back while ' || cast(running.period_overage as varchar)
+                    || ' of the period''s overage was still due'
+            end
+        from running
+        left join eligible
+            on eligible.wallet_id = running.wallet_id and eligible.hour = running.hour
+        where running.billing_period_start is null
+            or (running.charge = 0 and (running.deducted <> 0 or running.reversed <> 0))
+            or (running.charge > 0 and (running.reversed > 0 or running.overage < 0))
+            or (running.charge < 0 and (running.deducted > 0 or running.overage > 0))
+            or running.period_overage < 0
+            or (running.charge > 0 and running.overage > 0 and eligible.eligible_after > 0)
+            or (running.charge < 0 and running.reversed > 0 and running.period_overage > 0)
+        order by running.wallet_id, running.hour
+    """,
     "reversals_within_period_deductions": f"""
         select wallet_id, billing_period_start || ' ' || grant_id
         from billing.wallet_ledger
@@ -407,10 +512,20 @@ _CHECK_SQL = {
 }
 
 
-def run_checks(con) -> list[AssetCheckResult]:
+def check_violations(con, name: str, until: datetime | None = None) -> list[tuple[str, str]]:
+    """``(wallet_id, what)`` of every violation of check ``name``; ``until`` (exclusive) is
+    where the booked months end: later hours are not drawn yet (default: every hour)."""
+    sql = _CHECK_SQL[name]
+    if "{until}" in sql:
+        bound = datetime(9999, 12, 31) if until is None else until
+        sql = sql.replace("{until}", f"timestamp '{bound:%Y-%m-%d %H:%M:%S}'")
+    return con.execute(sql).fetchall()
+
+
+def run_checks(con, until: datetime | None = None) -> list[AssetCheckResult]:
     results = []
     for name in CHECKS:
-        bad = con.execute(_CHECK_SQL[name]).fetchall()
+        bad = check_violations(con, name, until)
         results.append(
             AssetCheckResult(
                 asset_key=LEDGER_KEY,
@@ -522,7 +637,7 @@ def wallet_ledger(context: AssetExecutionContext, warehouse: Warehouse):
         except Exception:
             con.execute("rollback")
             raise
-        checks = run_checks(con)
+        checks = run_checks(con, until=end)
     metadata = _metadata(months)
     context.log.info(f"booked {metadata['dagster/row_count']} ledger entries for {start:%Y-%m}")
     yield MaterializeResult(asset_key=LEDGER_KEY, metadata=metadata)

@@ -32,7 +32,15 @@ from orchestration.settings import setting
     ),
     partitions_def=monthly_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetKey(["marts", "fct_invoices"]), AssetKey(["marts", "fct_invoice_line_items"])],
+    # Everything the feed and the statements read (export.py, statement.py): an asset backfill
+    # runs it only once they are built.
+    deps=[
+        AssetKey(["marts", "fct_invoices"]),
+        AssetKey(["marts", "fct_invoice_line_items"]),
+        AssetKey(["marts", "dim_customers"]),
+        AssetKey(["marts", "fct_rated_charges_daily"]),
+        AssetKey(["marts", "fct_wallet_balances"]),
+    ],
     kinds={"s3", "duckdb"},
     owners=["team:billing"],
 )

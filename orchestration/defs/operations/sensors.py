@@ -283,16 +283,7 @@ def read_rerate_end(warehouse: Warehouse, last_hour: datetime) -> datetime | Non
 )
 def rerate_sensor(context: SensorEvaluationContext, warehouse: Warehouse):
     since, seen = read_rollup_cursor(context.cursor)
-    records = context.instance.get_run_records(
-        filters=RunsFilter(
-            job_name=HOURLY_JOB,
-            statuses=[DagsterRunStatus.SUCCESS],
-            tags={TRIGGER_TAG: "late_data"},
-            updated_after=since - ROLLUP_OVERLAP,
-        ),
-        order_by="update_timestamp",
-        ascending=True,
-    )
+    records = successful_hourly_runs(context, since, "late_data")
     new = [r for r in records if r.dagster_run.run_id not in seen]
     if not new:
         return SkipReason(f"no late-data re-run finished since {since.isoformat()}")
@@ -366,6 +357,24 @@ def read_rollup_cursor(cursor: str | None) -> tuple[datetime, set[str]]:
     return datetime.fromisoformat(state["updated_after"]), set(state["seen"])
 
 
+def successful_hourly_runs(
+    context: SensorEvaluationContext, since: datetime, triggers: str | list[str]
+) -> list:
+    """Successful ``hourly_usage_job`` runs started by ``triggers`` and updated since the
+    cursor, less ``ROLLUP_OVERLAP`` (the caller skips the runs it has seen, rather than miss a
+    run updated in the same second as the last one), oldest update first."""
+    return context.instance.get_run_records(
+        filters=RunsFilter(
+            job_name=HOURLY_JOB,
+            statuses=[DagsterRunStatus.SUCCESS],
+            tags={TRIGGER_TAG: triggers},
+            updated_after=since - ROLLUP_OVERLAP,
+        ),
+        order_by="update_timestamp",
+        ascending=True,
+    )
+
+
 def write_rollup_cursor(update_times: Mapping[str, datetime]) -> str:
     """Remember the latest update time and the runs seen in the overlap before it."""
     latest = max(update_times.values())
@@ -390,16 +399,7 @@ def rollup_sensor(context: SensorEvaluationContext):
     since, seen = read_rollup_cursor(context.cursor)
     # Run storage may keep update times to the second: look back over an overlap and skip the
     # runs already seen, rather than miss a run updated in the same second as the last one.
-    records = context.instance.get_run_records(
-        filters=RunsFilter(
-            job_name=HOURLY_JOB,
-            statuses=[DagsterRunStatus.SUCCESS],
-            tags={TRIGGER_TAG: ["late_data", "rerate", "reclose"]},
-            updated_after=since - ROLLUP_OVERLAP,
-        ),
-        order_by="update_timestamp",
-        ascending=True,
-    )
+    records = successful_hourly_runs(context, since, ["late_data", "rerate", "reclose"])
     new = [r for r in records if r.dagster_run.run_id not in seen]
     if not new:
         return SkipReason(f"no hourly re-run finished since {since.isoformat()}")

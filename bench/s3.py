@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
 
     from orchestration.demo import start_s3_server
-    from orchestration.generator import GeneratedObject, generate_month, upload
+    from tools.generator import GeneratedObject, generate_month, upload
 
     server, endpoint = start_s3_server()
     try:

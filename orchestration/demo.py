@@ -131,7 +131,7 @@ def start_s3_server(port: int | None = None):
 def _generate(args, bucket: str, prefix: str) -> dict:
     import boto3
 
-    from orchestration.generator import generate_month, upload
+    from tools.generator import generate_month, upload
 
     client = boto3.client("s3")
     client.create_bucket(Bucket=bucket)

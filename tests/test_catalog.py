@@ -16,7 +16,7 @@ from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.rating.catalog import load_catalog, load_catalog_dir
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import Warehouse
-from orchestration.generator.demo_catalog import main as demo_catalog_main
+from tools.generator.demo_catalog import main as demo_catalog_main
 
 REPO = Path(__file__).resolve().parent.parent
 D = Decimal

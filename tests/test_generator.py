@@ -24,7 +24,7 @@ from contracts.usage_event import (
     WIRE_FIELDS,
     validate_wire_events,
 )
-from orchestration.generator import (
+from tools.generator import (
     MODELS,
     GeneratedObject,
     cli,
@@ -356,7 +356,7 @@ def test_cli_writes_files_under_out_dir(tmp_path):
 
 
 def test_every_malformation_variant_triggers_exactly_its_own_reason():
-    from orchestration.generator import generate as g
+    from tools.generator import generate as g
 
     mp, customers = g._plan_month(MONTH, 50_000, SEED), g._customers(SEED)
     hp = g._plan_hour(customers, mp, 14)

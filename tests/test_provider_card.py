@@ -33,7 +33,7 @@ from orchestration.defs.rating.provider_card import (
     row_names,
     write_card,
 )
-from orchestration.generator.generate import MODELS
+from tools.generator.generate import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "catalog" / "provider_costs.csv"

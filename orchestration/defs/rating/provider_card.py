@@ -506,7 +506,7 @@ def write_card(path: str | Path, rows: Iterable[Mapping[str, str]]) -> None:
 
 
 def _missing_demo_models(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
-    from orchestration.generator.generate import MODELS
+    from tools.generator.generate import MODELS
 
     on_card = {
         (r["provider"], name)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.generator.generate import generate_month, upload, write_local
+from tools.generator.generate import generate_month, upload, write_local
 
 
 def _parser() -> argparse.ArgumentParser:

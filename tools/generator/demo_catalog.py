@@ -1,7 +1,7 @@
 """Writes the demo pricing catalog (``catalog/*.yml``) for the generator's customers.
 
-    python -m orchestration.generator.demo_catalog            # rewrite catalog/
-    python -m orchestration.generator.demo_catalog --check    # fail if catalog/ is stale
+    python -m tools.generator.demo_catalog            # rewrite catalog/
+    python -m tools.generator.demo_catalog --check    # fail if catalog/ is stale
 
 The catalog is hand-editable YAML; this script only produced the shipped version, so that it
 covers exactly the customers, subscriptions and models of the demo data (seed 7), and every
@@ -29,7 +29,7 @@ from decimal import Decimal
 import numpy as np
 import yaml
 
-from orchestration.generator.generate import MODELS, _customers
+from tools.generator.generate import MODELS, _customers
 from orchestration.settings import REPO_ROOT
 
 CATALOG_DIR = REPO_ROOT / "catalog"
@@ -300,7 +300,7 @@ def build_catalog() -> dict[str, dict]:
 
 
 HEADER = (
-    "# The demo pricing catalog, written by `python -m orchestration.generator.demo_catalog`.\n"
+    "# The demo pricing catalog, written by `python -m tools.generator.demo_catalog`.\n"
     "# Edit by hand freely in a real deployment; see README, 'The catalog'.\n"
 )
 
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if stale:
-        print(f"stale: {', '.join(stale)}; run python -m orchestration.generator.demo_catalog")
+        print(f"stale: {', '.join(stale)}; run python -m tools.generator.demo_catalog")
         return 1
     return 0
 

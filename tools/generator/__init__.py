@@ -1,6 +1,6 @@
 """Deterministic demo data generator: a month of usage-event objects in the S3 layout."""
 
-from orchestration.generator.generate import (
+from tools.generator.generate import (
     FEATURES,
     LINE_REASONS,
     MODELS,

@@ -17,8 +17,13 @@ from orchestration.defs.rating.provider_card import (
     CARD_COLUMNS,
     OPTIONAL_COLUMNS,
     PRICE_COLUMNS,
-    PRICE_KEYS,
     card_problems,
+    read_card,
+    row_names,
+)
+from tools.generator.generate import MODELS
+from tools.provider_card import (
+    PRICE_KEYS,
     card_provider,
     card_rows,
     date_stripped,
@@ -27,13 +32,10 @@ from orchestration.defs.rating.provider_card import (
     main,
     merge_versions,
     price_str,
-    read_card,
     region_stripped,
     route_stripped,
-    row_names,
     write_card,
 )
-from tools.generator.generate import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "catalog" / "provider_costs.csv"
@@ -688,7 +690,7 @@ def test_cli_snapshot_then_append_round_trip(tmp_path):
 def test_cli_runs_as_a_module(tmp_path):
     src = _write_json(tmp_path / "prices.json", SYNTHETIC)
     out = tmp_path / "card.csv"
-    cmd = [sys.executable, "-m", "orchestration.defs.rating.provider_card"]
+    cmd = [sys.executable, "-m", "tools.provider_card"]
     cmd += ["--litellm", str(src), "--out", str(out), "--effective-from", "2026-11-01"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     assert "wrote 13 rows" in done.stdout

@@ -19,9 +19,10 @@ import pytest
 from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from orchestration.definitions import build_defs
-from orchestration.defs.rating.provider_card import read_card, write_card
+from orchestration.defs.rating.provider_card import read_card
 from orchestration.runner import run_period
 from tests import pipeline_data as data
+from tools.provider_card import write_card
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 AS_OF = {"tokenbill/as_of": "2026-11-10T00:00:00"}

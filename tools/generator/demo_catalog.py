@@ -22,15 +22,15 @@ pricing model appears at least once:
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from decimal import Decimal
 
 import numpy as np
 import yaml
 
-from tools.generator.generate import MODELS, _customers
+from orchestration.defs.rating.provider_card import read_card
 from orchestration.settings import REPO_ROOT
+from tools.generator.generate import MODELS, _customers
 
 CATALOG_DIR = REPO_ROOT / "catalog"
 SEED = 7
@@ -48,10 +48,8 @@ METER_COLUMNS = {
 
 
 def _card() -> dict[tuple[str, str], dict[str, Decimal]]:
-    with (CATALOG_DIR / "provider_costs.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
     card = {}
-    for row in rows:
+    for row in read_card(CATALOG_DIR / "provider_costs.csv"):
         if row["effective_to"]:
             continue
         prices = {c: Decimal(row[c]) for c in METER_COLUMNS.values() if row[c]}

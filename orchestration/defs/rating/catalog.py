@@ -11,7 +11,6 @@ and tier bounds, allowances and package sizes in tokens, so the rating SQL works
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +34,12 @@ from contracts.catalog import (
     validate_catalog,
 )
 from contracts.wallets import WALLETS_FILE, Wallet, validate_wallets
+from orchestration.defs.rating.provider_card import (
+    CARD_COLUMNS,
+    PRICE_COLUMNS,
+    card_problems,
+    read_card,
+)
 from orchestration.defs.wallets.catalog import wallet_tables
 
 PROVIDER_COSTS_FILE = "provider_costs.csv"
@@ -172,21 +177,12 @@ def customer_currencies(document: object) -> dict[str, str]:
 
 
 def read_provider_costs(path: Path) -> pl.DataFrame:
-    """The provider cost card; a malformed card raises CatalogError naming line and column."""
-    from orchestration.defs.rating.provider_card import CARD_COLUMNS, card_problems, header_is_valid
-
+    """The provider cost card, typed; a malformed card raises CatalogError naming line and
+    column."""
     name = path.name
-    if not path.exists():
-        raise CatalogError([Problem(name, "-", "-", "file missing", str(path))])
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not header_is_valid(reader.fieldnames):
-            raise CatalogError(
-                [Problem(name, "line 1", "header", f"{reader.fieldnames}", ",".join(CARD_COLUMNS))]
-            )
-        rows = [{c: row.get(c) or "" for c in CARD_COLUMNS} for row in reader]
+    rows = read_card(path)
     raw = pl.DataFrame(rows, schema=dict.fromkeys(CARD_COLUMNS, pl.String))
-    money = [c for c in CARD_COLUMNS if c.endswith("_per_token")]
+    money = list(PRICE_COLUMNS)
     typed = raw.with_columns(
         *[
             pl.col(c).str.to_datetime("%Y-%m-%d", strict=False)

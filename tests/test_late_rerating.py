@@ -39,7 +39,8 @@ from orchestration.defs.operations.sensors import (
     rollup_run_key,
 )
 from orchestration.defs.resources import Warehouse
-from orchestration.defs.wallets.ledger_asset import LEDGER_ORDER, LEDGER_ORDER_DESC, wallet_ledger
+from orchestration.defs.wallets.ledger_asset import wallet_ledger
+from orchestration.defs.wallets.ledger_table import LEDGER_ORDER, LEDGER_ORDER_DESC
 from orchestration.runner import run_job_range
 from tests import pipeline_data as data
 

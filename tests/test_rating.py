@@ -25,7 +25,7 @@ from orchestration.defs.rating.catalog import (
     write_catalog,
 )
 from orchestration.defs.wallets.catalog import wallet_tables
-from orchestration.defs.wallets.ledger_asset import LEDGER_DDL
+from orchestration.defs.wallets.ledger_table import LEDGER_DDL
 from tests.dbt_support import dbt_build, query
 
 D = Decimal

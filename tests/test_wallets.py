@@ -28,17 +28,16 @@ from orchestration.defs.rating.catalog import (
 )
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import Warehouse
+from orchestration.defs.wallets.booking import book_month
 from orchestration.defs.wallets.catalog import wallet_tables
 from orchestration.defs.wallets.ledger import GrantState, TopUpRule, WalletSpec, simulate
-from orchestration.defs.wallets.ledger_asset import (
+from orchestration.defs.wallets.ledger_asset import wallet_ledger
+from orchestration.defs.wallets.ledger_checks import check_violations, run_checks
+from orchestration.defs.wallets.ledger_table import (
     LEDGER_COLUMNS,
     LEDGER_DDL,
     LEDGER_ORDER,
     LEDGER_SCHEMA,
-    book_month,
-    check_violations,
-    run_checks,
-    wallet_ledger,
 )
 from tests.dbt_support import dbt_build
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from dagster import TimeWindow
+
+from orchestration.timeutil import as_utc
 
 #: dbt parses vars with this format; it rejects an offset such as +00:00.
 DBT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -33,8 +34,8 @@ BUILD_ARGS = ("build", "--indirect-selection", "buildable")
 def window_vars(window: TimeWindow) -> dict[str, str]:
     """The ``window_start``/``window_end`` values (UTC, half-open) for a time window."""
     return {
-        "window_start": _utc(window.start).strftime(DBT_TIME_FORMAT),
-        "window_end": _utc(window.end).strftime(DBT_TIME_FORMAT),
+        "window_start": as_utc(window.start).strftime(DBT_TIME_FORMAT),
+        "window_end": as_utc(window.end).strftime(DBT_TIME_FORMAT),
     }
 
 
@@ -62,7 +63,3 @@ def dbt_build_env(window: TimeWindow | None, settings: Mapping[str, str]) -> dic
     if unknown:
         raise ValueError(f"not a dbt run setting: {sorted(unknown)}")
     return {env: values.get(name) for name, env in RUN_SETTING_ENV.items()}
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

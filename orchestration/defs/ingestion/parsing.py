@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 
 import duckdb
@@ -38,6 +38,7 @@ from contracts.usage_event import (
     validate_wire_events,
 )
 from orchestration.settings import setting
+from orchestration.timeutil import naive_utc
 
 QUARANTINE_SCHEMA = {
     "source_key": pl.String,
@@ -469,7 +470,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     object_rows, bad_objects, line_frames = [], [], []
     texts, text_objs = [], []
     for item in inputs:
-        hour = _naive_utc(item.hour)
+        hour = naive_utc(item.hour)
         pairs = sorted(zip(item.objects, item.decode(), strict=True), key=lambda p: p[0].key)
         for obj, decoded in pairs:
             index = len(object_rows)
@@ -559,7 +560,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         "is_conflicting",
     )
     return RoutedBatch(
-        hours=[_naive_utc(i.hour) for i in inputs],
+        hours=[naive_utc(i.hour) for i in inputs],
         valid=_with_source(valid, hour_of, key_of),
         duplicates=_with_source(duplicates, hour_of, key_of),
         quarantine=quarantine,
@@ -585,10 +586,6 @@ def _with_source(frame: pl.DataFrame, hour_of: pl.Series, key_of: pl.Series) -> 
         key_of.gather(frame["obj"]).alias("source_key"),
         *rest,
     )
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _quarantine_rows(frame: pl.DataFrame) -> pl.DataFrame:

@@ -34,6 +34,7 @@ from dagster import (
 
 from orchestration.defs.partitions import FIRST_PARTITION
 from orchestration.settings import setting
+from orchestration.timeutil import as_utc
 
 HOURLY_JOB = "hourly_usage_job"
 DAILY_JOB = "daily_usage_job"
@@ -77,13 +78,8 @@ def operations_setting(name: str) -> int:
 # Time arithmetic: pure functions from a moment to partition keys
 
 
-def _utc(moment: datetime) -> datetime:
-    """A naive datetime is taken as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def floor_hour(moment: datetime) -> datetime:
-    return _utc(moment).replace(minute=0, second=0, microsecond=0)
+    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 def floor_day(moment: datetime) -> datetime:
@@ -91,11 +87,11 @@ def floor_day(moment: datetime) -> datetime:
 
 
 def hour_key(hour: datetime) -> str:
-    return _utc(hour).strftime(HOUR_FMT)
+    return as_utc(hour).strftime(HOUR_FMT)
 
 
 def day_key(day: datetime) -> str:
-    return _utc(day).strftime(DAY_FMT)
+    return as_utc(day).strftime(DAY_FMT)
 
 
 def last_complete_hour(now: datetime) -> str:
@@ -133,7 +129,7 @@ def _before_first_partition(key: str) -> bool:
 
 
 def _tick_time(context: ScheduleEvaluationContext) -> datetime:
-    return _utc(context.scheduled_execution_time or datetime.now(UTC))
+    return as_utc(context.scheduled_execution_time or datetime.now(UTC))
 
 
 def _partition_request(grain: str, key: str) -> RunRequest | SkipReason:

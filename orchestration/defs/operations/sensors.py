@@ -60,6 +60,7 @@ from orchestration.defs.operations.schedules import (
 )
 from orchestration.defs.resources import S3UsageBucket, Warehouse
 from orchestration.errors import explains_s3_errors
+from orchestration.timeutil import as_utc
 
 LATE_DATA_INTERVAL_SECONDS = 300
 ROLLUP_INTERVAL_SECONDS = 60
@@ -314,7 +315,7 @@ def rerate_sensor(context: SensorEvaluationContext, warehouse: Warehouse):
             )
         )
     cursor = write_rollup_cursor(
-        {r.dagster_run.run_id: _as_utc(r.update_timestamp) for r in records}
+        {r.dagster_run.run_id: as_utc(r.update_timestamp) for r in records}
     )
     if not requests:
         return SensorResult(
@@ -343,10 +344,6 @@ def hour_range_of_run(tags: Mapping[str, str]) -> tuple[str, str] | None:
     if PARTITION_TAG in tags:
         return tags[PARTITION_TAG], tags[PARTITION_TAG]
     return None
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def read_rollup_cursor(cursor: str | None) -> tuple[datetime, set[str]]:
@@ -422,7 +419,7 @@ def rollup_sensor(context: SensorEvaluationContext):
             )
         )
     cursor = write_rollup_cursor(
-        {r.dagster_run.run_id: _as_utc(r.update_timestamp) for r in records}
+        {r.dagster_run.run_id: as_utc(r.update_timestamp) for r in records}
     )
     if not requests:
         return SensorResult(skip_reason=SkipReason("no partitioned run to roll up"), cursor=cursor)

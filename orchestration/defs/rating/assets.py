@@ -18,7 +18,7 @@ from dagster import (
 
 from contracts.catalog import CatalogError
 from contracts.wallets import WALLETS_FILE
-from orchestration.defs.rating.catalog import load_catalog_dir, write_catalog
+from orchestration.defs.rating.catalog import load_catalog_dir, problem_table, write_catalog
 from orchestration.defs.rating.resources import PricingCatalogDir
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 from orchestration.defs.wallets.catalog import WALLET_TABLES
@@ -72,7 +72,7 @@ def pricing_catalog(
             description=f"the catalog in {directory} has {len(exc.problems)} problem(s); "
             "nothing was applied (prices and wallets unchanged): fix them and run catalog_job "
             f"again:\n{listed}",
-            metadata={"problems": MetadataValue.md(_problem_table(exc))},
+            metadata={"problems": MetadataValue.md(problem_table(exc.problems))},
         ) from None
     tables = loaded.tables()
     with warehouse.connect() as con:
@@ -95,13 +95,3 @@ def pricing_catalog(
                 )
             )
         yield MaterializeResult(asset_key=["catalog", name], metadata=metadata)
-
-
-def _problem_table(exc: CatalogError) -> str:
-    rows = [
-        f"| {p.file} | {p.entry} | {p.field} | {p.what} | {p.expected} |".replace("\n", " ")
-        for p in exc.problems
-    ]
-    return "| file | entry | field | problem | expected |\n|---|---|---|---|---|\n" + "\n".join(
-        rows
-    )

@@ -40,12 +40,12 @@ from orchestration.defs.rating.provider_card import (
     card_problems,
     read_card,
 )
+from orchestration.defs.tables import MONEY, typed_frames
 from orchestration.defs.wallets.catalog import wallet_tables
 
 PROVIDER_COSTS_FILE = "provider_costs.csv"
 #: Files a catalog directory may lack: no overrides, no wallets.
 OPTIONAL_FILES = ("overrides.yml", WALLETS_FILE)
-MONEY = pl.Decimal(38, PRICE_SCALE)
 _QUANTUM = Decimal(1).scaleb(-PRICE_SCALE)
 
 
@@ -73,6 +73,18 @@ def yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
         "valid YAML",
         line=line,
         column=column,
+    )
+
+
+def problem_table(problems: list[Problem]) -> str:
+    """Catalog problems as a Markdown table (file, entry, field, problem, expected), one row
+    each: what the catalog load's failure shows in the UI."""
+    rows = [
+        f"| {p.file} | {p.entry} | {p.field} | {p.what} | {p.expected} |".replace("\n", " ")
+        for p in problems
+    ]
+    return "| file | entry | field | problem | expected |\n|---|---|---|---|---|\n" + "\n".join(
+        rows
     )
 
 
@@ -106,16 +118,24 @@ def load_catalog(directory: Path) -> Catalog:
     """The pricing catalog of ``directory`` (not the wallets); raise CatalogError listing
     every problem."""
     documents, problems, unreadable = read_documents(directory)
-    pricing_unreadable = unreadable - {WALLETS_FILE}
     problems = [p for p in problems if p.file != WALLETS_FILE]
-    try:
-        catalog = validate_catalog(documents, pricing_unreadable)
-    except CatalogError as exc:
-        raise CatalogError(problems + exc.problems) from None
-    problems += _price_rows(catalog)[1]
-    if problems:
+    catalog, found = _validated_pricing(documents, unreadable - {WALLETS_FILE})
+    problems += found
+    if problems or catalog is None:
         raise CatalogError(problems)
     return catalog
+
+
+def _validated_pricing(
+    documents: dict[str, object], unreadable: frozenset[str]
+) -> tuple[Catalog | None, list[Problem]]:
+    """The pricing catalog of parsed ``documents`` (None if it does not validate) and every
+    problem of its files, prices per token included."""
+    try:
+        catalog = validate_catalog(documents, unreadable)
+    except CatalogError as exc:
+        return None, exc.problems
+    return catalog, _price_rows(catalog)[1]
 
 
 @dataclass(frozen=True)
@@ -135,12 +155,8 @@ def load_catalog_dir(directory: Path) -> LoadedCatalog:
     """Validate the pricing catalog, the provider cost card and the wallets of ``directory``
     together; raise one CatalogError listing every problem of every file."""
     documents, problems, unreadable = read_documents(directory)
-    catalog = None
-    try:
-        catalog = validate_catalog(documents, unreadable)
-        problems += _price_rows(catalog)[1]
-    except CatalogError as exc:
-        problems += exc.problems
+    catalog, found = _validated_pricing(documents, unreadable)
+    problems += found
     provider_costs = None
     try:
         provider_costs = read_provider_costs(directory / PROVIDER_COSTS_FILE)
@@ -377,12 +393,7 @@ def catalog_tables(catalog: Catalog, provider_costs: pl.DataFrame) -> dict[str, 
         ],
         **price_rows,
     }
-    tables = {
-        name: pl.DataFrame(rows[name], schema=schema, orient="row")
-        if rows[name]
-        else pl.DataFrame(schema=schema)
-        for name, schema in _SCHEMAS.items()
-    }
+    tables = typed_frames(rows, _SCHEMAS)
     tables["provider_costs"] = provider_costs
     return tables
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from contracts.catalog import PRICE_SCALE
 from contracts.wallets import Wallet
-
-MONEY = pl.Decimal(38, PRICE_SCALE)
+from orchestration.defs.tables import MONEY, typed_frames
 
 WALLET_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "wallets": {
@@ -39,6 +37,7 @@ WALLET_TABLES = {
 
 
 def wallet_tables(wallets: list[Wallet]) -> dict[str, pl.DataFrame]:
+    """The ``catalog.wallet*`` tables of ``wallets``, as frames with their warehouse types."""
     rows: dict[str, list[dict]] = {"wallets": [], "wallet_grants": [], "wallet_alerts": []}
     for w in wallets:
         rule = w.auto_top_up
@@ -62,9 +61,4 @@ def wallet_tables(wallets: list[Wallet]) -> dict[str, pl.DataFrame]:
              "threshold": t}
             for t in w.low_balance_alerts
         ]  # fmt: skip
-    return {
-        name: pl.DataFrame(rows[name], schema=schema, orient="row")
-        if rows[name]
-        else pl.DataFrame(schema=schema)
-        for name, schema in WALLET_SCHEMAS.items()
-    }
+    return typed_frames(rows, WALLET_SCHEMAS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import duckdb
 import polars as pl
 
 from contracts.catalog import PRICE_SCALE
@@ -18,6 +19,17 @@ from contracts.catalog import PRICE_SCALE
 MONEY = pl.Decimal(38, PRICE_SCALE)
 
 Schema = Mapping[str, pl.DataType]
+
+
+def relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    """Whether the warehouse has a table or view ``schema.name``."""
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? "
+            "and table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )
 
 
 def typed_frames(

@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import duckdb
 import polars as pl
 
+from orchestration.defs.tables import relation_exists
 from orchestration.defs.wallets.ledger import (
     HOUR,
     ZERO,
@@ -49,20 +49,10 @@ def months_of(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]
     return months
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = ? "
-            "and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
-
-
 def _read_inputs(con, start: datetime, end: datetime) -> dict:
     """The rows of ``int_wallets__draw_inputs`` a month needs: wallets, grants, the charges of
     the billing periods open in it, and the calendar around it."""
-    if not _relation_exists(con, "marts", "int_wallets__draw_inputs"):
+    if not relation_exists(con, "marts", "int_wallets__draw_inputs"):
         raise LedgerInputError(
             f"{INPUTS} is missing: run catalog_job, then the hourly job (its dbt build "
             "creates the view) before booking wallets"

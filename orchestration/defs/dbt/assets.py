@@ -37,6 +37,7 @@ from orchestration.defs.partitions import daily_partitions, hourly_partitions, m
 from orchestration.defs.progress import Progress
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 from orchestration.settings import setting
+from orchestration.timeutil import naive_utc
 
 #: Marts analysts rely on, by grain: how stale they may get before the freshness check warns
 #: and fails. Hourly marts follow the hourly schedule (plus its lag); daily ones the daily
@@ -226,7 +227,7 @@ def table_observations(run_results: Mapping[str, Any], warehouse: Warehouse, win
             where = "true"
             if window is not None and tables[name]:
                 where = f"{tables[name][0]} >= ? and {tables[name][0]} < ?"
-                params = [window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)]
+                params = [naive_utc(window.start), naive_utc(window.end)]
                 metadata["rows_in_window"] = con.execute(
                     f"select count(*) from marts.{name} where {where}", params
                 ).fetchone()[0]

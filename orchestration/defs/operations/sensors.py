@@ -60,7 +60,7 @@ from orchestration.defs.operations.schedules import (
 )
 from orchestration.defs.resources import S3UsageBucket, Warehouse
 from orchestration.errors import explains_s3_errors
-from orchestration.timeutil import as_utc
+from orchestration.timeutil import as_utc, naive_utc
 
 LATE_DATA_INTERVAL_SECONDS = 300
 ROLLUP_INTERVAL_SECONDS = 60
@@ -115,7 +115,7 @@ def read_ingested_listings(warehouse: Warehouse, since: datetime) -> dict[str, s
     if not Path(warehouse.path).exists():
         raise WarehouseUnavailable(f"no warehouse at {warehouse.path} yet")
     probe = Warehouse(path=warehouse.path, lock_timeout_seconds=WAREHOUSE_LOCK_WAIT_SECONDS)
-    since_naive = floor_hour(since).replace(tzinfo=None)
+    since_naive = naive_utc(floor_hour(since))
     try:
         with probe.connect(read_only=True) as con:
             tables = {
@@ -248,7 +248,7 @@ def read_rerate_end(warehouse: Warehouse, last_hour: datetime) -> datetime | Non
     if not Path(warehouse.path).exists():
         raise WarehouseUnavailable(f"no warehouse at {warehouse.path} yet")
     probe = Warehouse(path=warehouse.path, lock_timeout_seconds=WAREHOUSE_LOCK_WAIT_SECONDS)
-    naive = floor_hour(last_hour).replace(tzinfo=None)
+    naive = naive_utc(floor_hour(last_hour))
     try:
         with probe.connect(read_only=True) as con:
             (found,) = con.execute(
@@ -266,7 +266,7 @@ def read_rerate_end(warehouse: Warehouse, last_hour: datetime) -> datetime | Non
         if "lock" in str(exc).lower():
             raise WarehouseUnavailable(f"warehouse busy (locked by a writer): {exc}") from exc
         raise
-    return end.replace(tzinfo=UTC) if end is not None else None
+    return as_utc(end) if end is not None else None
 
 
 @sensor(

@@ -56,6 +56,32 @@ def test_the_runtime_imports_without_numpy_and_without_the_tools():
     } <= set(result["imported"])
 
 
+def test_the_card_refresh_runs_without_numpy_and_says_it_checked_no_demo_model(tmp_path):
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {"gpt-x": {"litellm_provider": "openai", "mode": "chat",
+                       "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}
+        )
+    )  # fmt: skip
+    card = tmp_path / "card.csv"
+    argv = ["tools.provider_card", "--litellm", str(prices), "--out", str(card)]
+    probe = (
+        NO_NUMPY
+        + f"import runpy; sys.argv = {argv!r}; runpy.run_module(sys.argv[0], run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        "note: demo models not checked (the demo generator needs the demo extra)"
+    ]
+    assert (
+        card.read_text().splitlines()[1].startswith("openai,gpt-x,2026-11-01,,0.000001,0.000002,")
+    )
+
+
 def test_the_generator_needs_numpy_and_says_where_it_comes_from():
     probe = NO_NUMPY + "import tools.generator"
     done = subprocess.run(

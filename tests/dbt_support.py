@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 from dagster import TimeWindow
 
-from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_args, dbt_build_env
+from orchestration.defs.dbt.args import BUILD_ARGS, RUN_SETTING_ENV, dbt_build_args, dbt_build_env
 from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 
 
@@ -60,3 +60,52 @@ def query(warehouse: str, sql: str, params: list | None = None) -> list[tuple]:
     """Rows of ``sql`` on the warehouse, opened read-only."""
     with duckdb.connect(warehouse, read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def dbt(target: Path, *args: str, warehouse: str | None = None) -> subprocess.CompletedProcess:
+    """A dbt command (``dbt <args>``) on ``warehouse`` with the project's profile; output
+    captured. No window or run setting is passed: dbt uses its defaults (all of history)."""
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    for name in RUN_SETTING_ENV.values():
+        env.pop(name, None)
+    if warehouse is not None:
+        env["TOKENBILL_WAREHOUSE_PATH"] = warehouse
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            *args,
+            "--target-path",
+            str(target),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def landing_tables(warehouse: str) -> None:
+    """Create every table the dbt project reads (its sources), empty, with the DDL of the
+    Python code that writes them in production: ingestion's raw schema, the catalog loads
+    (pricing and wallets) and the wallet ledger."""
+    from orchestration.defs.ingestion.landing import ensure_raw_schema
+    from orchestration.defs.rating.catalog import (
+        catalog_tables,
+        load_catalog,
+        read_provider_costs,
+        write_catalog,
+    )
+    from orchestration.defs.wallets.catalog import wallet_tables
+    from orchestration.defs.wallets.ledger_asset import LEDGER_DDL
+
+    catalog_dir = DBT_PROJECT_DIR.parent / "catalog"
+    tables = catalog_tables(
+        load_catalog(catalog_dir), read_provider_costs(catalog_dir / "provider_costs.csv")
+    )
+    with duckdb.connect(warehouse) as con:
+        ensure_raw_schema(con)
+        write_catalog(con, {name: frame.clear() for name, frame in tables.items()})
+        write_catalog(con, wallet_tables([]))
+        con.execute(LEDGER_DDL)

@@ -1,13 +1,14 @@
 """Rating end to end: one real run of the catalog load and the dbt models on hand-made events.
 
 The rules of the SQL alone (tiers, packages, allowances, versions, the choice among prices,
-invoice rounding) are dbt unit tests beside the models (``_rating__unit_tests.yml``,
-``_invoicing__unit_tests.yml``, run by tests/test_dbt_unit.py). Here, one small warehouse is
-built once for the module: hand-made events (one customer per scenario) and a catalog written
-here, then a real ``dbt build`` of the catalog, hourly and invoicing models, for what crosses
-the Python catalog load and several models: precedence from the specificity the load computes,
-unpriced usage, currencies, provider cost, fees and minimums on invoices, invoice text. Each
-test reads its scenario's rows; every expected amount is computed by hand in the test.
+fee proration and minimum true-ups, invoice rounding) are dbt unit tests beside the models
+(``_rating__unit_tests.yml``, ``_invoicing__unit_tests.yml``, run by tests/test_dbt_unit.py).
+Here, one small warehouse is built once for the module: hand-made events (one customer per
+scenario) and a catalog written here, then a real ``dbt build`` of the catalog, hourly and
+invoicing models, for what crosses the Python catalog load and several models: precedence
+from the specificity the load computes, unpriced usage, currencies, provider cost, fees and
+minimums on invoices, invoice text. Each test reads its scenario's rows; every expected amount
+is computed by hand in the test.
 """
 
 from __future__ import annotations
@@ -400,24 +401,6 @@ def test_provider_cost_prices_long_prompts_whole_at_long_context_rates(rated):
     )
     assert hourly == [(2, 250_000, 20, 5)]
     assert rows == [("output", 30, D("0.45")), ("uncached_input", 251_000, D("251"))]
-
-
-def test_platform_fee_is_prorated_and_minimum_spend_trued_up(rated):
-    with duckdb.connect(rated, read_only=True) as con:
-        rows = con.execute(
-            "select subscription_id, active_seconds, period_seconds, platform_fee_amount, "
-            "minimum_spend_amount, usage_amount, minimum_spend_true_up "
-            "from marts.fct_subscription_fees where plan_id = 'allow' order by subscription_id"
-        ).fetchall()
-    day = 86_400
-    assert rows == [
-        # Whole October: fee 31; usage 0 + 10 + 5 = 15 against a minimum of 100 -> 85.
-        ("sub_allow", 31 * day, 31 * day, D(31), D(100), D(15), D(85)),
-        # From Oct 11: 31 * 21/31 = 21 exactly; 100 * 21/31 = 67.741935483870967741...,
-        # an amount charged as such, so rounded to the cent: 67.74; no usage, so all of it is
-        # trued up.
-        ("sub_mid", 21 * day, 31 * day, D(21), D("67.74"), D(0), D("67.74")),
-    ]  # fmt: skip
 
 
 def invoice_of(warehouse: str, customer: str) -> tuple[list[tuple], tuple]:

@@ -1,6 +1,5 @@
 {{
     config(
-        materialized='incremental',
         tags=["daily"],
         pre_hook="{{ delete_window('usage_date') }}",
     )

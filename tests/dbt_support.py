@@ -10,8 +10,37 @@ from pathlib import Path
 import duckdb
 from dagster import TimeWindow
 
-from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_args, dbt_build_env
+from orchestration.defs.dbt.args import BUILD_ARGS, RUN_SETTING_ENV, dbt_build_args, dbt_build_env
 from orchestration.defs.dbt.project import DBT_PROJECT_DIR
+
+
+def dbt(
+    target: Path, *args: str, warehouse: str, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """``dbt <args>`` on ``warehouse`` with the project's profile; output captured.
+
+    ``env`` sets (or, with ``None``, unsets) variables of dbt's environment; no run setting
+    leaks in from this process's, so without them dbt uses its defaults (all of history).
+    """
+    run_env = {**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"}
+    for name, value in {**dict.fromkeys(RUN_SETTING_ENV.values()), **(env or {})}.items():
+        run_env.pop(name, None)
+        if value is not None:
+            run_env[name] = value
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            *args,
+            "--target-path",
+            str(target),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def dbt_build(
@@ -29,30 +58,17 @@ def dbt_build(
     environment, as the assets pass them; ``by_hand`` passes them as ``--vars`` instead, the
     form an operator types. No ``select`` builds the whole project.
     """
-    env = {**os.environ, "TOKENBILL_WAREHOUSE_PATH": warehouse, "DO_NOT_TRACK": "1"}
     if by_hand:
-        args = dbt_build_args(window, settings)
+        args, env = dbt_build_args(window, settings), {}
     else:
-        args = list(BUILD_ARGS)
-        for name, value in dbt_build_env(window, settings or {}).items():
-            env.pop(name, None)
-            if value is not None:
-                env[name] = value
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            *args,
-            *(["--full-refresh"] if full_refresh else []),
-            *(["--select", *select] if select else []),
-            "--target-path",
-            str(target),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-        ],
-        cwd=DBT_PROJECT_DIR,
+        args, env = list(BUILD_ARGS), dbt_build_env(window, settings or {})
+    return dbt(
+        target,
+        *args,
+        *(["--full-refresh"] if full_refresh else []),
+        *(["--select", *select] if select else []),
+        warehouse=warehouse,
         env=env,
-        capture_output=True,
-        text=True,
     )
 
 
@@ -60,3 +76,28 @@ def query(warehouse: str, sql: str, params: list | None = None) -> list[tuple]:
     """Rows of ``sql`` on the warehouse, opened read-only."""
     with duckdb.connect(warehouse, read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def landing_tables(warehouse: str) -> None:
+    """Create every table the dbt project reads (its sources), empty, with the DDL of the
+    Python code that writes them in production: ingestion's raw schema, the catalog loads
+    (pricing and wallets) and the wallet ledger."""
+    from orchestration.defs.ingestion.landing import ensure_raw_schema
+    from orchestration.defs.rating.catalog import (
+        catalog_tables,
+        load_catalog,
+        read_provider_costs,
+        write_catalog,
+    )
+    from orchestration.defs.wallets.catalog import wallet_tables
+    from orchestration.defs.wallets.ledger_asset import LEDGER_DDL
+
+    catalog_dir = DBT_PROJECT_DIR.parent / "catalog"
+    tables = catalog_tables(
+        load_catalog(catalog_dir), read_provider_costs(catalog_dir / "provider_costs.csv")
+    )
+    with duckdb.connect(warehouse) as con:
+        ensure_raw_schema(con)
+        write_catalog(con, {name: frame.clear() for name, frame in tables.items()})
+        write_catalog(con, wallet_tables([]))
+        con.execute(LEDGER_DDL)

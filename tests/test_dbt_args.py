@@ -13,7 +13,7 @@ import dagster_dbt.core.resource
 import pytest
 from dagster import TimeWindow
 
-from orchestration.defs.dbt.args import dbt_build_args, dbt_build_env, window_vars
+from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_args, dbt_build_env, window_vars
 from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from orchestration.defs.dbt.resource import TokenbillDbtCliResource, environment
 
@@ -35,16 +35,19 @@ def test_non_utc_window_is_converted_to_utc():
 def test_build_args_for_a_month_backfill():
     window = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
     args = dbt_build_args(window)
-    assert args[:3] == ["build", "--indirect-selection", "buildable"]
-    assert args[3] == "--vars"
-    assert json.loads(args[4]) == {
+    assert args[:5] == [*BUILD_ARGS]
+    assert args[5] == "--vars"
+    assert json.loads(args[6]) == {
         "window_start": "2026-10-01T00:00:00",
         "window_end": "2026-11-01T00:00:00",
     }
 
 
 def test_build_args_without_a_window_rebuild_everything():
-    assert dbt_build_args(None) == ["build", "--indirect-selection", "buildable"]
+    assert dbt_build_args(None) == [*BUILD_ARGS]
+    assert BUILD_ARGS == (
+        "build", "--indirect-selection", "buildable", "--exclude-resource-type", "unit_test"
+    )  # fmt: skip
 
 
 def test_dagster_passes_the_window_and_settings_as_environment_not_vars():

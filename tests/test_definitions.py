@@ -77,7 +77,10 @@ def test_daily_depends_on_hourly_and_monthly_on_daily():
     hourly = graph.get(AssetKey(["marts", "fct_token_usage_hourly"]))
     assert AssetKey(["marts", "fct_token_usage_hourly"]) in daily.parent_keys
     assert AssetKey(["marts", "fct_token_usage_daily"]) in monthly.parent_keys
-    assert AssetKey(["staging", "stg_tokenbill__usage_events"]) in hourly.parent_keys
+    # The hourly mart reads the raw events through the staging SQL (macros/usage_events.sql),
+    # not the staging view.
+    assert AssetKey(["raw_usage_events"]) in hourly.parent_keys
+    assert AssetKey(["staging", "stg_tokenbill__usage_events"]) not in hourly.parent_keys
 
 
 def test_reconciliation_and_ingestion_checks_are_asset_checks():

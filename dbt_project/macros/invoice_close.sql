@@ -7,3 +7,9 @@
 {% macro invoice_finalized_at(billing_period_end) -%}
     {{ dbt.dateadd('day', invoice_grace_days() | int, billing_period_end) }}
 {%- endmacro %}
+
+{#- The id of a subscription's invoice for the billing period starting at period_start:
+    inv_<subscription>_<period start YYYYMMDD>. -#}
+{% macro invoice_id(subscription_id, period_start) -%}
+    'inv_' || {{ subscription_id }} || '_' || strftime({{ period_start }}, '%Y%m%d')
+{%- endmacro %}

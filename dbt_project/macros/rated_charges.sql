@@ -1,4 +1,4 @@
-{#- Grain and measures shared by the rated-charge rollups (daily, monthly). -#}
+{#- Grain and measures of the rated-charge rollups (daily, monthly; macros/rollup.sql). -#}
 
 {% macro rated_charge_dimensions() -%}
     billing_period_start,

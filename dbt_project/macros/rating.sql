@@ -10,6 +10,15 @@
     end
 {%- endmacro %}
 
+{#- True when the subscription `subscription` (an alias of dim_subscriptions) is active at `ts`:
+    from starts_at (inclusive) to ends_at (exclusive, null = open). Written without OR, so that
+    a join on it hashes on its equal keys. With billing_period_start, the rule that labels an
+    instant with its subscription's billing period (rating, wallet draw-down, credits, invoices). -#}
+{% macro subscription_active_at(ts, subscription) -%}
+    {{ ts }} >= {{ subscription }}.starts_at
+    and {{ ts }} < coalesce({{ subscription }}.ends_at, 'infinity'::timestamp)
+{%- endmacro %}
+
 {#- Whole-number division of non-negative integers, rounding down or up. -#}
 {% macro int_div(numerator, denominator, rounding='down') -%}
     {%- if rounding == 'up' -%}

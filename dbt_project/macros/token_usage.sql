@@ -1,4 +1,5 @@
-{#- The grain and measures shared by the three token-usage marts. -#}
+{#- The grain and measures shared by the three token-usage marts (the daily and monthly ones
+    are rollups, macros/rollup.sql). -#}
 
 {% macro token_usage_dimensions() -%}
     customer_id,

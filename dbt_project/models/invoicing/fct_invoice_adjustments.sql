@@ -1,7 +1,5 @@
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='append',
         full_refresh=false,
     )
 }}
@@ -125,8 +123,7 @@ select
     subscription_id,
     customer_id,
     currency,
-    'inv_' || subscription_id || '_' || strftime(target_period_start, '%Y%m%d')
-        as target_invoice_id,
+    {{ invoice_id('subscription_id', 'target_period_start') }} as target_invoice_id,
     cast(target_period_start as timestamp) as target_period_start,
     line_key,
     line_type,

@@ -22,8 +22,7 @@ periods as (
         fees.currency,
         fees.billing_period_start,
         fees.billing_period_end,
-        'inv_' || fees.subscription_id || '_' || strftime(fees.billing_period_start, '%Y%m%d')
-            as invoice_id
+        {{ invoice_id('fees.subscription_id', 'fees.billing_period_start') }} as invoice_id
     from fees
 
 ),
@@ -151,8 +150,7 @@ ledger as (
     inner join subscriptions
         on
             ledger.customer_id = subscriptions.customer_id
-            and ledger.entry_ts >= subscriptions.starts_at
-            and (subscriptions.ends_at is null or ledger.entry_ts < subscriptions.ends_at)
+            and {{ subscription_active_at('ledger.entry_ts', 'subscriptions') }}
     where ledger.entry_type = 'top_up'
 
 ),

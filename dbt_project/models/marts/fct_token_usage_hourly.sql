@@ -5,8 +5,9 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
--- The staging events of the window, read through the bounded form of the staging SQL.
+-- The window's events, read from raw.usage_events through the staging SQL in its bounded form
+-- (macros/usage_events.sql): the same typed, deduplicated events as stg_tokenbill__usage_events,
+-- which is a view over all of history and so is not read here.
 
 with
 

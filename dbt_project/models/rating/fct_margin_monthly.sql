@@ -1,6 +1,5 @@
 {{
     config(
-        materialized='incremental',
         tags=["monthly"],
         pre_hook="{{ delete_window('usage_month') }}",
     )

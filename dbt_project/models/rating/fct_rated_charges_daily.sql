@@ -1,23 +1,13 @@
 {{
     config(
-        materialized='incremental',
         tags=["daily"],
         pre_hook="{{ delete_window('usage_date') }}",
     )
 }}
 
-with
+-- The hourly rated charges summed per UTC day (macros/rollup.sql).
 
-hourly as (
-
-    select * from {{ ref('fct_rated_charges_hourly') }}
-    where {{ in_window('usage_hour') }}
-
-)
-
-select
-    cast({{ dbt.date_trunc('day', 'usage_hour') }} as date) as usage_date,
-    {{ rated_charge_dimensions() }},
-    {{ rated_charge_measures() }}
-from hourly
-group by all
+{{ rollup(
+    'fct_rated_charges_hourly', 'usage_hour', 'usage_date', 'day',
+    rated_charge_dimensions(), rated_charge_measures(),
+) }}

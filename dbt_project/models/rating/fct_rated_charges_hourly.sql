@@ -1,6 +1,5 @@
 {{
     config(
-        materialized='incremental',
         tags=["hourly"],
         pre_hook="{{ delete_window('usage_hour') }}",
     )

@@ -1,23 +1,13 @@
 {{
     config(
-        materialized='incremental',
         tags=["monthly"],
         pre_hook="{{ delete_window('usage_month') }}",
     )
 }}
 
-with
+-- The daily rated charges summed per calendar month (macros/rollup.sql).
 
-daily as (
-
-    select * from {{ ref('fct_rated_charges_daily') }}
-    where {{ in_window('usage_date') }}
-
-)
-
-select
-    cast({{ dbt.date_trunc('month', 'usage_date') }} as date) as usage_month,
-    {{ rated_charge_dimensions() }},
-    {{ rated_charge_measures() }}
-from daily
-group by all
+{{ rollup(
+    'fct_rated_charges_daily', 'usage_date', 'usage_month', 'month',
+    rated_charge_dimensions(), rated_charge_measures(),
+) }}

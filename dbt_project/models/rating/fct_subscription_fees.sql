@@ -1,6 +1,5 @@
 {{
     config(
-        materialized='incremental',
         tags=["monthly"],
         pre_hook="{{ delete_window('billing_period_start') }}",
     )

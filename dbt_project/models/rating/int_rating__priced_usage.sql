@@ -149,8 +149,7 @@ subscribed as materialized (
     left join subscriptions
         on
             metered.customer_id = subscriptions.customer_id
-            and metered.usage_hour >= subscriptions.starts_at
-            and metered.usage_hour < coalesce(subscriptions.ends_at, 'infinity'::timestamp)
+            and {{ subscription_active_at('metered.usage_hour', 'subscriptions') }}
     left join plans on subscriptions.plan_id = plans.plan_id
 
 ),

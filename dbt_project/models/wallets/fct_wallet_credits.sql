@@ -30,8 +30,7 @@ attributed as (
     inner join subscriptions
         on
             ledger.customer_id = subscriptions.customer_id
-            and ledger.entry_ts >= subscriptions.starts_at
-            and ledger.entry_ts < coalesce(subscriptions.ends_at, 'infinity'::timestamp)
+            and {{ subscription_active_at('ledger.entry_ts', 'subscriptions') }}
 
 )
 

@@ -172,8 +172,7 @@ periods as (
     left join wallet_subscriptions
         on
             intervals.wallet_id = wallet_subscriptions.wallet_id
-            and intervals.valid_from >= wallet_subscriptions.starts_at
-            and intervals.valid_from < coalesce(wallet_subscriptions.ends_at, 'infinity'::timestamp)
+            and {{ subscription_active_at('intervals.valid_from', 'wallet_subscriptions') }}
     where intervals.valid_to is not null
 
 ),

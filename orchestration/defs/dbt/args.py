@@ -27,8 +27,10 @@ RUN_SETTING_ENV = {
 }
 #: ``buildable`` indirect selection runs a test only when each of its parents is built in the
 #: invocation or upstream of it: the daily reconciliation test (parents: hourly and daily)
-#: runs with the daily grain, not with the hourly one, before daily exists.
-BUILD_ARGS = ("build", "--indirect-selection", "buildable")
+#: runs with the daily grain, not with the hourly one, before daily exists. dbt unit tests
+#: (``given``/``expect`` on fixed rows, ``dbt test --select test_type:unit``) test the SQL, not
+#: the data: they run in the test suite (tests/test_dbt_unit.py), never in a run.
+BUILD_ARGS = ("build", "--indirect-selection", "buildable", "--exclude-resource-type", "unit_test")
 
 
 def window_vars(window: TimeWindow) -> dict[str, str]:

@@ -48,7 +48,7 @@ create table if not exists raw.usage_events (
     audio_output_tokens bigint,
     image_output_tokens bigint,
     metadata varchar,
-    source_format varchar not null
+    source_format varchar not null default 'canonical'
 );
 create table if not exists raw.usage_event_duplicates (
     partition_hour timestamp not null,

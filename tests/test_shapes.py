@@ -445,3 +445,46 @@ def test_records_land_with_their_shape_and_an_older_warehouse_gains_the_new_colu
     ]
     assert audit == [(20, 20, 4)]
     assert formats == [(20,)]
+
+
+def test_malformed_native_values_are_quarantined_never_crash_and_always_reconcile():
+    """Values of every wrong kind inside native objects: each line ends in exactly one place,
+    with the reason the contract (or the shape) gives; nothing fails the batch."""
+    lines = [
+        envelope("g", '{"usageMetadata":{"promptTokenCount":"abc","candidatesTokenCount":1,'
+                 '"totalTokenCount":99999999999999999999999,'
+                 '"promptTokensDetails":[{"modality":"AUDIO","tokenCount":"x"}]}}'),
+        envelope("b", '{"usage":{"inputTokens":1,"outputTokens":1,'
+                 '"cacheDetails":[{"ttl":"1h","inputTokens":"zz"}]}}'),
+        envelope("a", '{"usage":{"input_tokens":1e30,"output_tokens":1,'
+                 '"cache_read_input_tokens":99999999999999999999999999}}'),
+        envelope("s", '"a string"'),
+        envelope("u", '{"usage":[1]}'),
+        '{"resourceSpans":{"a":1}}',
+        '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"t","spanId":"s",'
+        '"endTimeUnixNano":"99999999999999999999","attributes":[{"key":'
+        '"gen_ai.usage.input_tokens","value":{"intValue":"5"}}]}]}]}]}',
+        '{"custom_llm_provider":"x","id":"l","endTime":1e300,"prompt_tokens":1,'
+        '"completion_tokens":1,"model":"m","end_user":"c"}',
+        '{"specversion":"1.0","id":"1","source":"s","subject":"c","time":"2026-10-05T07:00:00Z",'
+        '"data":{"tokens":5,"type":null,"model":"m"}}',
+        '{"specversion":"1.0","data":"text"}',
+        "{}",
+    ]  # fmt: skip
+    batch = route({"usage/x.jsonl": "\n".join(lines).encode()})
+    assert batch.valid.height == 0
+    assert batch.quarantine.select("line_number", "reason_codes").rows() == [
+        (1, ["wrong_type"]),
+        (2, ["wrong_type"]),
+        (3, ["count_out_of_range", "wrong_type"]),
+        (4, ["unrecognized_format"]),
+        (5, ["unrecognized_format"]),
+        (6, ["unrecognized_format"]),
+        (7, ["missing_required_field"]),
+        (8, ["unparseable_timestamp"]),
+        (9, ["unknown_token_type"]),
+        (10, ["unrecognized_format"]),
+        (11, ["unrecognized_format"]),
+    ]
+    audit = audit_of(batch)
+    assert audit["lines_read"] == audit["quarantined_count"] == len(lines)

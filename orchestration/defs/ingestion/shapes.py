@@ -267,15 +267,11 @@ create or replace macro tb_sum(xs) as
             xs, lambda x: try_cast(coalesce(x, '0') as hugeint))), 0)::varchar
     end;
 create or replace macro tb_add(xs) as case when xs[1] is not null then tb_sum(xs) end;
-create or replace macro tb_detail_sum(arr, field, value, amount) as
-    case when json_type(arr) = 'ARRAY' then tb_sum(list_transform(
-        list_filter(json_extract(arr, '$[*]'), lambda e: upper(e->>field) = value),
-        lambda e: e->>amount)) end;
 create or replace macro tb_attr(attrs, name) as list_filter(attrs, lambda a: a.k = name)[1].v;
-create or replace macro tb_attrs(obj) as list_transform(
-    coalesce(json_extract(obj, '$.attributes[*]'), []),
-    lambda a: {'k': a->>'key', 'v': coalesce(a->>'$.value.stringValue', a->>'$.value.intValue',
-        a->>'$.value.doubleValue', a->>'$.value.boolValue')});
+create or replace macro tb_attrs(attrs) as list_transform(
+    coalesce(attrs, []),
+    lambda a: {'k': a.key, 'v': coalesce(a.value.stringValue, a.value.intValue,
+        a.value.doubleValue, a.value.boolValue)});
 """
 
 
@@ -293,79 +289,203 @@ def _patch(base: str, fields: dict[str, str]) -> str:
     return f"json_merge_patch({base}, json_object({pairs}))"
 
 
+def _schema(node) -> str:
+    """A ``from_json`` structure: dicts are objects, one-item lists arrays, strings types."""
+    if isinstance(node, dict):
+        return "{" + ", ".join(f'"{k}": {_schema(v)}' for k, v in node.items()) + "}"
+    if isinstance(node, list):
+        return "[" + _schema(node[0]) + "]"
+    return f'"{node}"'
+
+
+V = "VARCHAR"
+_MODALITIES = [{"modality": V, "tokenCount": V}]
+_ATTRIBUTES = [
+    {
+        "key": V,
+        "value": {"stringValue": V, "intValue": V, "doubleValue": V, "boolValue": V},
+    }
+]
+#: Every field any shape maps, parsed once per line (``from_json``: leaves as the text they
+#: were sent as; an absent key, a null and a value of another kind all read as null).
+LINE_SCHEMA = _schema(
+    {
+        **{k: V for k in ("event_id", "timestamp", "customer_id", "model", "provider")},
+        **{k: V for k in ("status", "specversion", "id", "source", "subject", "time")},
+        "data": "JSON",
+        "metadata": "JSON",
+        "response": {
+            "model": V,
+            "modelVersion": V,
+            "status": V,
+            "usage": {
+                **{
+                    k: V
+                    for k in (
+                        "prompt_tokens",
+                        "completion_tokens",
+                        "total_tokens",
+                        "input_tokens",
+                        "output_tokens",
+                        "cache_read_input_tokens",
+                        "cache_creation_input_tokens",
+                        "inputTokens",
+                        "outputTokens",
+                        "totalTokens",
+                        "cacheReadInputTokens",
+                        "cacheWriteInputTokens",
+                    )
+                },
+                "prompt_tokens_details": {
+                    k: V
+                    for k in ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens")
+                },
+                "completion_tokens_details": {k: V for k in ("reasoning_tokens", "audio_tokens")},
+                "input_tokens_details": {k: V for k in ("cached_tokens", "cache_write_tokens")},
+                "output_tokens_details": {k: V for k in ("reasoning_tokens", "thinking_tokens")},
+                "input_token_details": {
+                    k: V for k in ("cached_tokens", "audio_tokens", "image_tokens", "text_tokens")
+                },
+                "output_token_details": {
+                    k: V for k in ("audio_tokens", "image_tokens", "text_tokens")
+                },
+                "cache_creation": {
+                    k: V for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+                },
+                "server_tool_use": {k: V for k in ("web_search_requests", "web_fetch_requests")},
+                "cacheDetails": [{"ttl": V, "inputTokens": V}],
+            },
+            "usageMetadata": {
+                **{
+                    k: V
+                    for k in (
+                        "promptTokenCount",
+                        "cachedContentTokenCount",
+                        "candidatesTokenCount",
+                        "responseTokenCount",
+                        "thoughtsTokenCount",
+                        "toolUsePromptTokenCount",
+                        "totalTokenCount",
+                    )
+                },
+                "promptTokensDetails": _MODALITIES,
+                "candidatesTokensDetails": _MODALITIES,
+                "responseTokensDetails": _MODALITIES,
+            },
+        },
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _ATTRIBUTES},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": V,
+                                "spanId": V,
+                                "endTimeUnixNano": V,
+                                "status": {"code": V},
+                                "attributes": _ATTRIBUTES,
+                            }
+                        ]
+                    }
+                ],
+            }
+        ],
+        **{
+            k: V
+            for k in (
+                "custom_llm_provider",
+                "prompt_tokens",
+                "completion_tokens",
+                "end_user",
+                "endTime",
+                "trace_id",
+                "session_id",
+            )
+        },
+        **{k: V for k in ("tokens", "type", "request_id", "requestId", "request_group_id")},
+    }
+)
+
+
+def _details_sum(items: str, key: str, value: str, amount: str) -> str:
+    """Sum of ``amount`` over the entries of the list ``items`` whose ``key`` is ``value``
+    (case-insensitive); null when the list is absent; a non-integer entry as sent."""
+    return (
+        f"case when {items} is not null then tb_sum(list_transform(list_filter({items}, "
+        f"lambda e: upper(e.{key}) = '{value}'), lambda e: e.{amount})) end"
+    )
+
+
 def _envelope_fields(shape: str) -> dict[str, str]:
-    """Canonical field -> SQL (text) for one envelope sub-shape; ``u`` is the usage object."""
-    u = "u"
-    g = lambda path: f"({u}->>'$.{path}')"  # noqa: E731
+    """Canonical field -> SQL (text) for one envelope sub-shape; ``u`` is the usage struct,
+    ``um`` Gemini's usageMetadata."""
     if shape == "openai_chat":
         return {
-            "input_tokens": g("prompt_tokens"),
-            "cached_input_tokens": g("prompt_tokens_details.cached_tokens"),
-            "cache_write_tokens": g("prompt_tokens_details.cache_write_tokens"),
-            "audio_input_tokens": g("prompt_tokens_details.audio_tokens"),
-            "image_input_tokens": g("prompt_tokens_details.image_tokens"),
-            "output_tokens": g("completion_tokens"),
-            "reasoning_tokens": g("completion_tokens_details.reasoning_tokens"),
-            "audio_output_tokens": g("completion_tokens_details.audio_tokens"),
+            "input_tokens": "u.prompt_tokens",
+            "cached_input_tokens": "u.prompt_tokens_details.cached_tokens",
+            "cache_write_tokens": "u.prompt_tokens_details.cache_write_tokens",
+            "audio_input_tokens": "u.prompt_tokens_details.audio_tokens",
+            "image_input_tokens": "u.prompt_tokens_details.image_tokens",
+            "output_tokens": "u.completion_tokens",
+            "reasoning_tokens": "u.completion_tokens_details.reasoning_tokens",
+            "audio_output_tokens": "u.completion_tokens_details.audio_tokens",
         }
     if shape == "openai_responses":
         return {
-            "input_tokens": g("input_tokens"),
-            "cached_input_tokens": g("input_tokens_details.cached_tokens"),
-            "cache_write_tokens": g("input_tokens_details.cache_write_tokens"),
-            "output_tokens": g("output_tokens"),
-            "reasoning_tokens": g("output_tokens_details.reasoning_tokens"),
+            "input_tokens": "u.input_tokens",
+            "cached_input_tokens": "u.input_tokens_details.cached_tokens",
+            "cache_write_tokens": "u.input_tokens_details.cache_write_tokens",
+            "output_tokens": "u.output_tokens",
+            "reasoning_tokens": "u.output_tokens_details.reasoning_tokens",
         }
     if shape == "openai_realtime":
         return {
-            "input_tokens": g("input_tokens"),
-            "cached_input_tokens": g("input_token_details.cached_tokens"),
-            "audio_input_tokens": g("input_token_details.audio_tokens"),
-            "image_input_tokens": g("input_token_details.image_tokens"),
-            "output_tokens": g("output_tokens"),
-            "audio_output_tokens": g("output_token_details.audio_tokens"),
-            "image_output_tokens": g("output_token_details.image_tokens"),
+            "input_tokens": "u.input_tokens",
+            "cached_input_tokens": "u.input_token_details.cached_tokens",
+            "audio_input_tokens": "u.input_token_details.audio_tokens",
+            "image_input_tokens": "u.input_token_details.image_tokens",
+            "output_tokens": "u.output_tokens",
+            "audio_output_tokens": "u.output_token_details.audio_tokens",
+            "image_output_tokens": "u.output_token_details.image_tokens",
         }
     if shape == "anthropic_messages":
         return {
-            "input_tokens": f"tb_add([{g('input_tokens')}, {g('cache_read_input_tokens')}, "
-            f"{g('cache_creation_input_tokens')}])",
-            "cached_input_tokens": g("cache_read_input_tokens"),
-            "cache_write_tokens": g("cache_creation_input_tokens"),
-            "cache_write_5m_tokens": g("cache_creation.ephemeral_5m_input_tokens"),
-            "cache_write_1h_tokens": g("cache_creation.ephemeral_1h_input_tokens"),
-            "output_tokens": g("output_tokens"),
-            "reasoning_tokens": g("output_tokens_details.thinking_tokens"),
+            "input_tokens": "tb_add([u.input_tokens, u.cache_read_input_tokens, "
+            "u.cache_creation_input_tokens])",
+            "cached_input_tokens": "u.cache_read_input_tokens",
+            "cache_write_tokens": "u.cache_creation_input_tokens",
+            "cache_write_5m_tokens": "u.cache_creation.ephemeral_5m_input_tokens",
+            "cache_write_1h_tokens": "u.cache_creation.ephemeral_1h_input_tokens",
+            "output_tokens": "u.output_tokens",
+            "reasoning_tokens": "u.output_tokens_details.thinking_tokens",
         }
     if shape == "bedrock_converse":
-        details = f"({u}->'$.cacheDetails')"
         return {
-            "input_tokens": f"tb_add([{g('inputTokens')}, {g('cacheReadInputTokens')}, "
-            f"{g('cacheWriteInputTokens')}])",
-            "cached_input_tokens": g("cacheReadInputTokens"),
-            "cache_write_tokens": g("cacheWriteInputTokens"),
-            "cache_write_5m_tokens": f"tb_detail_sum({details}, 'ttl', '5M', 'inputTokens')",
-            "cache_write_1h_tokens": f"tb_detail_sum({details}, 'ttl', '1H', 'inputTokens')",
-            "output_tokens": g("outputTokens"),
+            "input_tokens": "tb_add([u.inputTokens, u.cacheReadInputTokens, "
+            "u.cacheWriteInputTokens])",
+            "cached_input_tokens": "u.cacheReadInputTokens",
+            "cache_write_tokens": "u.cacheWriteInputTokens",
+            "cache_write_5m_tokens": _details_sum("u.cacheDetails", "ttl", "5M", "inputTokens"),
+            "cache_write_1h_tokens": _details_sum("u.cacheDetails", "ttl", "1H", "inputTokens"),
+            "output_tokens": "u.outputTokens",
         }
     if shape == "gemini":
-        um = "um"
-        m = lambda path: f"({um}->>'$.{path}')"  # noqa: E731
-        prompt = f"coalesce({m('promptTokenCount')}, '0')"
-        cand = f"coalesce({m('candidatesTokenCount')}, {m('responseTokenCount')}, '0')"
+        prompt = "coalesce(um.promptTokenCount, '0')"
+        cand = "coalesce(um.candidatesTokenCount, um.responseTokenCount, '0')"
         tool, thoughts, total = (
-            m("toolUsePromptTokenCount"),
-            m("thoughtsTokenCount"),
-            m("totalTokenCount"),
+            "um.toolUsePromptTokenCount",
+            "um.thoughtsTokenCount",
+            "um.totalTokenCount",
         )
         parts = f"[{prompt}, {cand}, {tool}, {thoughts}, {total}]"
-        out_details = (
-            f"coalesce({um}->'$.candidatesTokensDetails', {um}->'$.responseTokensDetails')"
-        )
-        in_details = f"({um}->'$.promptTokensDetails')"
+        details = {
+            "input": "um.promptTokensDetails",
+            "output": "coalesce(um.candidatesTokensDetails, um.responseTokensDetails)",
+        }
         return {
             "input_tokens": f"tb_add([{prompt}, {tool}])",
-            "cached_input_tokens": m("cachedContentTokenCount"),
+            "cached_input_tokens": "um.cachedContentTokenCount",
             # Candidates exclude thoughts unless prompt + candidates + tool use = total.
             "output_tokens": f"""case
                 when tb_bad({parts}) is not null then tb_bad({parts})
@@ -376,9 +496,8 @@ def _envelope_fields(shape: str) -> dict[str, str]:
             end""",
             "reasoning_tokens": thoughts,
             **{
-                f"{kind.lower()}_{side}_tokens": f"tb_detail_sum({details}, 'modality', "
-                f"'{kind}', 'tokenCount')"
-                for side, details in (("input", in_details), ("output", out_details))
+                f"{kind.lower()}_{side}_tokens": _details_sum(items, "modality", kind, "tokenCount")
+                for side, items in details.items()
                 for kind in ("AUDIO", "IMAGE")
             },
         }
@@ -392,38 +511,34 @@ def mapping_sql(
     records: ``line_idx``, ``sub`` (the record's place in its line), ``raw_line`` (canonical
     JSON, or the line itself), ``source_format``, and for a line quarantined here its
     ``reason_code``, ``reason_detail`` and ``event_id``; plus one row per OTLP line with its
-    ``skipped`` span count (``sub`` null, ``raw_line`` null)."""
+    ``skipped`` span count (``sub`` null, ``raw_line`` null).
+
+    Each line is parsed once into :data:`LINE_SCHEMA` (and its keys listed once); a
+    CloudEvent's data once more. Mapping reads the parsed struct; only the canonical JSON
+    written for a line reads its text again (JSON merge patch keeps the envelope's own fields,
+    unknown ones included, for the contract's metadata rule)."""
     marker_keys = _keys_list(
         [*_CANONICAL_KEYS, "response", "resourceSpans", "custom_llm_provider", "tokens", "type"]
     )
-    envelope_shapes = (
-        "openai_chat",
-        "openai_responses",
-        "openai_realtime",
-        "anthropic_messages",
-        "gemini",
-        "bedrock_converse",
-    )
     envelope_branches = []
-    for shape in envelope_shapes:
-        fields = _envelope_fields(shape)
+    for shape in DEFAULT_PROVIDERS:
         patch = {
             "response": "null",
-            "provider": f"coalesce(j->>'provider', {_quote(DEFAULT_PROVIDERS[shape])})",
-            "model": "coalesce(j->>'model', j->>'$.response.model', j->>'$.response.modelVersion')",
-            **fields,
+            "provider": f"coalesce(t.provider, {_quote(DEFAULT_PROVIDERS[shape])})",
+            "model": "coalesce(t.model, t.response.model, t.response.modelVersion)",
+            **_envelope_fields(shape),
         }
         line = _patch("j", patch)
         if shape == "anthropic_messages":
             tools = _patch(
-                "coalesce(j->'$.metadata', '{}')",
+                "coalesce(t.metadata, '{}')",
                 {
-                    "anthropic.web_search_requests": "u->>'$.server_tool_use.web_search_requests'",
-                    "anthropic.web_fetch_requests": "u->>'$.server_tool_use.web_fetch_requests'",
+                    "anthropic.web_search_requests": "u.server_tool_use.web_search_requests",
+                    "anthropic.web_fetch_requests": "u.server_tool_use.web_fetch_requests",
                 },
             )
             line = (
-                f"case when json_type(u, '$.server_tool_use') = 'OBJECT' "
+                f"case when u.server_tool_use is not null "
                 f"then json_merge_patch({line}, json_object('metadata', {tools})) else {line} end"
             )
         envelope_branches.append(f"when {_quote(shape)} then {line}")
@@ -447,10 +562,10 @@ def mapping_sql(
     otlp_line = _patch(
         "'{}'",
         {
-            "event_id": "(span->>'traceId') || '/' || (span->>'spanId')",
-            "trace_id": "span->>'traceId'",
-            "timestamp": f"strftime(make_timestamp(try_cast(span->>'endTimeUnixNano' as bigint)"
-            f" // 1000), {_TS})",
+            "event_id": "span.traceId || '/' || span.spanId",
+            "trace_id": "span.traceId",
+            "timestamp": "strftime(make_timestamp(try_cast(span.endTimeUnixNano as bigint) "
+            f"// 1000), {_TS})",
             "customer_id": first_attr(otlp_customer_keys),
             "feature": first_attr(otlp_feature_keys),
             "provider": "coalesce(tb_attr(span_attrs, 'gen_ai.provider.name'), "
@@ -458,44 +573,49 @@ def mapping_sql(
             "model": "coalesce(tb_attr(span_attrs, 'gen_ai.request.model'), "
             "tb_attr(span_attrs, 'gen_ai.response.model'))",
             "environment": first_attr(["deployment.environment.name", "deployment.environment"]),
-            "status": "case when span->>'$.status.code' in ('2', 'STATUS_CODE_ERROR') "
+            "status": "case when span.status.code in ('2', 'STATUS_CODE_ERROR') "
             "then 'failed' else 'success' end",
             **otlp_counts,
         },
     )
-    uo = "j->'$.metadata.usage_object'"
+    # LiteLLM's nested fields, read from the line in one pass (one list of paths).
+    litellm_paths = [f"$.{f}" for f in litellm_customer_fields] + [
+        "$.metadata.session_id",
+        "$.metadata.usage_object.prompt_tokens_details.cached_tokens",
+        "$.metadata.usage_object.cache_read_input_tokens",
+        "$.metadata.usage_object.cache_creation_input_tokens",
+        "$.metadata.usage_object.prompt_tokens_details.cache_write_tokens",
+        "$.metadata.usage_object.completion_tokens_details.reasoning_tokens",
+    ]
+    n = len(litellm_customer_fields)
+    x = lambda i: f"x[{n + i}]"  # noqa: E731
     litellm_customer = (
-        "coalesce("
-        + ", ".join(f"nullif(trim(j->>{_quote('$.' + f)}), '')" for f in litellm_customer_fields)
-        + ")"
+        "coalesce(" + ", ".join(f"nullif(trim(x[{i + 1}]), '')" for i in range(n)) + ")"
     )
     litellm_line = _patch(
         "'{}'",
         {
-            "event_id": "j->>'id'",
-            # Epoch seconds as LiteLLM writes them; beyond year 5000 it is left for the
-            # contract to reject as unparseable.
-            "timestamp": "case when json_type(j, '$.endTime') in ('DOUBLE', 'UBIGINT', 'BIGINT') "
-            "and (j->>'endTime')::double between 0 and 1e11 "
-            "then strftime(make_timestamp(round((j->>'endTime')::double * 1000000)::bigint), "
-            f"{_TS}) else j->>'endTime' end",
+            "event_id": "t.id",
+            # Epoch seconds as LiteLLM writes them (else RFC 3339 text); beyond year 5000 it
+            # is left for the contract to reject as unparseable.
+            "timestamp": "case when try_cast(t.endTime as double) between 0 and 1e11 "
+            "then strftime(make_timestamp(round(t.endTime::double * 1000000)::bigint), "
+            f"{_TS}) else t.endTime end",
             "customer_id": litellm_customer,
-            "provider": "j->>'custom_llm_provider'",
-            "model": "j->>'model'",
-            "status": "case j->>'status' when 'success' then 'success' when 'failure' "
-            "then 'failed' else j->>'status' end",
-            "trace_id": "j->>'trace_id'",
-            "request_group_id": "coalesce(j->>'session_id', j->>'$.metadata.session_id')",
-            "input_tokens": "j->>'prompt_tokens'",
-            "output_tokens": "j->>'completion_tokens'",
-            "cached_input_tokens": f"coalesce({uo}->>'$.prompt_tokens_details.cached_tokens', "
-            f"{uo}->>'$.cache_read_input_tokens')",
-            "cache_write_tokens": f"coalesce({uo}->>'$.cache_creation_input_tokens', "
-            f"{uo}->>'$.prompt_tokens_details.cache_write_tokens')",
-            "reasoning_tokens": f"{uo}->>'$.completion_tokens_details.reasoning_tokens'",
+            "provider": "t.custom_llm_provider",
+            "model": "t.model",
+            "status": "case t.status when 'success' then 'success' when 'failure' "
+            "then 'failed' else t.status end",
+            "trace_id": "t.trace_id",
+            "request_group_id": f"coalesce(t.session_id, {x(1)})",
+            "input_tokens": "t.prompt_tokens",
+            "output_tokens": "t.completion_tokens",
+            "cached_input_tokens": f"coalesce({x(2)}, {x(3)})",
+            "cache_write_tokens": f"coalesce({x(4)}, {x(5)})",
+            "reasoning_tokens": x(6),
         },
     )
-    token_kind = "lower(j->>'type')"
+    token_kind = "lower(t.type)"
     bad_token_kind = f"coalesce({token_kind}, '') not in {tuple(_INPUT_TYPES + _OUTPUT_TYPES)}"
     token_line = _patch(
         "j",
@@ -504,41 +624,44 @@ def mapping_sql(
             "type": "null",
             "request_id": "null",
             "requestId": "null",
-            "request_group_id": "coalesce(j->>'request_id', j->>'requestId', "
-            "j->>'request_group_id')",
+            "request_group_id": "coalesce(t.request_id, t.requestId, t.request_group_id)",
             "input_tokens": f"case when {token_kind} in {tuple(_INPUT_TYPES)} "
-            "then j->>'tokens' else '0' end",
+            "then t.tokens else '0' end",
             "output_tokens": f"case when {token_kind} in {tuple(_OUTPUT_TYPES)} "
-            "then j->>'tokens' else '0' end",
+            "then t.tokens else '0' end",
+        },
+    )
+    ce_data = _patch(
+        "top.data",
+        {
+            "event_id": "top.source || '/' || top.id",
+            "timestamp": "coalesce(top.data->>'timestamp', top.time)",
+            "customer_id": "coalesce(top.data->>'customer_id', top.subject)",
         },
     )
     return f"""
 with
-unwrapped as (
+parsed as materialized (
+    select line_idx, raw_line, json_keys(raw_line) as k, from_json(raw_line, '{LINE_SCHEMA}') as t
+    from candidates
+    where starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{') and json_valid(raw_line)
+),
+cloudevents as materialized (
     select
         line_idx,
         raw_line,
-        json_exists(raw_line, '$.specversion') as is_ce,
-        case
-            when not json_exists(raw_line, '$.specversion') then raw_line::json
-            when json_type(raw_line, '$.data') = 'OBJECT' then {
-        _patch(
-            "raw_line->'$.data'",
-            {
-                "event_id": "(raw_line->>'source') || '/' || (raw_line->>'id')",
-                "timestamp": "coalesce(raw_line->>'$.data.timestamp', raw_line->>'time')",
-                "customer_id": "coalesce(raw_line->>'$.data.customer_id', raw_line->>'subject')",
-            },
-        )
-    }
-        end as j
-    from candidates
-    where json_valid(raw_line) and json_type(raw_line) = 'OBJECT'
+        case when json_type(top.data) = 'OBJECT' then {ce_data} end as j
+    from (select line_idx, raw_line, t as top from parsed where t.specversion is not null)
 ),
-keyed as (
-    select *, coalesce(json_keys(j), []) as k from unwrapped
+lines as materialized (
+    select line_idx, raw_line, false as is_ce, raw_line::json as j, k, t
+    from parsed
+    where t.specversion is null
+    union all
+    select line_idx, raw_line, true, j, json_keys(j), from_json(j, '{LINE_SCHEMA}')
+    from cloudevents
 ),
-marked as (
+shaped as materialized (
     select
         *,
         list_has_any(k, {_keys_list(_CANONICAL_KEYS)}) as m_canonical,
@@ -546,12 +669,6 @@ marked as (
         list_contains(k, 'resourceSpans') as m_otlp,
         list_contains(k, 'custom_llm_provider') as m_litellm,
         list_contains(k, 'tokens') and list_contains(k, 'type') as m_token_type,
-        list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model']) as has_ids
-    from keyed
-),
-shaped as (
-    select
-        *,
         m_canonical::int + m_envelope::int + m_otlp::int + m_litellm::int + m_token_type::int
             as markers,
         case
@@ -559,49 +676,48 @@ shaped as (
             when markers > 1 then 'ambiguous'
             when m_canonical then 'canonical'
             when m_envelope then 'envelope'
-            when m_otlp and (is_ce or json_type(j, '$.resourceSpans') != 'ARRAY')
-                then 'unrecognized'
+            when m_otlp and (is_ce or t.resourceSpans is null) then 'unrecognized'
             when m_otlp then 'otlp'
             when m_litellm then 'litellm'
             when m_token_type then 'token_type'
-            when has_ids then 'canonical'
+            when list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model'])
+                then 'canonical'
             else 'unrecognized'
         end as shape
-    from marked
+    from lines
 ),
 envelopes as (
     select
         *,
-        j->'$.response.usage' as u,
-        j->'$.response.usageMetadata' as um,
-        case when json_type(j, '$.response.usage') = 'OBJECT'
-            then json_keys(j, '$.response.usage') else [] end as uk,
-        lower(j->>'provider') as provider_name
+        t.response.usage as u,
+        t.response.usageMetadata as um,
+        lower(t.provider) as provider_name
     from shaped
     where shape = 'envelope'
 ),
 families as (
     select
         *,
-        json_type(um) = 'OBJECT' as f_gemini,
-        list_has_any(uk, ['inputTokens', 'outputTokens']) as f_bedrock,
-        list_has_any(uk, ['prompt_tokens', 'completion_tokens']) as f_chat,
-        list_has_any(uk, ['input_tokens', 'output_tokens']) as f_io,
-        list_has_any(uk, ['input_token_details', 'output_token_details']) as s_realtime,
-        list_contains(uk, 'input_tokens_details')
-            or json_exists(u, '$.output_tokens_details.reasoning_tokens') as s_responses,
-        list_has_any(uk, ['cache_read_input_tokens', 'cache_creation_input_tokens',
-            'cache_creation', 'server_tool_use'])
-            or json_exists(u, '$.output_tokens_details.thinking_tokens') as s_anthropic
+        coalesce(um.promptTokenCount, um.candidatesTokenCount, um.responseTokenCount,
+            um.totalTokenCount, um.thoughtsTokenCount, um.cachedContentTokenCount,
+            um.toolUsePromptTokenCount) is not null as f_gemini,
+        coalesce(u.inputTokens, u.outputTokens) is not null as f_bedrock,
+        coalesce(u.prompt_tokens, u.completion_tokens) is not null as f_chat,
+        coalesce(u.input_tokens, u.output_tokens) is not null as f_io,
+        u.input_token_details is not null or u.output_token_details is not null as s_realtime,
+        u.input_tokens_details is not null
+            or u.output_tokens_details.reasoning_tokens is not null as s_responses,
+        coalesce(u.cache_read_input_tokens, u.cache_creation_input_tokens) is not null
+            or u.cache_creation is not null
+            or u.server_tool_use is not null
+            or u.output_tokens_details.thinking_tokens is not null as s_anthropic
     from envelopes
 ),
 subshaped as (
     select
         *,
         case
-            when json_type(j, '$.response') not in ('OBJECT', 'NULL') then 'unrecognized'
-            when coalesce(f_gemini, false)::int + f_bedrock::int + f_chat::int + f_io::int > 1
-                then 'ambiguous'
+            when f_gemini::int + f_bedrock::int + f_chat::int + f_io::int > 1 then 'ambiguous'
             when f_gemini then 'gemini'
             when f_bedrock then 'bedrock_converse'
             when f_chat then 'openai_chat'
@@ -612,10 +728,13 @@ subshaped as (
             when f_io and s_anthropic then 'anthropic_messages'
             when f_io and provider_name = 'anthropic' then 'anthropic_messages'
             when f_io and provider_name in ('openai', 'azure.ai.openai') then 'openai_responses'
-            when f_io and list_contains(uk, 'total_tokens') then 'openai_responses'
+            when f_io and u.total_tokens is not null then 'openai_responses'
             when f_io then 'ambiguous'
-            when coalesce(json_type(u), 'NULL') = 'NULL'
-                and coalesce(json_type(um), 'NULL') = 'NULL' then 'unreported'
+            when coalesce(json_type(j, '$.response'), 'NULL') not in ('OBJECT', 'NULL')
+                then 'unrecognized'
+            when coalesce(json_type(j, '$.response.usage'), 'NULL') = 'NULL'
+                and coalesce(json_type(j, '$.response.usageMetadata'), 'NULL') = 'NULL'
+                then 'unreported'
             else 'unrecognized'
         end as sub
     from families
@@ -633,26 +752,31 @@ envelope_records as (
         end as reason_code,
         case sub
             when 'ambiguous' then
-                'response.usage keys [' || array_to_string(uk, ', ') || '] with provider '
-                || coalesce('"' || (j->>'provider') || '"', 'absent')
+                'response.usage keys ['
+                || array_to_string(coalesce(json_keys(j, '$.response.usage'), []), ', ')
+                || '] with provider '
+                || coalesce('"' || t.provider || '"', 'absent')
                 || ' fit more than one provider shape: ambiguous_format, expected one usage '
                 || 'object and, for input_tokens/output_tokens alone, provider anthropic or openai'
             when 'unrecognized' then
                 case
                     when json_type(j, '$.response') not in ('OBJECT', 'NULL')
                         then 'response is ' || json_type(j, '$.response')
-                    when json_type(um) is not null and json_type(um) != 'OBJECT'
-                        then 'response.usageMetadata is ' || json_type(um)
-                    when json_type(u) != 'OBJECT' then 'response.usage is ' || json_type(u)
-                    else 'response.usage keys [' || array_to_string(uk, ', ') || ']'
+                    when json_type(j, '$.response.usageMetadata') not in ('OBJECT', 'NULL')
+                        then 'response.usageMetadata is ' || json_type(j, '$.response.usageMetadata')
+                    when json_type(j, '$.response.usage') not in ('OBJECT', 'NULL')
+                        then 'response.usage is ' || json_type(j, '$.response.usage')
+                    else 'response.usage keys ['
+                        || array_to_string(coalesce(json_keys(j, '$.response.usage'), []), ', ')
+                        || ']'
                 end
                 || ': unrecognized_format, expected the usage object of a supported provider'
             when 'unreported' then
                 'response has no usage or usageMetadata (status '
-                || coalesce('"' || (j->>'status') || '"', 'absent')
+                || coalesce('"' || t.status || '"', 'absent')
                 || '): usage_not_reported, its usage is unknown, not zero'
         end as reason_detail,
-        j->>'event_id' as event_id,
+        t.event_id as event_id,
         is_ce
     from subshaped
 ),
@@ -663,10 +787,10 @@ spans as (
             line_idx,
             is_ce,
             flatten(list_transform(
-                coalesce(json_extract(j, '$.resourceSpans[*]'), []),
+                t.resourceSpans,
                 lambda rs: list_transform(
-                    coalesce(json_extract(rs, '$.scopeSpans[*].spans[*]'), []),
-                    lambda sp: {{'res': rs->'$.resource', 'span': sp}}
+                    flatten(list_transform(coalesce(rs.scopeSpans, []), lambda ss: coalesce(ss.spans, []))),
+                    lambda sp: {{'res': rs.resource.attributes, 'span': sp}}
                 )
             )) as spans
         from shaped
@@ -679,7 +803,7 @@ span_attributes as (
         is_ce,
         span_no,
         s.span as span,
-        tb_attrs(s.span) as span_attrs,
+        tb_attrs(s.span.attributes) as span_attrs,
         tb_attrs(s.res) as res_attrs
     from spans
 ),
@@ -715,28 +839,28 @@ otlp_skipped as (
     where shaped.shape = 'otlp'
     group by shaped.line_idx
 ),
+litellm as (
+    select *, json_extract_string(j, {_keys_list(litellm_paths)}) as x
+    from shaped
+    where shape = 'litellm'
+),
 other_records as (
     select
         line_idx,
         0 as sub,
         case shape
             when 'canonical' then j::varchar
-            when 'litellm' then {litellm_line}::varchar
             when 'token_type' then {token_line}::varchar
         end as raw_line,
         shape as source_format,
         case
             when shape = 'ambiguous' then 'ambiguous_format'
             when shape = 'unrecognized' then 'unrecognized_format'
-            when shape = 'token_type'
-                and {bad_token_kind}
-                then 'unknown_token_type'
+            when shape = 'token_type' and {bad_token_kind} then 'unknown_token_type'
         end as reason_code,
         case
             when shape = 'ambiguous' then
-                'keys [' || array_to_string(list_filter(k, lambda x: list_contains({
-        marker_keys
-    }, x)), ', ')
+                'keys [' || array_to_string(list_filter(k, lambda x: list_contains({marker_keys}, x)), ', ')
                 || '] belong to '
                 || array_to_string(list_filter([
                     case when m_canonical then 'canonical' end,
@@ -758,17 +882,20 @@ other_records as (
                 || 'provider response, OTLP JSON (not in a CloudEvent), a LiteLLM spend log or '
                 || 'a per-token-type event'
             when shape = 'token_type' and {bad_token_kind} then
-                'data.type=' || coalesce('"' || (j->>'type') || '"', 'null')
+                'data.type=' || coalesce('"' || t.type || '"', 'null')
                 || ': unknown_token_type, expected one of '
                 || {_quote(", ".join(_INPUT_TYPES + _OUTPUT_TYPES))}
         end as reason_detail,
         coalesce(
-            j->>'event_id',
+            t.event_id,
             case when is_ce then (raw_line->>'source') || '/' || (raw_line->>'id') end
         ) as event_id,
         is_ce
     from shaped
-    where shape in ('canonical', 'litellm', 'token_type', 'ambiguous', 'unrecognized')
+    where shape in ('canonical', 'token_type', 'ambiguous', 'unrecognized')
+    union all
+    select line_idx, 0, {litellm_line}::varchar, 'litellm', null, null, null, is_ce
+    from litellm
 )
 select
     line_idx,

@@ -49,12 +49,18 @@ import pyarrow.parquet as pq
 
 from contracts.usage_event import (
     MAX_COUNT,
+    MODALITY_COUNTS,
     OBJECT_REASONS,
     REASONS,
+    SHAPE_REASONS,
     STATUSES,
-    TOKEN_FIELDS,
-    WIRE_FIELDS,
 )
+from contracts.usage_event import TOKEN_FIELDS as _CONTRACT_TOKEN_FIELDS
+from contracts.usage_event import WIRE_FIELDS as _CONTRACT_WIRE_FIELDS
+
+#: The counts the generator writes: the TTL and modality subsets (issue #14) are not made here.
+TOKEN_FIELDS = tuple(f for f in _CONTRACT_TOKEN_FIELDS if f not in MODALITY_COUNTS)
+WIRE_FIELDS = tuple(f for f in _CONTRACT_WIRE_FIELDS if f not in MODALITY_COUNTS)
 
 # ---------------------------------------------------------------------------------------------
 # Model of the world.
@@ -77,7 +83,10 @@ PLANS = ("starter", "pro", "enterprise")
 ENVIRONMENTS = ("production", "staging")
 APPS = ("web", "mobile", "api", "batch")
 N_CUSTOMERS = 40
-LINE_REASONS = tuple(code for code in REASONS if code not in OBJECT_REASONS)
+#: The faults of a canonical line (the producer-shape reasons, issue #14, are not made here).
+LINE_REASONS = tuple(
+    code for code in REASONS if code not in OBJECT_REASONS and code not in SHAPE_REASONS
+)
 
 _AGENT = FEATURES.index("agent")
 _MODEL_PROVIDER = np.array([PROVIDERS.index(p) for p, _ in MODELS])

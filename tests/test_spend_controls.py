@@ -88,8 +88,13 @@ PLANS = [
         "plan_id": "quota",
         "limits": [
             {"limit_id": "tokens-month", "metric": "tokens", "max": 100, "alert_at": [50, 100]},
-            {"limit_id": "m-requests", "metric": "requests", "max": 3, "model": "m",
-             "enforcement": "soft"},
+            {
+                "limit_id": "m-requests",
+                "metric": "requests",
+                "max": 3,
+                "model": "m",
+                "enforcement": "soft",
+            },
             {"limit_id": "spend", "metric": "spend", "max": "1000"},
         ],  # fmt: skip
         "prices": [price("quota-out"), free_input("quota-in")],

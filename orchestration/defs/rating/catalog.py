@@ -421,9 +421,7 @@ def catalog_tables(catalog: Catalog, provider_costs: pl.DataFrame) -> dict[str, 
             {"currency": c, "minor_unit_exponent": e} for c, e in sorted(CURRENCY_EXPONENTS.items())
         ],
         "customers": [c.model_dump() for c in catalog.customers],
-        "plans": [
-            p.model_dump(exclude={"prices", "max_spend", "limits"}) for p in catalog.plans
-        ],
+        "plans": [p.model_dump(exclude={"prices", "max_spend", "limits"}) for p in catalog.plans],
         **_control_rows(catalog),
         "subscriptions": [
             {

@@ -114,7 +114,7 @@ EVENTS = [
     ("cus_cp", "10-05 08", 100, {}),
     ("cus_cp", "10-10 10", 100, {}),
     ("cus_cp", "10-10 11", 100, {"model": "m-cheap"}),
-    ("cus_cp", "10-10 12", 100, {"model": "m-unknown"}),
+    ("cus_cp", "11-01 12", 100, {"model": "m-unknown"}),
     ("cus_cap", "10-05 10", 10, {}),
     ("cus_cap", "10-05 11", 10, {"feature": "a"}),
     ("cus_cap", "10-05 11", 10, {"feature": "b"}),
@@ -203,6 +203,19 @@ def warehouse(tmp_path_factory):
             and "Done." not in line and "Completed with" not in line
         ]  # fmt: skip
         assert not failures, result.stdout[-4000:]
+    october = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    closed = dbt_build(
+        path,
+        root / "target",
+        october,
+        "fct_subscription_fees",
+        "fct_wallet_ledger",
+        "fct_wallet_credits",
+        "fct_billing_alerts",
+        "models/invoicing",
+        settings={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},
+    )
+    assert closed.returncode == 0, closed.stdout[-4000:]
     return path
 
 
@@ -237,7 +250,7 @@ def test_cost_plus_usage_of_unknown_cost_is_unpriced_never_zero(warehouse):
         warehouse,
         "select strftime(usage_hour, '%m-%d %H'), meter, model, quantity, unpriced_reason "
         "from marts.fct_unpriced_usage where customer_id = 'cus_cp'",
-    ) == [("10-10 12", "output", "m-unknown", 100, "unknown_provider_cost")]
+    ) == [("11-01 12", "output", "m-unknown", 100, "unknown_provider_cost")]
     assert query(
         warehouse,
         "select count(*) from marts.fct_rated_charges_hourly where model = 'm-unknown'",
@@ -265,4 +278,56 @@ def test_price_cap_then_subscription_cap(warehouse):
         ("10-05 10", "capp-out", 1, "m", "", D(10), D(10), D(0)),
         ("10-05 11", "capp-in", 1, "m", "", D(10), D(0), D(10)),
         ("10-05 11", "capp-out", 1, "m", "", D(10), D(0), D(10)),
+    ]
+
+
+def test_invoice_shows_the_uncapped_usage_and_a_spend_cap_line_with_what_was_forgiven(warehouse):
+    lines = query(
+        warehouse,
+        "select line_type, description, amount_precise, amount "
+        "from marts.fct_invoice_line_items where invoice_id = 'inv_sub_cap_20261001' "
+        "order by line_type desc",
+    )
+    assert [(t, p, a) for t, _, p, a in lines] == [
+        ("usage", D(40), D("40.00")),
+        ("spend_cap", D(-15), D("-15.00")),
+    ]
+    assert lines[1][1] == "Spend cap reached: $15.00 of usage above max_spend forgiven"
+    assert query(
+        warehouse,
+        "select subtotal, total_due from marts.fct_invoices "
+        "where invoice_id = 'inv_sub_cap_20261001'",
+    ) == [(D("25.00"), D("25.00"))]
+
+
+def test_quota_usage_per_limit_with_the_hour_it_was_reached(warehouse):
+    assert query(
+        warehouse,
+        "select limit_id, metric, enforcement, coalesce(model, '*'), max_value, used, remaining, "
+        "is_reached, strftime(reached_hour, '%m-%d %H') "
+        "from marts.fct_quota_usage where customer_id = 'cus_quota' order by limit_id",
+    ) == [
+        # requests of model m only: 10:00, 11:00, 13:00 (12:00 was m-cheap)
+        ("m-requests", "requests", "soft", "m", D(3), D(3), D(0), True, "10-05 13"),
+        # spend: 4 hours x 20 tokens x 1.00
+        ("spend", "spend", "hard", "*", D(1000), D(80), D(920), False, None),
+        # the override's 60 tokens (not the plan's 100), reached at 12:00 (20 + 20 + 20)
+        ("tokens-month", "tokens", "hard", "*", D(60), D(80), D(0), True, "10-05 12"),
+    ]
+
+
+def test_quota_alerts_fire_once_at_each_configured_percentage(warehouse):
+    assert query(
+        warehouse,
+        # The id's last part is the threshold as text (the model's id pattern).
+        "select regexp_replace(alert_id, '[|][0-9.]+$', ''), strftime(alert_hour, '%m-%d %H'), "
+        "threshold, value_after "
+        "from marts.fct_billing_alerts where alert_type = 'quota' order by alert_id",
+    ) == [
+        # 80% and 100% (the default alert_at) of 3 requests
+        ("quota|sub_quota|m-requests|2026-10-01", "10-05 13", D("2.4"), D(3)),
+        ("quota|sub_quota|m-requests|2026-10-01", "10-05 13", D(3), D(3)),
+        # 80% (48) and 100% (60) of 60 tokens, both reached at 12:00 (40 -> 60)
+        ("quota|sub_quota|tokens-month|2026-10-01", "10-05 12", D(48), D(60)),
+        ("quota|sub_quota|tokens-month|2026-10-01", "10-05 12", D(60), D(60)),
     ]

@@ -45,6 +45,7 @@ select
     feature,
     currency,
     cast(billing_period_start as timestamp) as billing_period_start,
+    cast({{ dbt.dateadd('month', 1, 'billing_period_start') }} as timestamp) as billing_period_end,
     cast(max_value as decimal(38, 18)) as max_value,
     cast(used as decimal(38, 18)) as used,
     cast(greatest(max_value - used, 0) as decimal(38, 18)) as remaining,

@@ -1,7 +1,6 @@
 """``enforcement_file`` (hourly partitions): the enforcement file, replaced after every hourly
 run. The format and its rules are in :mod:`orchestration.defs.enforcement.state`."""
 
-
 import json
 from datetime import UTC
 

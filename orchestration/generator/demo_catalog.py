@@ -20,7 +20,7 @@ pricing model appears at least once:
 - ``cost-plus`` (USD): provider cost + 25% on every model the card prices (cost-plus pricing),
   output at least $0.50 per 1M tokens (a floor), for the largest starter customer.
 - Spend controls, as customer overrides: a pro customer capped at $20.00 of usage a month
-  (``max_spend``), and another with a hard limit of 2M tokens a month (crossed mid-month in
+  (``max_spend``), and another with a hard limit of 6M tokens a month (crossed mid-month in
   the default 200k-event demo), a soft limit on its GPT-4o requests and quota alerts.
 """
 
@@ -227,9 +227,9 @@ def _spend_control_overrides() -> list[dict]:
         {
             "customer_id": QUOTA_CUSTOMER,
             "limits": [
-                {"limit_id": "monthly-tokens", "metric": "tokens", "max": 2_000_000,
+                {"limit_id": "monthly-tokens", "metric": "tokens", "max": 6_000_000,
                  "enforcement": "hard", "alert_at": [50, 80, 100]},
-                {"limit_id": "gpt-4o-requests", "metric": "requests", "max": 400,
+                {"limit_id": "gpt-4o-requests", "metric": "requests", "max": 250,
                  "model": "gpt-4o*", "enforcement": "soft"},
             ],
         },

@@ -55,7 +55,7 @@ bounds as (
 
 ),
 
-charged as (
+charged as materialized (
 
     select
         bounds.*,

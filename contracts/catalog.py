@@ -50,7 +50,13 @@ METERS = (
 )
 #: Meters whose usage must be priced: usage of them that no price matches is unpriced usage.
 REQUIRED_METERS = ("uncached_input", "cached_input", "cache_write", "output")
-PRICING_MODELS = ("per_unit", "package", "volume", "graduated")
+PRICING_MODELS = ("per_unit", "package", "volume", "graduated", "cost_plus")
+#: Meters a cost-plus price may rate: those the provider cost card prices (reasoning is costed
+#: inside output, requests cost the provider nothing).
+COST_PLUS_METERS = ("uncached_input", "cached_input", "cache_write", "output")
+#: Decimals a cost-plus markup may have: cost (18 decimals at most) x markup stays within the
+#: warehouse's exact decimal(38, 18) arithmetic for every card price of up to 14 decimals.
+MARKUP_DECIMALS = 4
 #: Unit sizes a price may be quoted per; all powers of ten, so per-token prices stay exact.
 UNITS = {"1": 1, "1K": 1_000, "1M": 1_000_000, "1B": 1_000_000_000}
 #: Prices are stored per token with this many decimals (enough for 1e-9/token at 1B units).
@@ -107,6 +113,16 @@ class PriceVersion(_Entry):
     unit_price: Money | None = Field(default=None, ge=0)
     package_price: Money | None = Field(default=None, ge=0)
     tiers: list[Tier] | None = None
+    markup: Money | None = Field(
+        default=None,
+        ge=0,
+        description="cost_plus only: amount = provider cost x (1 + markup); 0.20 is cost + 20%.",
+    )
+    floor_unit_price: Money | None = Field(
+        default=None,
+        ge=0,
+        description="cost_plus only, optional: the least charged per unit of the price's `unit`.",
+    )
 
     @field_validator("effective_from", "effective_to", mode="before")
     @classmethod
@@ -153,6 +169,12 @@ class Price(_Entry):
     pricing: Literal[PRICING_MODELS] = "per_unit"  # type: ignore[valid-type]
     unit: Literal[tuple(UNITS)] = "1"  # type: ignore[valid-type]
     included: int = Field(default=0, ge=0, description="Free units per billing period.")
+    max_spend: Money | None = Field(
+        default=None,
+        gt=0,
+        description="Spend cap of this price per billing period, in the plan's currency: its "
+        "hourly charges stop at it (the crossing hour is charged up to it).",
+    )
     package_size: int | None = Field(default=None, gt=0, description="Units per package.")
     package_rounding: Literal["up", "down"] = "up"
     description: str | None = None
@@ -166,6 +188,22 @@ class Price(_Entry):
                 raise ValueError(f"{where}: a per_unit price needs unit_price (and no tiers)")
             if self.pricing == "package" and (v.package_price is None or v.tiers or v.unit_price):
                 raise ValueError(f"{where}: a package price needs package_price (and no tiers)")
+            if self.pricing != "cost_plus" and (
+                v.markup is not None or v.floor_unit_price is not None
+            ):
+                raise ValueError(f"{where}: markup and floor_unit_price are for cost_plus prices")
+            if self.pricing == "cost_plus":
+                if v.markup is None or v.unit_price is not None or v.package_price is not None:
+                    raise ValueError(
+                        f"{where}: a cost_plus price needs markup (and no unit_price or tiers)"
+                    )
+                if v.tiers:
+                    raise ValueError(f"{where}: a cost_plus price has no tiers")
+                exponent = v.markup.as_tuple().exponent
+                if isinstance(exponent, int) and exponent < -MARKUP_DECIMALS:
+                    raise ValueError(
+                        f"{where}: markup {v.markup} has more than {MARKUP_DECIMALS} decimals"
+                    )
             if self.pricing in ("volume", "graduated"):
                 if not v.tiers or v.unit_price is not None or v.package_price is not None:
                     raise ValueError(f"{where}: a {self.pricing} price needs tiers")
@@ -179,7 +217,61 @@ class Price(_Entry):
             raise ValueError("a package price needs package_size")
         if self.pricing != "package" and self.package_size is not None:
             raise ValueError("package_size is only for package prices")
+        if self.pricing == "cost_plus" and self.meter not in COST_PLUS_METERS:
+            raise ValueError(
+                f"a cost_plus price meters what the provider cost card prices: "
+                f"{', '.join(COST_PLUS_METERS)} (not {self.meter})"
+            )
+        if self.pricing == "cost_plus" and self.included:
+            raise ValueError("a cost_plus price has no included allowance (included: 0)")
         return self
+
+
+#: What a quota limit counts: tokens (the four meters that partition a call), requests
+#: (attempts) or spend (rated charges, in the plan's currency).
+LIMIT_METRICS = ("tokens", "requests", "spend")
+
+
+class Limit(_Entry):
+    """A quota per billing period: usage of ``metric`` (optionally of one model or model
+    pattern and/or feature) up to ``max``. ``hard``: reaching it puts the customer in the
+    enforcement file (the gateway blocks); ``soft``: alerts only."""
+
+    limit_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    metric: Literal[LIMIT_METRICS]  # type: ignore[valid-type]
+    max: Money = Field(gt=0, description="Tokens, requests or spend per billing period.")
+    enforcement: Literal["soft", "hard"] = "hard"
+    model: str | None = Field(
+        default=None, min_length=1, description="Exact model or pattern with * (null: all)."
+    )
+    feature: str | None = Field(default=None, min_length=1, description="Null: all features.")
+    alert_at: list[int] = Field(
+        default_factory=lambda: [80, 100],
+        description="Percentages of max at which a quota alert fires, once per period each.",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.metric != "spend" and self.max != self.max.to_integral_value():
+            raise ValueError(f"a {self.metric} limit's max is a whole number")
+        if any(p <= 0 or p > 1000 for p in self.alert_at) or len(set(self.alert_at)) != len(
+            self.alert_at
+        ):
+            raise ValueError("alert_at: distinct percentages from 1 to 1000")
+        return self
+
+
+def _limit_problems(file: str, owner: str, limits: list[Limit]) -> list[Problem]:
+    seen: set[str] = set()
+    problems = []
+    for limit in limits:
+        if limit.limit_id in seen:
+            problems.append(
+                Problem(file, owner, f"limits ({limit.limit_id})", "duplicate limit_id",
+                        "limit ids unique within a plan or override")
+            )  # fmt: skip
+        seen.add(limit.limit_id)
+    return problems
 
 
 class Plan(_Entry):
@@ -193,6 +285,13 @@ class Plan(_Entry):
     )
     platform_fee: Money = Field(default=Decimal(0), ge=0, description="Per billing period.")
     minimum_spend: Money = Field(default=Decimal(0), ge=0, description="Per billing period.")
+    max_spend: Money | None = Field(
+        default=None,
+        gt=0,
+        description="Spend cap on the subscription's usage charges per billing period (fees "
+        "and minimum spend apart): hourly charges stop at it, exactly.",
+    )
+    limits: list[Limit] = Field(default_factory=list)
     prices: list[Price] = Field(default_factory=list)
 
 
@@ -230,7 +329,20 @@ class Subscription(_Entry):
 
 class Override(_Entry):
     customer_id: str
-    prices: list[Price] = Field(min_length=1)
+    prices: list[Price] = Field(default_factory=list)
+    max_spend: Money | None = Field(
+        default=None, gt=0, description="Replaces the plan's max_spend for this customer."
+    )
+    limits: list[Limit] = Field(
+        default_factory=list,
+        description="Added to the plan's limits; one with a plan limit's limit_id replaces it.",
+    )
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not self.prices and self.max_spend is None and not self.limits:
+            raise ValueError("an override needs prices, max_spend or limits")
+        return self
 
 
 #: file name -> (top-level key, entry model)
@@ -388,6 +500,7 @@ def _cross_checks(c: Catalog, known: dict[str, set | None]) -> list[Problem]:
     for i, p in enumerate(c.plans):
         label = f"plans[{i}] (plan_id={p.plan_id})"
         problems += _price_problems("plans.yml", label, p.prices)
+        problems += _limit_problems("plans.yml", label, p.limits)
     for i, s in enumerate(c.subscriptions):
         label = f"subscriptions[{i}] (subscription_id={s.subscription_id})"
         customer, plan = customers.get(s.customer_id), plans.get(s.plan_id)
@@ -452,6 +565,7 @@ def _cross_checks(c: Catalog, known: dict[str, set | None]) -> list[Problem]:
                 )
             )
         problems += _price_problems("overrides.yml", label, o.prices)
+        problems += _limit_problems("overrides.yml", label, o.limits)
 
     all_ids: dict[str, str] = {}
     for file, owner, prices in [

@@ -107,6 +107,11 @@ class Wallet(_Entry):
         default_factory=list, description="Balance thresholds; crossing one below is an alert."
     )
     auto_top_up: AutoTopUp | None = None
+    allow_overage: bool = Field(
+        default=True,
+        description="Whether usage beyond the credit stays due on the invoice. False: a "
+        "customer out of credit is listed in the enforcement file (the gateway blocks).",
+    )
     grants: list[Grant] = Field(default_factory=list)
 
     @field_validator("low_balance_alerts")

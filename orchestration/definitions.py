@@ -7,6 +7,7 @@ from dagster import Definitions, define_asset_job, in_process_executor
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import DBT_EXECUTABLE, tokenbill_dbt_project
 from orchestration.defs.dbt.resource import TokenbillDbtCliResource
+from orchestration.defs.enforcement.assets import enforcement_file
 from orchestration.defs.ingestion.assets import raw_usage_events
 from orchestration.defs.invoicing.assets import invoice_export
 from orchestration.defs.operations.schedules import (
@@ -31,6 +32,7 @@ PIPELINE_ASSETS = [
     dbt_catalog,
     raw_usage_events,
     dbt_hourly,
+    enforcement_file,
     dbt_daily,
     wallet_ledger,
     dbt_monthly,
@@ -46,9 +48,10 @@ catalog_job = define_asset_job(
 )
 hourly_job = define_asset_job(
     "hourly_usage_job",
-    selection=[raw_usage_events, dbt_hourly, analyst_snapshot],
+    selection=[raw_usage_events, dbt_hourly, enforcement_file, analyst_snapshot],
     partitions_def=hourly_partitions,
-    description="Ingest an hour (or a range of hours) from S3 and rebuild its hourly marts.",
+    description="Ingest an hour (or a range of hours) from S3, rebuild its hourly marts and "
+    "replace the enforcement file.",
 )
 daily_job = define_asset_job(
     "daily_usage_job",

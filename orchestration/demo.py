@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration.defs.enforcement.summary import spend_controls_summary
 from orchestration.environment import demo_s3_port, write_env_file
 from orchestration.settings import REPO_ROOT, analyst_copy_path, load_settings, setting
 
@@ -314,6 +315,7 @@ def summary(
             "order by invoices.currency, invoices.total_due desc, invoices.invoice_id",
             params,
         ).fetchall()
+        controls = spend_controls_summary(con, start, end)
         fingerprint = warehouse_fingerprint(con)
 
     objects, unreadable, lines, valid, dups, quarantined = (int(v or 0) for v in audit)
@@ -355,6 +357,7 @@ def summary(
         f"total due {due:>16,.2f}"
         for cur, n, sub, cred, due in invoiced
     ]
+    out += controls
     out += _invoice_table(invoices)
     if manifest:
         out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))

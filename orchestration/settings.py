@@ -47,6 +47,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "exports/invoices",
         "Key prefix (in TOKENBILL_S3_BUCKET) of the finalized-invoice export.",
     ),
+    "TOKENBILL_ENFORCEMENT_KEY": (
+        "enforcement/production.json",
+        "Key (in TOKENBILL_S3_BUCKET) of the enforcement file a gateway reads; one per "
+        "environment (e.g. enforcement/staging.json).",
+    ),
     "TOKENBILL_HOURLY_LAG_MINUTES": (
         "15",
         "Minute past each hour at which hourly_usage_schedule ingests the hour that just ended "

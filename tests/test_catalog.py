@@ -329,3 +329,77 @@ def test_a_yaml_error_and_a_problem_in_another_file_are_both_listed(tmp_path):
         assert con.sql(
             "select count(*) from information_schema.tables where table_schema = 'catalog'"
         ).fetchone() == (0,)
+
+
+def test_cost_plus_spend_caps_and_limits_are_validated_with_clear_errors():
+    cost_plus = {"effective_from": "2026-01-01", "markup": "0.12345"}
+    docs = documents(
+        plans=[{
+            "plan_id": "p1", "name": "P1", "currency": "USD", "max_spend": "0",
+            "prices": [
+                price("a", pricing="cost_plus", versions=[cost_plus]),
+                price("b", pricing="cost_plus", meter="requests",
+                      versions=[{"effective_from": "2026-01-01", "markup": "0.2"}]),
+                price("c", versions=[{"effective_from": "2026-01-01", "unit_price": "1",
+                                      "markup": "0.2"}], selector={"model": "n"}),
+                price("d", pricing="cost_plus", selector={"model": "o"},
+                      versions=[{"effective_from": "2026-01-01"}]),
+            ],
+            "limits": [
+                {"limit_id": "t", "metric": "tokens", "max": "10.5"},
+                {"limit_id": "s", "metric": "spend", "max": "5", "alert_at": [0, 80]},
+                {"limit_id": "s", "metric": "spend", "max": "5"},
+            ],
+        }],
+        overrides=[{"customer_id": "c1"}],
+    )  # fmt: skip
+    assert problems_of(docs) == [
+        "plans.yml: plans[0] (plan_id=p1): max_spend: Input should be greater than 0",
+        "plans.yml: plans[0] (plan_id=p1): limits.0: Value error, a tokens limit's max is a "
+        "whole number",
+        "plans.yml: plans[0] (plan_id=p1): limits.1: Value error, alert_at: distinct "
+        "percentages from 1 to 1000",
+        "plans.yml: plans[0] (plan_id=p1): prices.0: Value error, versions[0]: markup 0.12345 "
+        "has more than 4 decimals",
+        "plans.yml: plans[0] (plan_id=p1): prices.1: Value error, a cost_plus price meters "
+        "what the provider cost card prices: uncached_input, cached_input, cache_write, output "
+        "(not requests)",
+        "plans.yml: plans[0] (plan_id=p1): prices.2: Value error, versions[0]: markup and "
+        "floor_unit_price are for cost_plus prices",
+        "plans.yml: plans[0] (plan_id=p1): prices.3: Value error, versions[0]: a cost_plus "
+        "price needs markup (and no unit_price or tiers)",
+        "overrides.yml: overrides[0] (customer_id=c1): -: Value error, an override needs "
+        "prices, max_spend or limits",
+    ]
+
+
+def test_cost_plus_caps_and_limits_load_into_their_tables(tmp_path):
+    docs = documents(
+        plans=[{
+            "plan_id": "p1", "name": "P1", "currency": "USD", "max_spend": "500",
+            "prices": [price("a", pricing="cost_plus", unit="1M", max_spend="100", versions=[
+                {"effective_from": "2026-01-01", "markup": "0.2", "floor_unit_price": "1.5"}])],
+            "limits": [{"limit_id": "t", "metric": "tokens", "max": 1000, "model": "gpt-*"}],
+        }],
+        overrides=[{"customer_id": "c1", "max_spend": "50",
+                    "limits": [{"limit_id": "t", "metric": "tokens", "max": 10}]}],
+    )  # fmt: skip
+    from orchestration.defs.rating.catalog import catalog_tables, read_provider_costs
+
+    catalog = validate_catalog(docs)
+    card = tmp_path / "provider_costs.csv"
+    shutil.copy(REPO / "tests" / "fixtures" / "catalog_e2e" / "provider_costs.csv", card)
+    tables = catalog_tables(catalog, read_provider_costs(card))
+    assert tables["price_versions"].select("markup", "floor_per_token").rows() == [
+        (D("0.2"), D("0.0000015"))
+    ]
+    assert tables["spend_caps"].rows() == [
+        ("plan", "p1", None, None, D(500)),
+        ("plan", "p1", None, "a", D(100)),
+        ("customer", None, "c1", None, D(50)),
+    ]
+    assert tables["quota_limits"].select("scope", "limit_id", "max_value", "enforcement",
+                                         "model_like", "alert_percents").rows() == [
+        ("plan", "t", D(1000), "hard", "gpt-%", [80, 100]),
+        ("customer", "t", D(10), "hard", None, [80, 100]),
+    ]  # fmt: skip

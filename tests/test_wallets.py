@@ -468,6 +468,12 @@ def booked(tmp_path_factory):
         con.execute("create schema marts")
         con.register("rated", _rated_frame().to_arrow())
         con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
+        # The quota alerts of fct_billing_alerts read the token usage too (no quotas here).
+        con.execute(
+            "create table marts.fct_token_usage_hourly (usage_hour timestamp, "
+            "customer_id varchar, model varchar, feature varchar, total_tokens bigint, "
+            "event_count bigint)"
+        )
     resources = {
         "warehouse": Warehouse(path=warehouse),
         "catalog_dir": PricingCatalogDir(path=str(catalog_dir)),

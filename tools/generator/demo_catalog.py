@@ -17,6 +17,11 @@ pricing model appears at least once:
 - ``pro-jpy`` (JPY, 150 JPY/USD): the pro prices in yen, for the one customer billed in JPY.
 - The largest customer has negotiated (override) prices on Bedrock Claude Sonnet.
 - One customer upgrades from starter to pro on 2026-10-16 (two subscriptions, prorated fees).
+- ``cost-plus`` (USD): provider cost + 25% on every model the card prices (cost-plus pricing),
+  output at least $0.50 per 1M tokens (a floor), for the largest starter customer.
+- Spend controls, as customer overrides: a pro customer capped at $20.00 of usage a month
+  (``max_spend``), and another with a hard limit of 6M tokens a month (crossed mid-month in
+  the default 200k-event demo), a soft limit on its GPT-4o requests and quota alerts.
 """
 
 from __future__ import annotations
@@ -187,6 +192,48 @@ def _starter_prices(card) -> list[dict]:
     return prices
 
 
+#: Customers of the spend-control examples (seed 7): the largest starter customer, and two
+#: mid-sized pro customers.
+COST_PLUS_CUSTOMER = "cus_0035"
+CAPPED_CUSTOMER = "cus_0040"
+QUOTA_CUSTOMER = "cus_0013"
+
+
+def _cost_plus_prices() -> list[dict]:
+    prices = []
+    for meter in METER_COLUMNS:
+        version = {"effective_from": START, "markup": "0.25"}
+        if meter == "output":
+            version["floor_unit_price"] = "0.50"
+        prices.append(
+            {
+                "price_id": f"cost-plus-{meter.replace('_', '-')}",
+                "meter": meter,
+                "selector": {"model": "*"},
+                "pricing": "cost_plus",
+                "unit": "1M",
+                "description": "Provider list cost + 25% (output at least $0.50 per 1M).",
+                "versions": [version],
+            }
+        )
+    return prices
+
+
+def _spend_control_overrides() -> list[dict]:
+    return [
+        {"customer_id": CAPPED_CUSTOMER, "max_spend": "20.00"},
+        {
+            "customer_id": QUOTA_CUSTOMER,
+            "limits": [
+                {"limit_id": "monthly-tokens", "metric": "tokens", "max": 6_000_000,
+                 "enforcement": "hard", "alert_at": [50, 80, 100]},
+                {"limit_id": "gpt-4o-requests", "metric": "requests", "max": 250,
+                 "model": "gpt-4o*", "enforcement": "soft"},
+            ],
+        },
+    ]  # fmt: skip
+
+
 def build_catalog() -> dict[str, dict]:
     card = _card()
     c = _customers(SEED)
@@ -209,6 +256,8 @@ def build_catalog() -> dict[str, dict]:
             }
         )
         plan_id = "pro-jpy" if currency == "JPY" else plan
+        if cid == COST_PLUS_CUSTOMER:
+            plan_id = "cost-plus"
         if cid == upgrader:
             subscriptions.append(
                 {
@@ -262,6 +311,13 @@ def build_catalog() -> dict[str, dict]:
             "platform_fee": "14850",
             "prices": _pro_prices(card, JPY_PER_USD, "projpy"),
         },
+        {
+            "plan_id": "cost-plus",
+            "name": "Cost plus 25%",
+            "currency": "USD",
+            "bill_failed_attempts": False,
+            "prices": _cost_plus_prices(),
+        },
     ]
     overrides = [
         {
@@ -287,7 +343,8 @@ def build_catalog() -> dict[str, dict]:
                 }
                 for meter, col in METER_COLUMNS.items()
             ],
-        }
+        },
+        *_spend_control_overrides(),
     ]
     return {
         "customers.yml": {"customers": customers},

@@ -33,6 +33,8 @@ select
     prices.package_size_tokens,
     prices.package_rounding,
     versions.package_price,
+    versions.markup,
+    versions.floor_per_token,
     versions.effective_from,
     versions.effective_to,
     prices.description

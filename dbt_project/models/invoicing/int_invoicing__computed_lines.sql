@@ -51,7 +51,8 @@ rated as (
         max(rated.price_version) as price_version,
         count(distinct rated.price_version) as price_versions,
         sum(rated.billable_quantity) as quantity,
-        sum(rated.amount) as amount
+        sum(rated.uncapped_amount) as amount,
+        sum(rated.forgiven_amount) as forgiven_amount
     from {{ ref('fct_rated_charges_hourly') }} as rated
     inner join periods
         on
@@ -246,6 +247,31 @@ lines as (
             and rated.billing_period_start = unit_prices.billing_period_start
             and rated.price_id = unit_prices.price_id
             and rated.meter = unit_prices.meter
+
+    union all
+
+    -- Usage lines show the charges before spend caps; this line takes off what the caps
+    -- forgave (fct_rated_charges_hourly.forgiven_amount), so the invoice charges the capped
+    -- amount and shows what was forgiven.
+    select
+        periods.invoice_id,
+        'spend_cap',
+        'spend_cap',
+        'Spend cap reached: '
+        || {{ format_price(round_to_minor_unit('sum(rated.forgiven_amount)', 'rated.minor_unit_exponent'), 'rated.minor_unit_exponent', 'rated.currency') }}
+        || ' of usage above max_spend forgiven',
+        'usage charges above the spend caps of the billing period',
+        1,
+        null,
+        null,
+        -sum(rated.forgiven_amount)
+    from rated
+    inner join periods
+        on
+            rated.subscription_id = periods.subscription_id
+            and rated.billing_period_start = periods.billing_period_start
+    group by periods.invoice_id, rated.currency, rated.minor_unit_exponent
+    having sum(rated.forgiven_amount) <> 0
 
     union all
 

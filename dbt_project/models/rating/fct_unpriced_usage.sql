@@ -21,7 +21,7 @@ unpriced as (
         and {{ in_window('usage_hour') }}
         and (
             meter in ('uncached_input', 'cached_input', 'cache_write', 'output')
-            or unpriced_reason = 'ambiguous_price'
+            or unpriced_reason in ('ambiguous_price', 'unknown_provider_cost')
         )
         and (billable_quantity > 0 or subscription_id is null)
 

@@ -273,6 +273,8 @@ best as (
         prices.package_size_tokens,
         prices.package_rounding,
         prices.package_price,
+        prices.markup,
+        prices.floor_per_token,
         coalesce(chosen.top_candidates, 0) as top_candidates,
         ambiguous.top_price_ids
     from subscribed
@@ -291,6 +293,9 @@ resolved as (
             when subscription_id is null then 'no_active_subscription'
             when price_id is null then 'no_matching_price'
             when top_candidates > 1 then 'ambiguous_price'
+            -- A cost-plus price is the provider cost marked up: unknown cost, no price.
+            when pricing_model = 'cost_plus' and not has_provider_cost
+                then 'unknown_provider_cost'
         end as unpriced_reason,
         case when top_candidates > 1 then top_price_ids end as ambiguous_price_ids,
         case

@@ -7,6 +7,10 @@
 --   alert. This model is the one place low-balance crossings are decided.
 -- - allowance_80 / allowance_100: a subscription's period-to-date billable quantity of a
 --   price with an included allowance reaches 80% / 100% of it within a billing period.
+-- - quota: a quota limit's period-to-date usage (int_quota__usage_hourly) reaches one of the
+--   limit's alert_at percentages of its max within a billing period (once per period and
+--   percentage; threshold = max x percentage; the alert id names the limit:
+--   quota|subscription|limit|period|threshold).
 
 with
 
@@ -110,11 +114,44 @@ allowance as (
 
 ),
 
+quota_hours as (
+
+    select *, unnest(alert_percents) as percent
+    from {{ ref('int_quota__usage_hourly') }}
+
+),
+
+quota as (
+
+    select
+        'quota' as alert_type,
+        customer_id,
+        cast(null as varchar) as wallet_id,
+        subscription_id,
+        cast(null as varchar) as price_id,
+        currency,
+        billing_period_start,
+        min(usage_hour) as alert_hour,
+        min(usage_hour) as alerted_at,
+        {{ prorate('max_value', 'percent', 100) }} as threshold,
+        arg_min(used_through, usage_hour) as value_after,
+        subscription_id || '|' || limit_id || '|' || strftime(billing_period_start, '%Y-%m-%d')
+            as source_id
+    from quota_hours
+    where
+        (used_through - used_in_hour) * 100 < max_value * percent
+        and used_through * 100 >= max_value * percent
+    group by all
+
+),
+
 alerts as (
 
     select * from low_balance
     union all
     select * from allowance
+    union all
+    select * from quota
 
 )
 

@@ -40,7 +40,8 @@ from marts.fct_invoice_line_items
 where invoice_id = ?
 order by
     case line_type
-        when 'platform_fee' then 0 when 'usage' then 1 when 'minimum_true_up' then 2
+        when 'platform_fee' then 0 when 'usage' then 1 when 'spend_cap' then 1.5
+        when 'minimum_true_up' then 2
         when 'top_up' then 3 when 'adjustment' then 4 else 5
     end,
     line_key
@@ -251,7 +252,7 @@ def _money(value: Decimal | None, currency: str, exponent: int) -> str:
 
 
 def _quantity(quantity: int | None, line_type: str) -> str:
-    if quantity is None or line_type in ("platform_fee", "minimum_true_up", "top_up"):
+    if quantity is None or line_type in ("platform_fee", "spend_cap", "minimum_true_up", "top_up"):
         return ""
     if line_type == "adjustment":
         return f"{quantity} line(s)"

@@ -32,6 +32,8 @@ CATALOG_TABLES = {
     "price_versions": "Effective-dated versions of each price.",
     "price_tiers": "Tiers of each price version, in tokens and per-token prices.",
     "provider_costs": "The provider cost card (provider_costs.csv).",
+    "spend_caps": "Spend caps (max_spend) of plans, overrides and prices, per billing period.",
+    "quota_limits": "Quota limits of plans and overrides: metric, max, soft or hard, alerts.",
 }
 OWNERS = ["team:billing"]
 

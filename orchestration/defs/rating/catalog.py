@@ -247,7 +247,9 @@ def read_provider_costs(path: Path) -> pl.DataFrame:
     return typed
 
 
-def _per_token(amount: Decimal, unit_size: int, where: str, owner: str) -> tuple[Decimal, list]:
+def _per_token(
+    amount: Decimal, unit_size: int, where: str, owner: str, field: str = "unit_price"
+) -> tuple[Decimal, list]:
     value = amount / unit_size
     exact = value.quantize(_QUANTUM)
     if exact != value:
@@ -255,7 +257,7 @@ def _per_token(amount: Decimal, unit_size: int, where: str, owner: str) -> tuple
             Problem(
                 where,
                 owner,
-                "unit_price",
+                field,
                 f"{amount} per {unit_size} tokens has more than {PRICE_SCALE} decimals per token",
                 "a coarser price or a larger unit",
             )
@@ -300,6 +302,12 @@ def _price_rows(catalog: Catalog) -> tuple[dict[str, list[dict]], list[Problem]]
             ordered = sorted(price.versions, key=lambda v: v.effective_from)
             for number, v in enumerate(ordered, start=1):
                 nxt = ordered[number].effective_from if number < len(ordered) else None
+                floor = None
+                if v.floor_unit_price is not None:
+                    floor, issues = _per_token(
+                        v.floor_unit_price, size, file, price.price_id, "floor_unit_price"
+                    )
+                    problems += issues
                 versions.append(
                     {
                         "price_id": price.price_id,
@@ -307,11 +315,13 @@ def _price_rows(catalog: Catalog) -> tuple[dict[str, list[dict]], list[Problem]]
                         "effective_from": v.effective_from,
                         "effective_to": v.effective_to or nxt,
                         "package_price": v.package_price,
+                        "markup": v.markup,
+                        "floor_per_token": floor,
                     }
                 )
                 if price.pricing == "per_unit":
                     spec = [(None, v.unit_price, Decimal(0))]
-                elif price.pricing == "package":
+                elif price.pricing in ("package", "cost_plus"):
                     spec = []
                 else:
                     spec = [(t.up_to, t.unit_price, t.flat_fee) for t in v.tiers or []]
@@ -361,7 +371,18 @@ _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
     "price_versions": {
         "price_id": pl.String, "price_version": pl.Int32, "effective_from": pl.Datetime("us"),
-        "effective_to": pl.Datetime("us"), "package_price": MONEY,
+        "effective_to": pl.Datetime("us"), "package_price": MONEY, "markup": MONEY,
+        "floor_per_token": MONEY,
+    },
+    "spend_caps": {
+        "scope": pl.String, "plan_id": pl.String, "customer_id": pl.String,
+        "price_id": pl.String, "max_spend": MONEY,
+    },
+    "quota_limits": {
+        "scope": pl.String, "plan_id": pl.String, "customer_id": pl.String,
+        "limit_id": pl.String, "metric": pl.String, "max_value": MONEY,
+        "enforcement": pl.String, "selector_model": pl.String, "model_like": pl.String,
+        "feature": pl.String, "alert_percents": pl.List(pl.Int32),
     },
     "price_tiers": {
         "price_id": pl.String, "price_version": pl.Int32, "tier": pl.Int32,
@@ -369,6 +390,39 @@ _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "flat_fee": MONEY,
     },
 }  # fmt: skip
+
+
+def _control_rows(catalog: Catalog) -> dict[str, list[dict]]:
+    """Spend caps and quota limits, one row per cap or limit with its owner (a plan or a
+    customer's override). ``price_id`` null: the cap of the whole subscription."""
+    caps, limits = [], []
+    owners = [("plan", p.plan_id, None, p) for p in catalog.plans] + [
+        ("customer", None, o.customer_id, o) for o in catalog.overrides
+    ]
+    for scope, plan_id, customer_id, owner in owners:
+        key = {"scope": scope, "plan_id": plan_id, "customer_id": customer_id}
+        if owner.max_spend is not None:
+            caps.append({**key, "price_id": None, "max_spend": owner.max_spend})
+        caps += [
+            {**key, "price_id": p.price_id, "max_spend": p.max_spend}
+            for p in owner.prices
+            if p.max_spend is not None
+        ]
+        limits += [
+            {
+                **key,
+                "limit_id": q.limit_id,
+                "metric": q.metric,
+                "max_value": q.max,
+                "enforcement": q.enforcement,
+                "selector_model": q.model,
+                "model_like": like_pattern(q.model) if q.model else None,
+                "feature": q.feature,
+                "alert_percents": sorted(q.alert_at),
+            }
+            for q in owner.limits
+        ]
+    return {"spend_caps": caps, "quota_limits": limits}
 
 
 def catalog_tables(catalog: Catalog, provider_costs: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -379,7 +433,8 @@ def catalog_tables(catalog: Catalog, provider_costs: pl.DataFrame) -> dict[str, 
             {"currency": c, "minor_unit_exponent": e} for c, e in sorted(CURRENCY_EXPONENTS.items())
         ],
         "customers": [c.model_dump() for c in catalog.customers],
-        "plans": [p.model_dump(exclude={"prices"}) for p in catalog.plans],
+        "plans": [p.model_dump(exclude={"prices", "max_spend", "limits"}) for p in catalog.plans],
+        **_control_rows(catalog),
         "subscriptions": [
             {
                 "subscription_id": s.subscription_id,

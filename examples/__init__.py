@@ -1,0 +1,1 @@
+"""Small documented examples of using tokenbill from other systems."""

@@ -34,7 +34,7 @@ from tools.generator import (
 )
 
 # The counts the generator writes (not the TTL and modality subsets of issue #14).
-from orchestration.generator.generate import TOKEN_FIELDS
+from tools.generator.generate import TOKEN_FIELDS
 
 MONTH, EVENTS, SEED = "2026-10", 3000, 7
 KEY_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+)$")

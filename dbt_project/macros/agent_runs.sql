@@ -205,3 +205,15 @@ attempt_costs as (
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- floor(numerator * multiplier / denominator) of two decimal(38, 18) amounts, exactly, as a
+    whole number (hugeint), for a positive denominator: DuckDB's decimal division returns a
+    double, so the division is done on the amounts' unscaled integers (their digits without
+    the point). -#}
+{% macro whole_quotient(numerator, denominator, multiplier=1) -%}
+    (
+        cast(replace(cast(cast({{ numerator }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
+        * {{ multiplier }}
+        // cast(replace(cast(cast({{ denominator }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
+    )
+{%- endmacro %}

@@ -392,7 +392,7 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
     top_run = con.execute(
         "select run_id, customer_id, attempts, model_calls, provider_cost, billed_amount "
         "from marts.fct_agent_run_costs where first_event_at >= ? and first_event_at < ? "
-        "and currency = 'USD' and provider_cost is not null "
+        "and currency = 'USD' and provider_cost is not null and trace_id is not null "
         "order by provider_cost desc, run_id limit 1",
         [start, end],
     ).fetchone()
@@ -417,7 +417,7 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
         "select grain, metric, strftime(period_start, '%Y-%m-%d %H:00'), customer_id, "
         "coalesce(model, 'all models'), value, baseline from marts.fct_usage_spikes "
         "where period_start >= ? and period_start < ? "
-        "order by grain = 'day' desc, value / nullif(baseline, 0) desc, all limit 1",
+        "order by grain = 'day' desc, value / nullif(baseline, 0) desc, customer_id, model limit 1",
         [start, end],
     ).fetchone()
     exported = con.execute(
@@ -436,7 +436,7 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
     if top_run:
         rid, cid, att, calls, rcost, rbilled = top_run
         out.append(
-            f"    costliest run {rid} ({cid}): {att} attempts, {calls} calls, "
+            f"    costliest agent run {rid} ({cid}): {att} attempts, {calls} calls, "
             f"cost {rcost:,.4f}, billed "
             + (f"{rbilled:,.4f}" if rbilled is not None else "n/a (unpriced usage)")
         )

@@ -1,9 +1,10 @@
 """Credit runway, usage spikes, stable alert ids and the alerts feed, exactly.
 
-One warehouse per module: a catalog written here, hand-made usage events (cus_s: 1,000
-output tokens at 12:00 every day of Oct 1-7, then 5,000 on Oct 8) and a hand-made wallet
+One warehouse per module: a catalog written here, hand-made usage events (cus_s: 1,000,000
+output tokens at 12:00 every day of Oct 1-7, then 6,000,000 on Oct 8) and a hand-made wallet
 ledger for cus_w (inserted into billing.wallet_ledger as the ledger asset writes it), then a
-real ``dbt build``. The alerts feed is exported to a real (moto) S3 by the real asset, three
+real ``dbt build`` with the default spike settings (factor 5 a day, 20 an hour, over 7 days;
+at least 1,000,000 tokens or 10 in currency). The alerts feed is exported to a real (moto) S3 by the real asset, three
 times.
 """
 
@@ -108,7 +109,7 @@ def _events() -> pl.DataFrame:
                 "status": "success",
                 "attempt": 1,
                 "input_tokens": 0,
-                "output_tokens": 5000 if day == 8 else 1000,
+                "output_tokens": 6_000_000 if day == 8 else 1_000_000,
             }
         )
     return pl.DataFrame(rows)
@@ -185,26 +186,22 @@ def test_spikes_show_the_baseline_beside_the_value(warehouse):
     rows = query(
         warehouse,
         "select grain, metric, strftime(period_start, '%d %H'), customer_id, model, value, "
-        "baseline, baseline_periods, factor from marts.fct_usage_spikes "
-        "where grain = 'day' order by all",
+        "baseline, baseline_periods, factor from marts.fct_usage_spikes order by all",
     )
-    # Oct 8: 5,000 tokens (5.000 billed) against a 7-day average of 1,000 (1.000), > 3 x.
+    # Oct 8: 6,000,000 tokens (6,000 billed at 0.001) against a 7-day average of 1,000,000
+    # (1,000): > 5 x. Its 12:00 hour against the 168 hours before it (7,000,000 tokens:
+    # 41,666.67 an hour): > 20 x. Oct 1-7 are not judged (no full week of history before).
+    day_tokens, day_amount = D("1000000"), D("1000")
+    hour_tokens, hour_amount = D("41666.666666666666666666"), D("41.666666666666666666")
     assert rows == [
-        ("day", "amount", "08 00", "cus_s", "m", D("5"), D("1"), 7, D("3")),
-        ("day", "amount", "08 00", "cus_s", None, D("5"), D("1"), 7, D("3")),
-        ("day", "tokens", "08 00", "cus_s", "m", D("5000"), D("1000"), 7, D("3")),
-        ("day", "tokens", "08 00", "cus_s", None, D("5000"), D("1000"), 7, D("3")),
-    ]
-    # Hourly: every 12:00 from Oct 2 (a full 24 hours of history) beats 3 x its baseline
-    # (1,000 tokens in the 24 hours before: 1000/24 per hour), by customer and by model.
-    hours = query(
-        warehouse,
-        "select strftime(period_start, '%d %H'), value, baseline from marts.fct_usage_spikes "
-        "where grain = 'hour' and metric = 'tokens' and model is null order by all",
-    )
-    assert hours == [
-        *((f"0{d} 12", D("1000"), D("41.666666666666666666")) for d in range(2, 8)),
-        ("08 12", D("5000"), D("41.666666666666666666")),
+        ("day", "amount", "08 00", "cus_s", "m", D("6000"), day_amount, 7, D("5")),
+        ("day", "amount", "08 00", "cus_s", None, D("6000"), day_amount, 7, D("5")),
+        ("day", "tokens", "08 00", "cus_s", "m", D("6000000"), day_tokens, 7, D("5")),
+        ("day", "tokens", "08 00", "cus_s", None, D("6000000"), day_tokens, 7, D("5")),
+        ("hour", "amount", "08 12", "cus_s", "m", D("6000"), hour_amount, 168, D("20")),
+        ("hour", "amount", "08 12", "cus_s", None, D("6000"), hour_amount, 168, D("20")),
+        ("hour", "tokens", "08 12", "cus_s", "m", D("6000000"), hour_tokens, 168, D("20")),
+        ("hour", "tokens", "08 12", "cus_s", None, D("6000000"), hour_tokens, 168, D("20")),
     ]
 
 
@@ -214,21 +211,17 @@ def test_alerts_have_stable_ids(warehouse):
         "select alert_id, alert_type, customer_id, wallet_id, model, strftime(alert_hour, "
         "'%d %H'), threshold, value_after, baseline from marts.fct_billing_alerts "
         "where alert_type = 'low_runway' or (alert_type = 'usage_spike' and alert_id like "
-        "'%|day|%') order by alert_id",
+        "'%|day|tokens|%') order by alert_id",
     )
     assert rows == [
         ("low_runway|w1|2026-10-04|3", "low_runway", "cus_w", "w1", None, "04 23",
          D("3"), D("1"), D("17.5")),
         ("low_runway|w1|2026-10-06|3", "low_runway", "cus_w", "w1", None, "06 23",
          D("3"), D("0"), D("31.666666666666666666")),
-        ("usage_spike|day|amount|cus_s|*|2026-10-08T00|3", "usage_spike",
-         "cus_s", None, None, "08 00", D("3"), D("5"), D("1")),
-        ("usage_spike|day|amount|cus_s|m|2026-10-08T00|3", "usage_spike",
-         "cus_s", None, "m", "08 00", D("3"), D("5"), D("1")),
-        ("usage_spike|day|tokens|cus_s|*|2026-10-08T00|3", "usage_spike",
-         "cus_s", None, None, "08 00", D("3"), D("5000"), D("1000")),
-        ("usage_spike|day|tokens|cus_s|m|2026-10-08T00|3", "usage_spike",
-         "cus_s", None, "m", "08 00", D("3"), D("5000"), D("1000")),
+        ("usage_spike|day|tokens|cus_s|*|2026-10-08T00|5", "usage_spike",
+         "cus_s", None, None, "08 00", D("5"), D("6000000"), D("1000000")),
+        ("usage_spike|day|tokens|cus_s|m|2026-10-08T00|5", "usage_spike",
+         "cus_s", None, "m", "08 00", D("5"), D("6000000"), D("1000000")),
     ]  # fmt: skip
 
 

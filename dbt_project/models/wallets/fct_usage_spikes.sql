@@ -3,14 +3,18 @@
 -- Usage spikes: an hour or a UTC day whose tokens (total_tokens) or billed amount (rated
 -- charges, before credits) exceed factor x the trailing baseline, per customer (model null)
 -- and per customer and model. The baseline is the average per period over the
--- spike_baseline_hours (24) hours or spike_baseline_days (7) days before the period, periods
--- without usage counting as 0; a period is judged only once its customer (or customer and
--- model) has that much history, when its baseline is above 0 and, for tokens, it has at
--- least spike_min_tokens. value > factor x baseline is compared exactly (value x periods >
--- factor x baseline total, no division). Settings: dbt vars (dbt_project.yml).
+-- spike_baseline_hours (168) hours or spike_baseline_days (7) days before the period, periods
+-- without usage counting as 0; the factor is spike_factor_hour (20) or spike_factor_day (5)
+-- (LLM usage is bursty: an hour is often several times its weekly average). A period is
+-- judged only once its customer (or customer and model) has that much history, when its
+-- baseline is above 0 and when the value is material: at least spike_min_tokens (1,000,000)
+-- tokens, or spike_min_amount (10) in the customer's currency.
+-- value > factor x baseline is compared exactly (value x periods > factor x baseline total,
+-- no division). Settings: dbt vars (dbt_project.yml).
 
-{% set factor = var('spike_factor', '3') %}
-{% set grains = {'hour': var('spike_baseline_hours', 24) | int, 'day': var('spike_baseline_days', 7) | int} %}
+{% set grains = {'hour': var('spike_baseline_hours', 168) | int, 'day': var('spike_baseline_days', 7) | int} %}
+{% set factors = {'hour': var('spike_factor_hour', '20'), 'day': var('spike_factor_day', '5')} %}
+{% set minimums = {'tokens': var('spike_min_tokens', 1000000), 'amount': var('spike_min_amount', '10')} %}
 
 with
 
@@ -60,6 +64,7 @@ baselined as (
     select
         *,
         {{ periods }} as baseline_periods,
+        cast({{ factors[grain] }} as decimal(9, 3)) as factor,
         coalesce(sum(value) over baseline_{{ grain }}, 0) as baseline_total,
         min(period_start) over (partition by grain, metric, customer_id, model, currency)
             as first_period
@@ -81,12 +86,15 @@ spikes as (
     from baselined
     where
         baseline_total > 0
-        and value * baseline_periods > {{ factor }} * baseline_total
+        and value * baseline_periods > factor * baseline_total
         and (
             (grain = 'hour' and period_start >= first_period + interval {{ grains['hour'] }} hour)
             or (grain = 'day' and period_start >= first_period + interval {{ grains['day'] }} day)
         )
-        and (metric <> 'tokens' or value >= {{ var('spike_min_tokens', 0) }})
+        and value >= case metric
+            when 'tokens' then {{ minimums['tokens'] }}
+            else cast({{ minimums['amount'] }} as decimal(38, 18))
+        end
 
 ),
 
@@ -112,7 +120,7 @@ select
     spikes.value,
     {{ prorate('spikes.baseline_total', 1, 'spikes.baseline_periods') }} as baseline,
     cast(spikes.baseline_periods as integer) as baseline_periods,
-    cast({{ factor }} as decimal(38, 18)) as factor
+    cast(spikes.factor as decimal(38, 18)) as factor
 from spikes
 left join {{ ref('dim_customers') }} as customers on spikes.customer_id = customers.customer_id
 left join subscriptions

@@ -4,8 +4,8 @@ One warehouse per module: a catalog written here, hand-made usage events (cus_s:
 output tokens at 12:00 every day of Oct 1-7, then 6,000,000 on Oct 8) and a hand-made wallet
 ledger for cus_w (inserted into billing.wallet_ledger as the ledger asset writes it), then a
 real ``dbt build`` with the default spike settings (factor 5 a day, 20 an hour, over 7 days;
-at least 1,000,000 tokens or 10 in currency). The alerts feed is exported to a real (moto) S3 by the real asset, three
-times.
+at least 1,000,000 tokens or 10 in currency). The alerts feed is exported to a real (moto) S3
+by the real asset, three times.
 """
 
 from __future__ import annotations

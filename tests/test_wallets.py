@@ -473,6 +473,11 @@ def booked(tmp_path_factory):
         con.execute("create schema marts")
         con.register("rated", _rated_frame().to_arrow())
         con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
+        # No token usage: the spike view (read by the alerts) finds none.
+        con.execute(
+            "create table marts.fct_token_usage_hourly (usage_hour timestamp, "
+            "customer_id varchar, model varchar, total_tokens bigint)"
+        )
     resources = {
         "warehouse": Warehouse(path=warehouse),
         "catalog_dir": PricingCatalogDir(path=str(catalog_dir)),

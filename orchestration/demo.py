@@ -415,7 +415,7 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
     ).fetchall()
     spike = con.execute(
         "select grain, metric, strftime(period_start, '%Y-%m-%d %H:00'), customer_id, "
-        "coalesce(model, 'all models'), value, baseline from marts.fct_usage_spikes "
+        "coalesce(model, 'all models'), value, baseline, currency from marts.fct_usage_spikes "
         "where period_start >= ? and period_start < ? "
         "order by grain = 'day' desc, value / nullif(baseline, 0) desc, customer_id, model limit 1",
         [start, end],
@@ -425,7 +425,14 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
         "where table_schema = 'billing' and table_name = 'exported_alerts'"
     ).fetchone()[0]
     feed = (
-        con.execute("select count(*) from billing.exported_alerts").fetchone()[0] if exported else 0
+        # Exported ids of alerts the mart still has (an id stays recorded after its alert is
+        # gone, and is never exported again).
+        con.execute(
+            "select count(*) from billing.exported_alerts "
+            "semi join marts.fct_billing_alerts using (alert_id)"
+        ).fetchone()[0]
+        if exported
+        else 0
     )
     n_runs, traced, attempts, cost, billed = runs
     out = [
@@ -450,7 +457,7 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
     out.append(
         "  billing alerts: "
         + (", ".join(f"{t} {n:,}" for t, n in alerts) or "none")
-        + f"; {feed:,} in the alerts feed (billing.exported_alerts)"
+        + f"; {feed:,} of them exported to the alerts feed (billing.exported_alerts)"
     )
     out += [
         f"    low runway: {w} on {day}: {int(days)} day(s) of credit left (alert below "
@@ -458,9 +465,10 @@ def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: 
         for w, day, days, limit, burn in runway
     ]
     if spike:
-        grain, metric, when, cid, model, value, baseline = spike
+        grain, metric, when, cid, model, value, baseline, currency = spike
+        unit = f" {currency}" if metric == "amount" else " tokens"
         out.append(
-            f"    spike: {cid} ({model}) {metric} in the {grain} of {when}: {value:,.2f} "
+            f"    spike: {cid} ({model}) {metric} in the {grain} of {when}: {value:,.2f}{unit} "
             f"against a trailing baseline of {baseline:,.2f} per {grain}"
         )
     return out

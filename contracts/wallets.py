@@ -15,6 +15,7 @@ wallets:
     customer_id: cus_0010
     currency: USD                      # must equal the customer's currency
     low_balance_alerts: ["1000.00", "250.00"]
+    low_runway_days: 14                # optional: alert when credit lasts fewer days than this
     auto_top_up: {threshold: "250.00", amount: "2000.00", max_per_period: 2}   # optional
     grants:
       - {grant_id: g1, kind: purchased, amount: "5000.00", granted_at: 2026-10-01, priority: 10}
@@ -106,6 +107,12 @@ class Wallet(_Entry):
     low_balance_alerts: list[Money] = Field(
         default_factory=list, description="Balance thresholds; crossing one below is an alert."
     )
+    low_runway_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Alert (low_runway) when the credit left lasts fewer days than this at the "
+        "trailing burn rate (marts.fct_wallet_runway); null: no runway alert.",
+    )
     auto_top_up: AutoTopUp | None = None
     allow_overage: bool = Field(
         default=True,
@@ -130,6 +137,7 @@ _EXPECTED = {
     "granted_at": "a UTC date or time without offset",
     "expires_at": "null, or a UTC date or time after granted_at",
     "low_balance_alerts": "distinct amounts greater than 0",
+    "low_runway_days": "a whole number of days, at least 1",
     "currency": "an ISO 4217 code such as USD, EUR or JPY",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, define_asset_job, in_process_executor
 
+from orchestration.defs.alerts.assets import alerts_feed
 from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
 from orchestration.defs.dbt.project import DBT_EXECUTABLE, tokenbill_dbt_project
 from orchestration.defs.dbt.resource import TokenbillDbtCliResource
@@ -37,6 +38,7 @@ PIPELINE_ASSETS = [
     wallet_ledger,
     dbt_monthly,
     invoice_export,
+    alerts_feed,
 ]
 analyst_snapshot = analyst_snapshot_asset(PIPELINE_ASSETS)
 
@@ -55,16 +57,18 @@ hourly_job = define_asset_job(
 )
 daily_job = define_asset_job(
     "daily_usage_job",
-    selection=[dbt_daily, analyst_snapshot],
+    selection=[dbt_daily, alerts_feed, analyst_snapshot],
     partitions_def=daily_partitions,
-    description="Roll a day (or a range of days) up from the hourly marts.",
+    description="Roll a day (or a range of days) up from the hourly marts and export the new "
+    "billing alerts.",
 )
 monthly_job = define_asset_job(
     "monthly_usage_job",
-    selection=[wallet_ledger, dbt_monthly, invoice_export, analyst_snapshot],
+    selection=[wallet_ledger, dbt_monthly, invoice_export, alerts_feed, analyst_snapshot],
     partitions_def=monthly_partitions,
     description="Close a month: roll it up from the daily marts, draw the wallets down, build "
-    "the invoices (finalized after the grace period) and export the finalized ones.",
+    "the invoices (finalized after the grace period), export the finalized ones and the new "
+    "billing alerts.",
 )
 
 

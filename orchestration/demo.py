@@ -50,6 +50,9 @@ FINGERPRINT_TABLES = (
     "marts.fct_token_usage_hourly",
     "marts.fct_token_usage_daily",
     "marts.fct_token_usage_monthly",
+    "marts.fct_agent_run_costs",
+    "marts.fct_request_costs",
+    "marts.fct_retry_waste_monthly",
 )
 
 
@@ -317,6 +320,7 @@ def summary(
         ).fetchall()
         controls = spend_controls_summary(con, start, end)
         fingerprint = warehouse_fingerprint(con)
+        agents = agent_and_alert_lines(con, start, end)
 
     objects, unreadable, lines, valid, dups, quarantined = (int(v or 0) for v in audit)
     out = [
@@ -359,6 +363,7 @@ def summary(
     ]
     out += controls
     out += _invoice_table(invoices)
+    out += agents
     if manifest:
         out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))
     if exported:
@@ -376,6 +381,100 @@ def summary(
         "  the UI:    make ui   (then http://127.0.0.1:3000)",
     ]
     return "\n".join(out)
+
+
+def agent_and_alert_lines(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime):
+    """Summary lines: cost per agent run, retry waste, runway and spike alerts, the feed."""
+    runs = con.execute(
+        "select count(*), count(trace_id), sum(attempts), "
+        "sum(provider_cost) filter (where currency = 'USD'), "
+        "sum(billed_amount) filter (where currency = 'USD') "
+        "from marts.fct_agent_run_costs where first_event_at >= ? and first_event_at < ?",
+        [start, end],
+    ).fetchone()
+    top_run = con.execute(
+        "select run_id, customer_id, attempts, model_calls, provider_cost, billed_amount "
+        "from marts.fct_agent_run_costs where first_event_at >= ? and first_event_at < ? "
+        "and currency = 'USD' and provider_cost is not null and trace_id is not null "
+        "order by provider_cost desc, run_id limit 1",
+        [start, end],
+    ).fetchone()
+    waste = con.execute(
+        "select sum(wasted_attempts), sum(attempts), sum(wasted_provider_cost), "
+        "sum(provider_cost), sum(wasted_billed_amount) from marts.fct_retry_waste_monthly "
+        "where usage_month = ? and currency = 'USD'",
+        [start.date()],
+    ).fetchone()
+    alerts = con.execute(
+        "select alert_type, count(*) from marts.fct_billing_alerts "
+        "where alerted_at >= ? and alerted_at < ? group by 1 order by 1",
+        [start, end],
+    ).fetchall()
+    runway = con.execute(
+        "select wallet_id, strftime(alerted_at, '%Y-%m-%d'), value_after, threshold, baseline "
+        "from marts.fct_billing_alerts where alert_type = 'low_runway' "
+        "and alerted_at >= ? and alerted_at < ? order by alerted_at, wallet_id limit 3",
+        [start, end],
+    ).fetchall()
+    spike = con.execute(
+        "select grain, metric, strftime(period_start, '%Y-%m-%d %H:00'), customer_id, "
+        "coalesce(model, 'all models'), value, baseline, currency from marts.fct_usage_spikes "
+        "where period_start >= ? and period_start < ? "
+        "order by grain = 'day' desc, value / nullif(baseline, 0) desc, customer_id, model limit 1",
+        [start, end],
+    ).fetchone()
+    exported = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'billing' and table_name = 'exported_alerts'"
+    ).fetchone()[0]
+    feed = (
+        # Exported ids of alerts the mart still has (an id stays recorded after its alert is
+        # gone, and is never exported again).
+        con.execute(
+            "select count(*) from billing.exported_alerts "
+            "semi join marts.fct_billing_alerts using (alert_id)"
+        ).fetchone()[0]
+        if exported
+        else 0
+    )
+    n_runs, traced, attempts, cost, billed = runs
+    out = [
+        f"  agent runs: {n_runs:,} ({traced:,} traces, the rest single calls), "
+        f"{int(attempts or 0):,} attempts; USD provider cost {cost or 0:,.4f}, "
+        f"billed {billed or 0:,.4f}",
+    ]
+    if top_run:
+        rid, cid, att, calls, rcost, rbilled = top_run
+        out.append(
+            f"    costliest agent run {rid} ({cid}): {att} attempts, {calls} calls, "
+            f"cost {rcost:,.4f}, billed "
+            + (f"{rbilled:,.4f}" if rbilled is not None else "n/a (unpriced usage)")
+        )
+    wasted, total, wcost, tcost, wbilled = waste
+    if total:
+        share = f"{wcost / tcost:.1%}" if wcost is not None and tcost else "n/a"
+        out.append(
+            f"  retry waste (USD): {int(wasted):,} of {int(total):,} attempts did not succeed; "
+            f"they cost {wcost or 0:,.4f} ({share} of provider cost), billed {wbilled or 0:,.4f}"
+        )
+    out.append(
+        "  billing alerts: "
+        + (", ".join(f"{t} {n:,}" for t, n in alerts) or "none")
+        + f"; {feed:,} of them exported to the alerts feed (billing.exported_alerts)"
+    )
+    out += [
+        f"    low runway: {w} on {day}: {int(days)} day(s) of credit left (alert below "
+        f"{int(limit)}), burning {burn:,.4f}/day"
+        for w, day, days, limit, burn in runway
+    ]
+    if spike:
+        grain, metric, when, cid, model, value, baseline, currency = spike
+        unit = f" {currency}" if metric == "amount" else " tokens"
+        out.append(
+            f"    spike: {cid} ({model}) {metric} in the {grain} of {when}: {value:,.2f}{unit} "
+            f"against a trailing baseline of {baseline:,.2f} per {grain}"
+        )
+    return out
 
 
 def _invoice_table(invoices) -> list[str]:

@@ -52,6 +52,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Key (in TOKENBILL_S3_BUCKET) of the enforcement file a gateway reads; one per "
         "environment (e.g. enforcement/staging.json).",
     ),
+    "TOKENBILL_ALERTS_PREFIX": (
+        "exports/alerts",
+        "Key prefix (in TOKENBILL_S3_BUCKET) of the billing alerts feed (JSON Lines).",
+    ),
     "TOKENBILL_HOURLY_LAG_MINUTES": (
         "15",
         "Minute past each hour at which hourly_usage_schedule ingests the hour that just ended "

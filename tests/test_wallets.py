@@ -350,10 +350,12 @@ def test_the_contract_lists_every_problem_with_file_entry_field_and_expectation(
                 {"grant_id": "h", "kind": "promotional", "amount": "5",
                  "granted_at": "2026-10-02", "expires_at": "2026-10-01"}]},
             {"wallet_id": "w4", "customer_id": "cus_a", "currency": "USD"},
+            {"wallet_id": "w5", "customer_id": "cus_c", "currency": "USD",
+             "low_runway_days": 0},
         ]
     }  # fmt: skip
     with pytest.raises(CatalogError) as info:
-        validate_wallets(doc, {"cus_a": "USD", "cus_b": "USD"})
+        validate_wallets(doc, {"cus_a": "USD", "cus_b": "USD", "cus_c": "USD"})
     got = {(p.file, p.entry, p.field) for p in info.value.problems}
     assert got == {
         ("wallets.yml", "wallets[0] (wallet_id=w1)", "currency"),
@@ -361,6 +363,7 @@ def test_the_contract_lists_every_problem_with_file_entry_field_and_expectation(
         ("wallets.yml", "wallets[2] (wallet_id=w3)", "grants.0.kind"),
         ("wallets.yml", "wallets[2] (wallet_id=w3)", "grants.1"),
         ("wallets.yml", "wallets[3] (wallet_id=w4)", "customer_id"),
+        ("wallets.yml", "wallets[4] (wallet_id=w5)", "low_runway_days"),
     }
     assert all(p.what and p.expected for p in info.value.problems)
 
@@ -373,6 +376,7 @@ def test_the_demo_wallets_are_valid():
     assert len(wallets) >= 8
     assert any(w.currency == "JPY" for w in wallets)
     assert any(w.auto_top_up for w in wallets)
+    assert any(w.low_runway_days for w in wallets)
 
 
 # --- the asset on a small warehouse -----------------------------------------------------------
@@ -468,7 +472,8 @@ def booked(tmp_path_factory):
         con.execute("create schema marts")
         con.register("rated", _rated_frame().to_arrow())
         con.execute("create table marts.fct_rated_charges_hourly as select * from rated")
-        # The quota alerts of fct_billing_alerts read the token usage too (no quotas here).
+        # The quota alerts and the spike view of fct_billing_alerts read the token usage too
+        # (no quotas and no usage here).
         con.execute(
             "create table marts.fct_token_usage_hourly (usage_hour timestamp, "
             "customer_id varchar, model varchar, feature varchar, total_tokens bigint, "

@@ -7,17 +7,20 @@
     cannot be bounded by the caller's window (the earlier side of that comparison is a second
     scan of the source), so windowed models inline this macro with bounded=true: they read the
     window plus the lookback before it, and an hourly run costs the same after a year of
-    history as after a day. -#}
-{% macro usage_events_deduplicated(bounded=false) %}
+    history as after a day. hours_before / hours_after widen the bounded read to events of
+    that many hours before the window's start and after its end (the agent-run marts read
+    whole runs around their window). -#}
+{% macro usage_events_deduplicated(bounded=false, hours_before=0, hours_after=0) %}
 {%- set lookback = var('dedup_lookback_hours') -%}
+{%- set read_end = dbt.dateadd('hour', hours_after, window_end()) if hours_after else window_end() -%}
 
 source as (
 
     select * from {{ source('tokenbill_raw', 'usage_events') }}
     {%- if bounded %}
     where
-        partition_hour >= {{ dbt.dateadd('hour', -lookback, window_start()) }}
-        and partition_hour < {{ window_end() }}
+        partition_hour >= {{ dbt.dateadd('hour', -(lookback + hours_before), window_start()) }}
+        and partition_hour < {{ read_end }}
     {%- endif %}
 
 ),
@@ -72,8 +75,12 @@ renamed as (
         source_format
 
     from source
-    {%- if bounded %}
+    {%- if bounded and not (hours_before or hours_after) %}
     where {{ in_window('partition_hour') }}
+    {%- elif bounded %}
+    where
+        partition_hour >= {{ dbt.dateadd('hour', -hours_before, window_start()) }}
+        and partition_hour < {{ read_end }}
     {%- endif %}
 
 ),

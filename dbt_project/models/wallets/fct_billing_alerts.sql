@@ -11,6 +11,14 @@
 --   limit's alert_at percentages of its max within a billing period (once per period and
 --   percentage; threshold = max x percentage; the alert id names the limit:
 --   quota|subscription|limit|period|threshold).
+-- - low_runway: a wallet's runway (fct_wallet_runway) falls below its low_runway_days at a
+--   day's end, from not low the day before (each fall counts, as for low_balance).
+-- - usage_spike: an hour or day of fct_usage_spikes (tokens or billed amount above factor x
+--   the trailing baseline, per customer or per customer and model).
+-- alert_id = alert_type|source_id|threshold (shortest exact form), built from the alert's own facts only (never a
+-- row number or a run time), so it is the same in every rebuild: the alerts feed
+-- (orchestration/defs/alerts) exports each id once. Branches are unioned by name: a branch
+-- leaves out the optional columns it has no value for (model, baseline).
 
 with
 
@@ -145,27 +153,104 @@ quota as (
 
 ),
 
+runway as (
+
+    select
+        *,
+        lag(is_low_runway) over (partition by wallet_id order by balance_date)
+            as was_low_runway
+    from {{ ref('fct_wallet_runway') }}
+
+),
+
+periods as (
+
+    select wallet_id, valid_from, valid_to, billing_period_start
+    from {{ ref('int_wallets__draw_inputs') }}
+    where input_type = 'period'
+
+),
+
+low_runway as (
+
+    select
+        'low_runway' as alert_type,
+        runway.customer_id,
+        runway.wallet_id,
+        cast(null as varchar) as subscription_id,
+        cast(null as varchar) as price_id,
+        runway.currency,
+        coalesce(
+            periods.billing_period_start,
+            {{ dbt.date_trunc('month', 'runway.balance_date') }}
+        ) as billing_period_start,
+        cast(runway.balance_date as timestamp) + interval 23 hour as alert_hour,
+        cast(runway.balance_date as timestamp) + interval 1 day as alerted_at,
+        runway.low_runway_days as threshold,
+        runway.runway_days as value_after,
+        runway.daily_burn_rate as baseline,
+        runway.wallet_id || '|' || strftime(runway.balance_date, '%Y-%m-%d') as source_id
+    from runway
+    left join periods
+        on
+            runway.wallet_id = periods.wallet_id
+            and cast(runway.balance_date as timestamp) + interval 23 hour >= periods.valid_from
+            and cast(runway.balance_date as timestamp) + interval 23 hour < periods.valid_to
+    where runway.is_low_runway and not coalesce(runway.was_low_runway, false)
+
+),
+
+usage_spike as (
+
+    select
+        'usage_spike' as alert_type,
+        customer_id,
+        model,
+        currency,
+        billing_period_start,
+        {{ dbt.date_trunc('hour', 'period_start') }} as alert_hour,
+        period_start as alerted_at,
+        factor as threshold,
+        value as value_after,
+        baseline,
+        grain || '|' || metric || '|' || customer_id || '|' || coalesce(model, '*') || '|'
+        || strftime(period_start, '%Y-%m-%dT%H') as source_id
+    from {{ ref('fct_usage_spikes') }}
+
+),
+
 alerts as (
 
     select * from low_balance
-    union all
+    union all by name
     select * from allowance
-    union all
+    union all by name
     select * from quota
+    union all by name
+    select * from low_runway
+    union all by name
+    select * from usage_spike
 
 )
 
 select
-    alert_type || '|' || source_id || '|' || cast(threshold as varchar) as alert_id,
+    -- The threshold in its shortest exact form (3, 17.5): the same text whatever decimal
+    -- scale the union gives the column.
+    alert_type || '|' || source_id || '|'
+    || regexp_replace(
+        regexp_replace(cast(cast(threshold as decimal(38, 18)) as varchar), '0+$', ''), '\.$', ''
+    ) as alert_id,
     alert_type,
     customer_id,
     wallet_id,
     subscription_id,
     price_id,
+    model,
     currency,
     cast(billing_period_start as timestamp) as billing_period_start,
     cast(alert_hour as timestamp) as alert_hour,
     cast(alerted_at as timestamp) as alerted_at,
     cast(threshold as decimal(38, 18)) as threshold,
-    cast(value_after as decimal(38, 18)) as value_after
+    cast(value_after as decimal(38, 18)) as value_after,
+    cast(baseline as decimal(38, 18)) as baseline
 from alerts

@@ -19,6 +19,7 @@ WALLET_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "auto_top_up_threshold": MONEY, "auto_top_up_amount": MONEY,
         "auto_top_up_max_per_period": pl.Int32, "auto_top_up_priority": pl.Int32,
         "allow_overage": pl.Boolean,
+        "low_runway_days": pl.Int32,
     },
     "wallet_grants": {
         "wallet_id": pl.String, "grant_id": pl.String, "kind": pl.String, "amount": MONEY,
@@ -31,8 +32,8 @@ WALLET_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }  # fmt: skip
 
 WALLET_TABLES = {
-    "wallets": "Prepaid wallets: customer, currency, auto top-up rule and whether overage is "
-    "allowed (wallets.yml).",
+    "wallets": "Prepaid wallets: customer, currency, auto top-up rule, low-runway alert "
+    "threshold and whether overage is allowed (wallets.yml).",
     "wallet_grants": "Credit grants of each wallet: kind, amount, validity, priority.",
     "wallet_alerts": "Low-balance alert thresholds of each wallet.",
 }
@@ -53,6 +54,7 @@ def wallet_tables(wallets: list[Wallet]) -> dict[str, pl.DataFrame]:
                 "auto_top_up_max_per_period": rule.max_per_period if rule else None,
                 "auto_top_up_priority": rule.priority if rule else None,
                 "allow_overage": w.allow_overage,
+                "low_runway_days": w.low_runway_days,
             }
         )
         rows["wallet_grants"] += [

@@ -1,0 +1,111 @@
+{{
+    config(
+        schema='marts',
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['customer_id', 'request_id'],
+        on_schema_change='fail',
+        tags=['daily'],
+        pre_hook="{{ delete_vanished('request_id', request_id('raw.')) }}",
+    )
+}}
+
+-- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- One row per logical model call: the attempts sharing a request group id (an attempt
+-- without one is its own request). Incremental on whole requests exactly as
+-- fct_agent_run_costs is on whole runs (see there). Attempts are ordered by (attempt,
+-- event_ts, event_id); attempts_until_success counts them up to and including the first
+-- success.
+
+with
+
+{{ attempt_costs(hours_before=agent_run_max_hours() | int, hours_after=agent_run_max_hours() | int) }},
+
+touched as (
+
+    select distinct customer_id, request_id
+    from attempt_costs
+    where {{ in_window('usage_hour') }}
+    {% if is_incremental() %}
+    union
+    select customer_id, request_id
+    from {{ this }}
+    where first_event_at < {{ window_end() }} and last_event_at >= {{ window_start() }}
+    {% endif %}
+
+),
+
+ordered as (
+
+    select
+        attempt_costs.*,
+        row_number() over (
+            partition by attempt_costs.customer_id, attempt_costs.request_id
+            order by attempt_costs.attempt, attempt_costs.event_ts, attempt_costs.event_id
+        ) as attempt_order
+    from attempt_costs
+    semi join touched
+        on
+            attempt_costs.customer_id = touched.customer_id
+            and attempt_costs.request_id = touched.request_id
+
+),
+
+requests as (
+
+    select
+        customer_id,
+        request_id,
+        max(request_group_id) as request_group_id,
+        max(run_id) as run_id,
+        max(currency) as currency,
+        arg_max(model, attempt_order) as final_model,
+        arg_max(status, attempt_order) as final_status,
+        min(event_ts) as first_event_at,
+        max(event_ts) as last_event_at,
+        count(*) as attempts,
+        min(attempt_order) filter (where status = 'success') as attempts_until_success,
+        count(*) filter (where status <> 'success') as failed_attempts,
+        sum(total_tokens) as total_tokens,
+        coalesce(sum(total_tokens) filter (where status <> 'success'), 0) as failed_attempt_tokens,
+        {{ known_sum('provider_cost') }} as provider_cost,
+        {{ known_sum('billed_amount') }} as billed_amount,
+        -- known_sum over the failed attempts only (0 when there are none)
+        case
+            when count(*) filter (where status <> 'success')
+                = count(provider_cost) filter (where status <> 'success')
+                then coalesce(sum(provider_cost) filter (where status <> 'success'), 0)
+        end as failed_attempt_provider_cost,
+        case
+            when count(*) filter (where status <> 'success')
+                = count(billed_amount) filter (where status <> 'success')
+                then coalesce(sum(billed_amount) filter (where status <> 'success'), 0)
+        end as failed_attempt_billed_amount,
+        bool_or(has_unpriced_usage) as has_unpriced_usage
+    from ordered
+    group by all
+
+)
+
+select
+    request_id,
+    request_group_id,
+    run_id,
+    customer_id,
+    currency,
+    final_model,
+    final_status,
+    first_event_at,
+    last_event_at,
+    cast(attempts as bigint) as attempts,
+    attempts_until_success is not null as succeeded,
+    cast(attempts_until_success as bigint) as attempts_until_success,
+    cast(failed_attempts as bigint) as failed_attempts,
+    cast(total_tokens as bigint) as total_tokens,
+    cast(failed_attempt_tokens as bigint) as failed_attempt_tokens,
+    cast(provider_cost as decimal(38, 18)) as provider_cost,
+    cast(failed_attempt_provider_cost as decimal(38, 18)) as failed_attempt_provider_cost,
+    cast(billed_amount as decimal(38, 18)) as billed_amount,
+    cast(failed_attempt_billed_amount as decimal(38, 18)) as failed_attempt_billed_amount,
+    has_unpriced_usage
+from requests

@@ -27,7 +27,6 @@ from orchestration.defs.operations.schedules import (
     TRIGGER_TAG,
     day_range_of_hours,
     last_complete_hour,
-    operations_setting,
     previous_day,
     previous_month,
     reclose_range,
@@ -39,6 +38,7 @@ from orchestration.defs.operations.sensors import (
     rollup_run_key,
 )
 from orchestration.runner import run_job_range
+from orchestration.settings import OPERATIONS_SETTINGS, operations_setting
 from tests import pipeline_data as data
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
@@ -108,9 +108,9 @@ def test_reclose_range():
 
 
 def test_operations_settings_defaults_overrides_and_bounds(monkeypatch):
-    for name in ops_schedules.OPERATIONS_SETTINGS:
+    for name in OPERATIONS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    assert [operations_setting(n) for n in ops_schedules.OPERATIONS_SETTINGS] == [15, 3, 3, 72]
+    assert [operations_setting(n) for n in OPERATIONS_SETTINGS] == [15, 3, 3, 72]
     monkeypatch.setenv("TOKENBILL_RECLOSE_DAYS", "5")
     assert operations_setting("TOKENBILL_RECLOSE_DAYS") == 5
     monkeypatch.setenv("TOKENBILL_HOURLY_LAG_MINUTES", "60")
@@ -262,7 +262,7 @@ def s3_fingerprint(s3_client, bucket: str, hour: str) -> str:
 def test_late_data_sensor_requests_changed_hours_once(
     s3_client, bucket, instance, warehouse_path, monkeypatch
 ):
-    for name in ops_schedules.OPERATIONS_SETTINGS:
+    for name in OPERATIONS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     data.upload(s3_client, bucket)
     defs = ops_defs(bucket, warehouse_path)

@@ -37,7 +37,7 @@ from contracts.usage_event import (
     WIRE_FIELDS,
     validate_wire_events,
 )
-from orchestration.settings import setting
+from orchestration.settings import SETTINGS
 
 QUARANTINE_SCHEMA = {
     "source_key": pl.String,
@@ -378,15 +378,20 @@ from objects
 """
 #: Rows per Arrow record batch handed to DuckDB: its scan runs one batch per thread.
 _SCAN_ROWS = 50_000
+#: DuckDB's memory limit for extraction when the caller gives none (the asset gives the
+#: warehouse resource's).
+DEFAULT_MEMORY_LIMIT = SETTINGS["TOKENBILL_DUCKDB_MEMORY_LIMIT"][0]
 
 
-def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def extract_wire_fields(
+    lines: pl.DataFrame, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
     ``line_idx`` into ``lines``, the other columns of ``lines`` but ``raw_line`` and the
     contract's ``NULL_FIELDS``) and the ``line_idx`` of lines that are not JSON objects. Lines
     keep their order."""
     indexed = lines.select("raw_line").with_row_index("line_idx")
-    con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
+    con = duckdb.connect(config={"memory_limit": memory_limit})
     try:
         con.register("lines", _chunked(indexed))
         wire = con.sql(_EXTRACT_SQL).pl()
@@ -457,7 +462,7 @@ class HourInput:
         return sum(d.size for d in self.decode())
 
 
-def route_hours(inputs: list[HourInput]) -> RoutedBatch:
+def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMIT) -> RoutedBatch:
     """Route every line of several hours' objects to valid, duplicate or quarantine.
 
     Hours are independent (deduplication is per hour), so batching them only amortises the
@@ -507,7 +512,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     hour_of = objects["partition_hour"]
     key_of = objects["source_key"]
 
-    wire, not_objects = extract_wire_fields(lines)
+    wire, not_objects = extract_wire_fields(lines, memory_limit)
     wire = wire.with_columns(
         hour_of.gather(wire["obj"]).dt.replace_time_zone("UTC").alias(SOURCE_HOUR)
     )

@@ -4,6 +4,7 @@ against a real S3 server and a warehouse filled by real runs."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from dagster import (
     build_schedule_context,
     build_sensor_context,
 )
-from dagster._core.utils import make_new_run_id
 
 from orchestration.definitions import build_defs
 from orchestration.defs.operations import schedules as ops_schedules
@@ -343,7 +343,7 @@ def test_late_data_sensor_requests_changed_hours_once(
 
 def record_run(instance, status: DagsterRunStatus, tags: dict[str, str]) -> str:
     run = DagsterRun(
-        job_name="hourly_usage_job", run_id=make_new_run_id(), status=status, tags=tags
+        job_name="hourly_usage_job", run_id=str(uuid.uuid4()), status=status, tags=tags
     )
     instance.add_run(run)
     return run.run_id

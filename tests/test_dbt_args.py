@@ -119,3 +119,16 @@ def test_tokenbill_dbt_answers_its_version_without_starting_dbt():
         [str(DBT_EXECUTABLE), "--version"], capture_output=True, text=True, check=True
     ).stdout
     assert re.search(r"(\d+\.\d+\.\d+)", answer).group(1) == package_version("dbt-core")
+
+
+def test_a_missing_tokenbill_dbt_is_one_line_saying_to_reinstall(tmp_path, monkeypatch):
+    from orchestration.defs.dbt import project
+    from orchestration.errors import SetupError
+
+    monkeypatch.setattr(project, "DBT_EXECUTABLE", tmp_path / "tokenbill-dbt")
+    with pytest.raises(SetupError) as raised:
+        project.dbt_executable()
+    assert str(raised.value) == (
+        f"{tmp_path / 'tokenbill-dbt'} does not exist: re-run make install (pip install -e .) "
+        "in this environment, which installs the tokenbill-dbt entry point the dbt assets run"
+    )

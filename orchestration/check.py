@@ -33,10 +33,12 @@ from orchestration.errors import (
     explain_warehouse_lock,
 )
 from orchestration.settings import (
+    OPERATIONS_SETTINGS,
     SETTINGS,
     SettingError,
     analyst_copy_path,
     load_settings,
+    operations_setting,
     setting,
 )
 
@@ -81,13 +83,8 @@ def check_settings() -> Check:
             "to e.g. 768MB or 2GB"
         )
     if not problems:
-        # The schedules validate their integer settings when they load (one owner of bounds).
+        # The same bounds the schedules and sensors check when they load.
         try:
-            from orchestration.defs.operations.schedules import (
-                OPERATIONS_SETTINGS,
-                operations_setting,
-            )
-
             for name in OPERATIONS_SETTINGS:
                 operations_setting(name)
         except ValueError as exc:

@@ -185,8 +185,8 @@ def explain_dagster_home(exc: BaseException | None = None) -> str | None:
 
 def dagster_instance():
     """``DagsterInstance.get()`` (the instance of ``DAGSTER_HOME``), explained if it fails."""
-    from dagster import DagsterInstance
-    from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
+    from dagster import DagsterInstance, DagsterInvariantViolationError
+    from dagster._core.errors import DagsterHomeNotSetError  # not exported by Dagster
 
     try:
         return DagsterInstance.get()

@@ -20,10 +20,11 @@ import os
 import socket
 from pathlib import Path
 
-from dagster import DefaultRunLauncher
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+
+# Not exported by Dagster: the types a run launcher's health check returns, and the run tag
+# that says where its code server runs. Nothing else here is private.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 #: Hosts of a code server that runs on this machine (``dagster dev``, ``dagster-daemon`` and

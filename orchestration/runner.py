@@ -11,15 +11,10 @@ from datetime import datetime, timedelta
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
-from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
+from orchestration.defs.operations.jobs import GRAIN_JOBS, catalog_job
+from orchestration.defs.operations.schedules import RANGE_END_TAG, RANGE_START_TAG
 
-CATALOG_JOB = "catalog_job"
-#: (job name, partitions definition), upstream grain first.
-GRAIN_JOBS = (
-    ("hourly_usage_job", hourly_partitions),
-    ("daily_usage_job", daily_partitions),
-    ("monthly_usage_job", monthly_partitions),
-)
+CATALOG_JOB = catalog_job.name
 
 
 @dataclass(frozen=True)
@@ -45,8 +40,8 @@ def run_job_range(
     job = defs.resolve_job_def(job_name)
     run_tags = dict(tags or {})
     if first_key:
-        run_tags["dagster/asset_partition_range_start"] = first_key
-        run_tags["dagster/asset_partition_range_end"] = last_key
+        run_tags[RANGE_START_TAG] = first_key
+        run_tags[RANGE_END_TAG] = last_key
     return job.execute_in_process(
         instance=instance,
         tags=run_tags,
@@ -90,9 +85,9 @@ def plan_period(start: datetime, end: datetime) -> list[tuple[str, str, str]]:
     last_moment = end - timedelta(microseconds=1)
     return [
         (
-            job_name,
-            partitions_def.get_partition_key_for_timestamp(start.timestamp()),
-            partitions_def.get_partition_key_for_timestamp(last_moment.timestamp()),
+            job.name,
+            job.partitions_def.get_partition_key_for_timestamp(start.timestamp()),
+            job.partitions_def.get_partition_key_for_timestamp(last_moment.timestamp()),
         )
-        for job_name, partitions_def in GRAIN_JOBS
+        for job in GRAIN_JOBS
     ]

@@ -108,9 +108,10 @@ class SettingError(Failure, ValueError):
         super().__init__(description=message, allow_retries=False)
 
 
-def share_setting(name: str) -> float:
-    """A setting that is a share between 0 and 1."""
-    raw = setting(name)
+def share_setting(name: str, raw: str | None = None) -> float:
+    """A setting that is a share between 0 and 1: ``raw`` (a resource field bound to it), or
+    the environment's value when ``raw`` is None."""
+    raw = setting(name) if raw is None else raw
     try:
         value = float(raw)
     except ValueError:
@@ -120,6 +121,28 @@ def share_setting(name: str) -> float:
             f"{name}={raw!r} is not a share between 0 and 1: set it to e.g. "
             f"{SETTINGS[name][0]} (the default), or unset it"
         )
+    return value
+
+
+#: name -> (minimum, maximum) of the integer operations settings (the schedules' and sensors').
+OPERATIONS_SETTINGS: dict[str, tuple[int, int]] = {
+    "TOKENBILL_HOURLY_LAG_MINUTES": (0, 59),
+    "TOKENBILL_INVOICE_GRACE_DAYS": (0, 27),
+    "TOKENBILL_RECLOSE_DAYS": (1, 31),
+    "TOKENBILL_SENSOR_LOOKBACK_HOURS": (1, 24 * 62),
+}
+
+
+def operations_setting(name: str) -> int:
+    """An integer operations setting, checked against its bounds."""
+    low, high = OPERATIONS_SETTINGS[name]
+    raw = setting(name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is outside {low}..{high}")
     return value
 
 

@@ -28,20 +28,75 @@ Use it from ``dagster.yaml`` (``orchestration/dagster.yaml`` does)::
 Loading the storage sets ``DAGSTER_EVENT_BATCH_SIZE`` (unless already set) in the process that
 loads it: the webserver and the daemon (they create runs and their planned events), the run
 worker, and any process calling ``execute_in_process`` on the instance.
+
+The one place tokenbill uses Dagster internals. Dagster has no public API to extend its
+storage, so this module subclasses private classes and calls private methods (listed in
+``INTERNALS``), and mirrors what the stock single-event write does (``MIRRORED``). That is
+why the dagster family is pinned to the exact version this was tested on (``pyproject.toml``,
+``TESTED_DAGSTER``) and why ``tests/test_storage.py`` fails, naming what changed, when any of
+it does: after a dagster upgrade, re-read the stock methods, adjust ``_store_segment``, then
+update the pin and the hashes. Production on PostgreSQL needs none of this:
+``dagster-postgres`` writes a batch in one statement natively (README, "Production storage").
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 from collections.abc import Sequence
+from importlib import import_module
+from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
 
-from dagster import DagsterEventType
-from dagster._config import Field, StringSource
-from dagster._core.events.log import EventLogEntry
+from dagster import DagsterEventType, EventLogEntry, Field, StringSource
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
-from dagster._serdes import ConfigurableClassData
+
+if TYPE_CHECKING:
+    from dagster._serdes import ConfigurableClassData
+
+#: The dagster release this module was written against and tested on; pyproject pins it.
+TESTED_DAGSTER = "1.13.27"
+_EVENT_LOG = "dagster._core.storage.event_log.sqlite.sqlite_event_log:SqliteEventLogStorage"
+_STORAGE = "dagster._core.storage.sqlite_storage"
+#: Private names used here -> the parameters they are called with (``None``: not called).
+INTERNALS: dict[str, str | None] = {
+    "dagster._core.storage.event_log.schema:SqlEventLogStorageTable": None,
+    _EVENT_LOG: None,
+    f"{_EVENT_LOG}.__init__": "self, base_dir, inst_data",
+    f"{_EVENT_LOG}.run_connection": "self, run_id",
+    f"{_EVENT_LOG}.index_transaction": "self",
+    f"{_EVENT_LOG}.has_table": "self, table_name",
+    f"{_EVENT_LOG}._event_to_row": "self, event",
+    f"{_EVENT_LOG}._store_asset_event_tags": "self, conn, events, event_ids",
+    f"{_EVENT_LOG}._store_asset_event": "self, conn, event, event_id",
+    f"{_STORAGE}:DagsterSqliteStorage": None,
+    f"{_STORAGE}:DagsterSqliteStorage.from_local": "base_dir, inst_data",
+    f"{_STORAGE}:_event_logs_directory": "base",
+}
+#: The stock code ``_store_segment`` reproduces for a batch -> sha256 of its source in
+#: ``TESTED_DAGSTER``: if it changes, the batched rows may no longer be the stock ones.
+MIRRORED: dict[str, str] = {
+    # The single-event write: a run-shard insert, then the index shard's row, tags and asset row.
+    f"{_EVENT_LOG}.store_event": (
+        "f89aed40602438b9bbbc885d4dca38ef3fcf6f067db70fca22dd40eca8a6e03c"
+    ),
+    f"{_EVENT_LOG}._event_to_row": (
+        "93d47fbe7edc4f70af0df5fab8c188ad91786e0922269e0971ebdc17b0e778f4"
+    ),
+    f"{_EVENT_LOG}._store_asset_event_tags": (
+        "85d6f17ef04b926f1714e8ea8824966230ffdd3a89e55b61a66b8ca3db0eaa2e"
+    ),
+    f"{_EVENT_LOG}._store_asset_event": (
+        "fdb9340b9eef1c9bdbf159bcc9aaa334a029167764bc74d9cfd57c0a7d7a36af"
+    ),
+    # Builds the stock event log, which TokenbillSqliteStorage replaces.
+    "dagster._core.storage.sqlite_storage:DagsterSqliteStorage.__init__": (
+        "bcf5aa27a5dd083f7876a9ed00ca5c009a759fb41ff1df935977eec94344bd7a"
+    ),
+}
 
 #: Events per batch Dagster hands to the storage; a month of hourly partitions fits in one.
 EVENT_BATCH_SIZE = "1000"
@@ -145,3 +200,46 @@ class TokenbillSqliteStorage(DagsterSqliteStorage):
                 )
             base_dir = os.path.join(home, "storage")
         return cls.from_local(base_dir, inst_data=inst_data)
+
+
+def _resolve(name: str):
+    module, _, path = name.partition(":")
+    target = import_module(module)
+    for part in path.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def source_hash(name: str) -> str:
+    return hashlib.sha256(inspect.getsource(_resolve(name)).encode()).hexdigest()
+
+
+def internals_problems() -> list[str]:
+    """What changed, in the installed dagster, among the internals this module relies on."""
+    problems = []
+    installed = package_version("dagster")
+    if installed != TESTED_DAGSTER:
+        problems.append(
+            f"dagster {installed} is installed, this storage was tested on {TESTED_DAGSTER}"
+        )
+    for name, params in INTERNALS.items():
+        try:
+            target = _resolve(name)
+        except (ImportError, AttributeError):
+            problems.append(f"{name} no longer exists")
+            continue
+        if params is not None:
+            found = ", ".join(inspect.signature(target).parameters)
+            if found != params:
+                problems.append(f"{name} now takes ({found}), not ({params})")
+    for name, expected in MIRRORED.items():
+        try:
+            found = source_hash(name)
+        except (ImportError, AttributeError, OSError, TypeError):
+            problems.append(f"{name} no longer exists")
+            continue
+        if found != expected:
+            problems.append(
+                f"{name} changed (its source hash is {found[:12]}, not {expected[:12]})"
+            )
+    return problems

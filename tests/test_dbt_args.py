@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-import dagster_dbt.core.resource
 import pytest
 from dagster import TimeWindow
 
+from orchestration.defs.dbt import assets as dbt_assets_module
 from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_args, dbt_build_env, window_vars
-from orchestration.defs.dbt.project import DBT_PROJECT_DIR
-from orchestration.defs.dbt.resource import TokenbillDbtCliResource, environment
+from orchestration.defs.dbt.child import apply_environment_args, environment_args
+from orchestration.defs.dbt.project import DBT_EXECUTABLE
+from orchestration.settings import REPO_ROOT
 
 
 def test_hour_window_becomes_half_open_utc_vars_without_offset():
@@ -69,23 +72,66 @@ def test_dagster_passes_the_window_and_settings_as_environment_not_vars():
         dbt_build_env(None, {"as_off": "typo"})
 
 
-def test_the_environment_is_set_for_the_block_and_restored(monkeypatch):
+def test_the_dbt_environment_leads_its_command_line_and_stays_in_its_process(monkeypatch):
     monkeypatch.setenv("TOKENBILL_DBT_AS_OF", "before")
     monkeypatch.delenv("TOKENBILL_DBT_WINDOW_START", raising=False)
-    with environment({"TOKENBILL_DBT_AS_OF": None, "TOKENBILL_DBT_WINDOW_START": "w"}):
-        assert "TOKENBILL_DBT_AS_OF" not in os.environ
-        assert os.environ["TOKENBILL_DBT_WINDOW_START"] == "w"
+    args = environment_args({"TOKENBILL_DBT_AS_OF": None, "TOKENBILL_DBT_WINDOW_START": "w x"})
+    assert args == ["--unset=TOKENBILL_DBT_AS_OF", "TOKENBILL_DBT_WINDOW_START=w x"]
+    # Building the arguments leaves this process's environment alone.
     assert os.environ["TOKENBILL_DBT_AS_OF"] == "before"
     assert "TOKENBILL_DBT_WINDOW_START" not in os.environ
+    # tokenbill-dbt applies them in its own process, and hands dbt the rest of the line.
+    try:
+        rest = apply_environment_args([*args, "build", "--vars", "{a: B=1}"])
+        assert rest == ["build", "--vars", "{a: B=1}"]
+        assert "TOKENBILL_DBT_AS_OF" not in os.environ
+        assert os.environ["TOKENBILL_DBT_WINDOW_START"] == "w x"
+    finally:
+        os.environ.pop("TOKENBILL_DBT_WINDOW_START", None)
 
 
-def test_the_dbt_version_is_known_without_running_dbt(monkeypatch):
-    def no_subprocess(*args, **kwargs):
-        raise AssertionError(f"dbt was run: {args}")
+def test_a_dbt_run_does_not_change_the_environment_of_its_process():
+    """The asset passes the window on dbt's command line: nothing of it is left in (or ever
+    set in) the run worker's environment, which other threads read."""
+    source = Path(dbt_assets_module.__file__).read_text()
+    assert "os.environ" not in source
+    assert "environment_args(run_env)" in source
 
-    # dagster-dbt asks ``dbt --version`` through this name.
-    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", no_subprocess)
-    resource = TokenbillDbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR), dbt_executable=str(Path(sys.executable).parent / "dbt")
+
+def test_tokenbill_dbt_answers_its_version_without_starting_dbt():
+    """dagster-dbt asks ``<dbt_executable> --version`` once per dbt step; tokenbill-dbt answers
+    from the installed dbt-core's metadata, without importing dbt (seconds per step)."""
+    probe = (
+        "import sys\n"
+        "from orchestration.defs.dbt import child\n"
+        "sys.argv = ['tokenbill-dbt', '--version']\n"
+        "try:\n"
+        "    child.main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print('dbt imported' if 'dbt.cli' in sys.modules else 'dbt not imported')\n"
     )
-    assert str(resource._cli_version) == package_version("dbt-core")
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout == (
+        f"Core:\n  - installed: {package_version('dbt-core')}\ndbt not imported\n"
+    )
+    # The real entry point answers the same, parsed as dagster-dbt parses dbt's own answer.
+    answer = subprocess.run(
+        [str(DBT_EXECUTABLE), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"(\d+\.\d+\.\d+)", answer).group(1) == package_version("dbt-core")
+
+
+def test_a_missing_tokenbill_dbt_is_one_line_saying_to_reinstall(tmp_path, monkeypatch):
+    from orchestration.defs.dbt import project
+    from orchestration.errors import SetupError
+
+    monkeypatch.setattr(project, "DBT_EXECUTABLE", tmp_path / "tokenbill-dbt")
+    with pytest.raises(SetupError) as raised:
+        project.dbt_executable()
+    assert str(raised.value) == (
+        f"{tmp_path / 'tokenbill-dbt'} does not exist: re-run make install (pip install -e .) "
+        "in this environment, which installs the tokenbill-dbt entry point the dbt assets run"
+    )

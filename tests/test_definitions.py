@@ -6,9 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from dagster import AssetKey, BackfillPolicy
+from dagster import AssetKey, BackfillPolicy, EnvVar
 
 from orchestration.definitions import defs
+from orchestration.settings import SETTINGS
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
@@ -99,3 +100,71 @@ def test_jobs_exist_per_grain():
         "daily_usage_job",
         "monthly_usage_job",
     }
+
+
+#: resource key -> field -> the setting it is bound to.
+BOUND_SETTINGS = {
+    "s3": {
+        "bucket": "TOKENBILL_S3_BUCKET",
+        "prefix": "TOKENBILL_S3_PREFIX",
+        "export_prefix": "TOKENBILL_EXPORT_PREFIX",
+        "enforcement_key": "TOKENBILL_ENFORCEMENT_KEY",
+        "alerts_prefix": "TOKENBILL_ALERTS_PREFIX",
+    },
+    "warehouse": {
+        "path": "TOKENBILL_WAREHOUSE_PATH",
+        "memory_limit": "TOKENBILL_DUCKDB_MEMORY_LIMIT",
+        "analyst_dir": "TOKENBILL_ANALYST_DIR",
+    },
+    "catalog_dir": {"path": "TOKENBILL_CATALOG_DIR"},
+    "ingestion": {"quarantine_warn_rate": "TOKENBILL_QUARANTINE_WARN_RATE"},
+    "dbt": {"invoice_grace_days": "TOKENBILL_INVOICE_GRACE_DAYS"},
+}
+
+
+def test_each_domain_owns_its_definitions_and_the_root_merges_them():
+    from orchestration.defs.alerts import definitions as alerts
+    from orchestration.defs.dbt import definitions as dbt
+    from orchestration.defs.enforcement import definitions as enforcement
+    from orchestration.defs.ingestion import definitions as ingestion
+    from orchestration.defs.invoicing import definitions as invoicing
+    from orchestration.defs.operations import definitions as operations
+    from orchestration.defs.publishing import definitions as publishing
+    from orchestration.defs.rating import definitions as rating
+    from orchestration.defs.wallets import definitions as wallets
+
+    def keys(domain) -> set[str]:
+        return {key.to_user_string() for a in domain.build_defs().assets or [] for key in a.keys}
+
+    owned = [
+        keys(d)
+        for d in (rating, ingestion, dbt, enforcement, wallets, invoicing, alerts, publishing)
+    ]
+    assert sum(len(k) for k in owned) == len(set().union(*owned))  # no asset in two domains
+    assert set().union(*owned) == set(definitions_snapshot()["assets"])
+    assert keys(rating) and all(k.startswith("catalog/") for k in keys(rating))
+    assert keys(publishing) == {"analyst_snapshot"}
+    ops = operations.build_defs()
+    assert sorted(j.name for j in ops.jobs) == definitions_snapshot()["jobs"]
+    assert not ops.assets and not ops.resources
+    assert set(defs.resources) == set(BOUND_SETTINGS)
+
+
+def test_every_resource_field_is_bound_to_its_setting(monkeypatch):
+    from orchestration.definitions import build_defs
+
+    for fields in BOUND_SETTINGS.values():
+        for name in fields.values():
+            monkeypatch.setenv(name, f"value of {name}")
+    bound = build_defs().resources
+    for key, fields in BOUND_SETTINGS.items():
+        for field, name in fields.items():
+            value = getattr(bound[key], field)
+            assert isinstance(value, EnvVar) and value.env_var_name == name, (key, field)
+    for fields in BOUND_SETTINGS.values():
+        for name in fields.values():
+            monkeypatch.delenv(name)
+    defaults = build_defs().resources
+    for key, fields in BOUND_SETTINGS.items():
+        for field, name in fields.items():
+            assert getattr(defaults[key], field) == SETTINGS[name][0], (key, field)

@@ -4,6 +4,7 @@ against a real S3 server and a warehouse filled by real runs."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from dagster import (
     build_schedule_context,
     build_sensor_context,
 )
-from dagster._core.utils import make_new_run_id
 
 from orchestration.definitions import build_defs
 from orchestration.defs.operations import schedules as ops_schedules
@@ -27,7 +27,6 @@ from orchestration.defs.operations.schedules import (
     TRIGGER_TAG,
     day_range_of_hours,
     last_complete_hour,
-    operations_setting,
     previous_day,
     previous_month,
     reclose_range,
@@ -39,6 +38,7 @@ from orchestration.defs.operations.sensors import (
     rollup_run_key,
 )
 from orchestration.runner import run_job_range
+from orchestration.settings import OPERATIONS_SETTINGS, operations_setting
 from tests import pipeline_data as data
 
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
@@ -108,9 +108,9 @@ def test_reclose_range():
 
 
 def test_operations_settings_defaults_overrides_and_bounds(monkeypatch):
-    for name in ops_schedules.OPERATIONS_SETTINGS:
+    for name in OPERATIONS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    assert [operations_setting(n) for n in ops_schedules.OPERATIONS_SETTINGS] == [15, 3, 3, 72]
+    assert [operations_setting(n) for n in OPERATIONS_SETTINGS] == [15, 3, 3, 72]
     monkeypatch.setenv("TOKENBILL_RECLOSE_DAYS", "5")
     assert operations_setting("TOKENBILL_RECLOSE_DAYS") == 5
     monkeypatch.setenv("TOKENBILL_HOURLY_LAG_MINUTES", "60")
@@ -262,7 +262,7 @@ def s3_fingerprint(s3_client, bucket: str, hour: str) -> str:
 def test_late_data_sensor_requests_changed_hours_once(
     s3_client, bucket, instance, warehouse_path, monkeypatch
 ):
-    for name in ops_schedules.OPERATIONS_SETTINGS:
+    for name in OPERATIONS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     data.upload(s3_client, bucket)
     defs = ops_defs(bucket, warehouse_path)
@@ -343,7 +343,7 @@ def test_late_data_sensor_requests_changed_hours_once(
 
 def record_run(instance, status: DagsterRunStatus, tags: dict[str, str]) -> str:
     run = DagsterRun(
-        job_name="hourly_usage_job", run_id=make_new_run_id(), status=status, tags=tags
+        job_name="hourly_usage_job", run_id=str(uuid.uuid4()), status=status, tags=tags
     )
     instance.add_run(run)
     return run.run_id

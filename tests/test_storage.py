@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from importlib.metadata import version as package_version
 
 import pytest
 from dagster import (
@@ -19,8 +20,9 @@ from dagster import (
     define_asset_job,
 )
 
+from orchestration import storage as storage_module
 from orchestration.settings import REPO_ROOT
-from orchestration.storage import BatchingSqliteEventLogStorage
+from orchestration.storage import TESTED_DAGSTER, BatchingSqliteEventLogStorage, internals_problems
 
 HOURS = HourlyPartitionsDefinition(start_date="2026-10-01-00:00", timezone="UTC")
 
@@ -120,3 +122,37 @@ def test_the_storage_needs_a_home_or_a_base_dir(tmp_path, monkeypatch):
         TokenbillSqliteStorage.from_config_value(None, {})
     storage = TokenbillSqliteStorage.from_config_value(None, {"base_dir": str(tmp_path)})
     assert isinstance(storage.event_log_storage, BatchingSqliteEventLogStorage)
+
+
+def test_the_dagster_internals_the_storage_relies_on_are_unchanged():
+    """orchestration/storage.py is the one user of Dagster internals: this fails, naming each
+    one, when an upgrade of dagster renames them, changes their parameters, or changes the
+    stock single-event write the batched path reproduces."""
+    problems = internals_problems()
+    assert not problems, (
+        "orchestration/storage.py relies on Dagster internals that changed: "
+        + "; ".join(problems)
+        + ". Re-read the stock methods, adjust BatchingSqliteEventLogStorage._store_segment, "
+        "re-run this file, then update TESTED_DAGSTER, INTERNALS, MIRRORED and the dagster "
+        "pins in pyproject.toml (or take the storage: section out of dagster.yaml meanwhile)"
+    )
+    pins = {
+        line.strip().strip('",').split("==")[0]: line.strip().strip('",').split("==")[1]
+        for line in (REPO_ROOT / "pyproject.toml").read_text().splitlines()
+        if line.strip().startswith('"dagster') and "==" in line
+    }
+    assert pins["dagster"] == TESTED_DAGSTER == package_version("dagster")
+    assert set(pins) >= {"dagster", "dagster-webserver", "dagster-dbt"}
+    for name, pinned in pins.items():
+        assert package_version(name) == pinned, name
+
+
+def test_a_changed_internal_is_named(monkeypatch):
+    name = next(iter(storage_module.MIRRORED))
+    monkeypatch.setitem(storage_module.MIRRORED, name, "0" * 64)
+    monkeypatch.setitem(storage_module.INTERNALS, "dagster._core.no_such_module:Thing", None)
+    assert internals_problems() == [
+        "dagster._core.no_such_module:Thing no longer exists",
+        f"{name} changed (its source hash is {storage_module.source_hash(name)[:12]}, not "
+        "000000000000)",
+    ]

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from orchestration.defs.ingestion.parsing import BodyRetry
 from orchestration.errors import SetupError, explain_warehouse_lock
-from orchestration.settings import SETTINGS, analyst_copy_path
+from orchestration.settings import SETTINGS, analyst_copy_path, env_or_default
 
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
 #: (DuckDB allows one writer per file).
@@ -32,6 +32,18 @@ class S3UsageBucket(ConfigurableResource):
 
     bucket: str = Field(description="S3 bucket of usage-event objects.")
     prefix: str = Field(description="Key prefix above dt=YYYY-MM-DD/hour=HH/.")
+    export_prefix: str = Field(
+        default=SETTINGS["TOKENBILL_EXPORT_PREFIX"][0],
+        description="Key prefix, in the same bucket, of the finalized-invoice export.",
+    )
+    enforcement_key: str = Field(
+        default=SETTINGS["TOKENBILL_ENFORCEMENT_KEY"][0],
+        description="Key, in the same bucket, of the enforcement file a gateway reads.",
+    )
+    alerts_prefix: str = Field(
+        default=SETTINGS["TOKENBILL_ALERTS_PREFIX"][0],
+        description="Key prefix, in the same bucket, of the billing alerts feed (JSON Lines).",
+    )
     retry_mode: Literal["standard", "adaptive"] = Field(
         default="standard",
         description="boto3's retry mode for requests (503 SlowDown, 500, connection errors); "
@@ -121,3 +133,26 @@ class Warehouse(ConfigurableResource):
     def analyst_path(self) -> Path:
         """The analysts' copy (``analyst_copy_path``), published by ``analyst_snapshot``."""
         return analyst_copy_path(self.path, self.analyst_dir)
+
+
+def shared_resources(
+    bucket: str | None = None,
+    prefix: str | None = None,
+    warehouse_path: str | None = None,
+    analyst_dir: str | None = None,
+) -> dict[str, ConfigurableResource]:
+    """The resources every domain uses, bound to the settings; arguments override them."""
+    return {
+        "s3": S3UsageBucket(
+            bucket=bucket or env_or_default("TOKENBILL_S3_BUCKET"),
+            prefix=prefix if prefix is not None else env_or_default("TOKENBILL_S3_PREFIX"),
+            export_prefix=env_or_default("TOKENBILL_EXPORT_PREFIX"),
+            enforcement_key=env_or_default("TOKENBILL_ENFORCEMENT_KEY"),
+            alerts_prefix=env_or_default("TOKENBILL_ALERTS_PREFIX"),
+        ),
+        "warehouse": Warehouse(
+            path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH"),
+            memory_limit=env_or_default("TOKENBILL_DUCKDB_MEMORY_LIMIT"),
+            analyst_dir=analyst_dir or env_or_default("TOKENBILL_ANALYST_DIR"),
+        ),
+    }

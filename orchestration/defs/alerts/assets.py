@@ -6,7 +6,6 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 
 from orchestration.defs.alerts.feed import export_new_alerts
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
-from orchestration.settings import setting
 
 
 @asset(
@@ -27,7 +26,7 @@ from orchestration.settings import setting
 def alerts_feed(
     context: AssetExecutionContext, s3: S3UsageBucket, warehouse: Warehouse
 ) -> MaterializeResult:
-    prefix = setting("TOKENBILL_ALERTS_PREFIX")
+    prefix = s3.alerts_prefix
     client = s3.client()
 
     def put(key: str, body: bytes) -> None:

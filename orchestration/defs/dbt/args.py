@@ -1,10 +1,11 @@
 """dbt CLI arguments and environment for a partitioned run, built from the partition's window.
 
-Dagster passes a run's window (and the invoicing settings) to dbt as environment variables,
-not ``--vars``: dbt re-parses the whole project whenever ``--vars`` change, seconds per run,
-while the project reads these values only at execution (``macros/time_window.sql``), which
-leaves the partial parse valid from one run to the next. ``--vars`` with the same names still
-work and win, for a window run by hand.
+Dagster passes a run's window (and the invoicing settings) to dbt as environment variables of
+the dbt process (set by ``tokenbill-dbt`` from its command line, ``child.py``), not
+``--vars``: dbt re-parses the whole project whenever ``--vars`` change, seconds per run, while
+the project reads these values only at execution (``macros/time_window.sql``), which leaves
+the partial parse valid from one run to the next. ``--vars`` with the same names still work
+and win, for a window run by hand.
 """
 
 from __future__ import annotations

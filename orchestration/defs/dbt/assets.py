@@ -22,21 +22,15 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
 )
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliResource,
-    dbt_assets,
-)
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_env
-from orchestration.defs.dbt.child import PARENT_PID_ENV
+from orchestration.defs.dbt.child import PARENT_PID_ENV, environment_args
 from orchestration.defs.dbt.project import tokenbill_dbt_project
-from orchestration.defs.dbt.resource import environment
+from orchestration.defs.dbt.resource import TokenbillDbtCliResource
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.progress import Progress
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
-from orchestration.settings import setting
 from orchestration.timeutil import naive_utc
 
 #: Marts analysts rely on, by grain: how stale they may get before the freshness check warns
@@ -114,27 +108,28 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
         dagster_dbt_translator=TRANSLATOR,
         pool=WAREHOUSE_POOL,
     )
-    def _assets(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
+    def _assets(context: AssetExecutionContext, dbt: TokenbillDbtCliResource, warehouse: Warehouse):
         window = context.partition_time_window if partitions_def is not None else None
         run_env = {
             # The warehouse resource is the one source of the file's path and memory limit;
             # dbt's profile reads them from the environment of the dbt process.
             "TOKENBILL_WAREHOUSE_PATH": warehouse.path,
             "TOKENBILL_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit,
-            **dbt_build_env(window, invoice_vars(context.run.tags)),
+            **dbt_build_env(window, invoice_vars(context.run.tags, dbt.invoice_grace_days)),
+            PARENT_PID_ENV: str(os.getpid()),  # dbt dies with this process (child.py)
         }
-        run_env[PARENT_PID_ENV] = str(os.getpid())  # dbt dies with this process (child.py)
-        with environment(run_env):  # the dbt process starts in dbt.cli
-            invocation = dbt.cli(
-                list(BUILD_ARGS),
-                context=context,
-                # One shared target dir keeps dbt's partial-parse cache between runs (runs in
-                # the warehouse pool never overlap).
-                target_path=Path("target") / "dagster",
-                # A failing data test is a failed asset check, not a crashed run; a model that
-                # fails to build is (see below).
-                raise_on_error=False,
-            )
+        invocation = dbt.cli(
+            # The dbt process's own environment leads its command line (child.py): this
+            # process's environment is left as it is.
+            [*environment_args(run_env), *BUILD_ARGS],
+            context=context,
+            # One shared target dir keeps dbt's partial-parse cache between runs (runs in
+            # the warehouse pool never overlap).
+            target_path=Path("target") / "dagster",
+            # A failing data test is a failed asset check, not a crashed run; a model that
+            # fails to build is (see below).
+            raise_on_error=False,
+        )
         held = []
         for event in stream_with_progress(invocation, context):
             if stored_failures(event, invocation.manifest):
@@ -292,9 +287,9 @@ def _markdown(frame) -> str:
 AS_OF_TAG = "tokenbill/as_of"
 
 
-def invoice_vars(run_tags: Mapping[str, str]) -> dict[str, str]:
-    """The invoicing settings: the grace period from the settings, as_of from the run tag."""
-    values = {"invoice_grace_days": setting("TOKENBILL_INVOICE_GRACE_DAYS")}
+def invoice_vars(run_tags: Mapping[str, str], invoice_grace_days: str) -> dict[str, str]:
+    """The invoicing settings: the grace period (the dbt resource's), as_of from the run tag."""
+    values = {"invoice_grace_days": invoice_grace_days}
     if run_tags.get(AS_OF_TAG):
         values["as_of"] = run_tags[AS_OF_TAG]
     return values

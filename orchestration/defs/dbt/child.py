@@ -6,20 +6,56 @@ warehouse's write lock and races the next run. This entry point asks Linux to se
 when its parent dies (``PR_SET_PDEATHSIG``), then runs dbt's CLI in the same process, so the
 flag stays on the process that does the work. ``TOKENBILL_DBT_PARENT_PID`` (set by the asset)
 closes the race of a parent that died between starting this process and the ``prctl`` call.
-
 Elsewhere than Linux it is plain ``dbt``.
+
+Two more things, so that the run worker needs no private dagster-dbt API and never changes
+its own environment:
+
+* The environment of one invocation comes first on its command line, as ``env(1)`` takes it:
+  ``tokenbill-dbt NAME=VALUE --unset=NAME ... build ...`` sets or unsets each name in this
+  process before dbt starts (dagster-dbt's ``DbtCliResource.cli`` has no per-call environment;
+  the dbt window travels this way instead of as ``--vars``, which would make dbt re-parse the
+  project on every run). The command shown on a failed run is therefore complete: pasted
+  into a shell it rebuilds the same window.
+* ``tokenbill-dbt --version`` prints the version of this environment's ``dbt-core`` without
+  importing dbt: dagster-dbt asks it once per resource instance (once per dbt step), and
+  starting dbt only to answer would cost every step about two seconds.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import sys
+from importlib.metadata import version as package_version
 
 PR_SET_PDEATHSIG = 1
-#: The pid of the process that starts dbt; the asset sets it in dbt's environment.
+#: The pid of the process that starts dbt; the asset passes it on the command line.
 PARENT_PID_ENV = "TOKENBILL_DBT_PARENT_PID"
+#: Leading arguments that set (``NAME=VALUE``) or unset (``--unset=NAME``) a variable.
+ASSIGNMENT = re.compile(r"(?P<name>[A-Z_][A-Z0-9_]*)=(?P<value>.*)", re.S)
+UNSET = "--unset="
+
+
+def environment_args(values: dict[str, str | None]) -> list[str]:
+    """The leading arguments that give dbt exactly ``values`` (``None``: unset)."""
+    return [
+        f"{UNSET}{name}" if value is None else f"{name}={value}" for name, value in values.items()
+    ]
+
+
+def apply_environment_args(argv: list[str]) -> list[str]:
+    """Apply the leading assignments of ``argv`` to this process's environment; the rest."""
+    for index, arg in enumerate(argv):
+        if arg.startswith(UNSET):
+            os.environ.pop(arg[len(UNSET) :], None)
+        elif (match := ASSIGNMENT.fullmatch(arg)) is not None:
+            os.environ[match["name"]] = match["value"]
+        else:
+            return argv[index:]
+    return []
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
@@ -39,11 +75,20 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     return True
 
 
+def version_text() -> str:
+    """What ``tokenbill-dbt --version`` prints (dbt's first lines, with the same version)."""
+    return f"Core:\n  - installed: {package_version('dbt-core')}\n"
+
+
 def main() -> None:
+    args = apply_environment_args(sys.argv[1:])
+    if args == ["--version"]:
+        sys.stdout.write(version_text())
+        sys.exit(0)
     die_with_parent()
     from dbt.cli.main import cli
 
-    sys.argv[0] = "dbt"
+    sys.argv = ["dbt", *args]
     sys.exit(cli())
 
 

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 from dagster_dbt import DbtProject
 
-from orchestration.defs.dbt.resource import environment
+from orchestration.errors import SetupError
 from orchestration.settings import REPO_ROOT
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 #: The scripts of this environment (the venv's ``bin``), on PATH or not.
 ENV_BIN = Path(sys.executable).parent
-#: dbt's CLI in a process that dies with its parent, the run worker (``child.py``); plain
-#: ``dbt`` in an environment installed before that entry point existed (re-run ``make install``).
-DBT_EXECUTABLE = (
-    ENV_BIN / "tokenbill-dbt" if (ENV_BIN / "tokenbill-dbt").exists() else ENV_BIN / "dbt"
-)
+#: dbt's CLI in a process that dies with its parent, the run worker, and takes the run's
+#: environment on its command line (``child.py``).
+DBT_EXECUTABLE = ENV_BIN / "tokenbill-dbt"
+
+
+def dbt_executable() -> str:
+    """``DBT_EXECUTABLE``, which ``make install`` creates (a ``[project.scripts]`` entry)."""
+    if not DBT_EXECUTABLE.exists():
+        raise SetupError(
+            f"{DBT_EXECUTABLE} does not exist: re-run make install (pip install -e .) in this "
+            "environment, which installs the tokenbill-dbt entry point the dbt assets run"
+        )
+    return str(DBT_EXECUTABLE)
 
 
 @cache
@@ -39,3 +49,27 @@ def tokenbill_dbt_project() -> DbtProject:
         if not project.manifest_path.exists():
             project.preparer.prepare(project)
     return project
+
+
+@contextmanager
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (``None``: unset), restored on exit.
+
+    Only for loading the project (dagster-dbt's preparer finds ``dbt`` on PATH), which happens
+    once per process while the code location loads, before any run: a run never changes the
+    environment of its process (each dbt invocation gets its own, ``child.py``).
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    _apply(values)
+    try:
+        yield
+    finally:
+        _apply(saved)
+
+
+def _apply(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -16,7 +16,6 @@ from dagster import (
 from orchestration.defs.enforcement.state import enforcement_document
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.settings import setting
 
 ENFORCEMENT_KEY = AssetKey(["enforcement", "enforcement_file"])
 
@@ -50,7 +49,7 @@ def enforcement_file(
     context: AssetExecutionContext, s3: S3UsageBucket, warehouse: Warehouse
 ) -> MaterializeResult:
     window_end = context.partition_time_window.end.astimezone(UTC).replace(tzinfo=None)
-    key = setting("TOKENBILL_ENFORCEMENT_KEY")
+    key = s3.enforcement_key
     with warehouse.connect(read_only=True) as con:
         body = enforcement_document(con, window_end)
     # One PUT of the complete body: S3 replaces an object atomically.

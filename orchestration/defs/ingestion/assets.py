@@ -31,10 +31,10 @@ from orchestration.defs.ingestion.parsing import (
     route_hours,
 )
 from orchestration.defs.ingestion.progress import IngestionProgress
+from orchestration.defs.ingestion.resources import IngestionSettings
 from orchestration.defs.partitions import hourly_partitions
 from orchestration.defs.resources import WAREHOUSE_POOL, S3UsageBucket, Warehouse
 from orchestration.errors import explains_s3_errors
-from orchestration.settings import load_settings
 
 ASSET = "raw_usage_events"
 #: Hours are routed and landed in batches of about this much decoded text (at least one
@@ -100,7 +100,10 @@ AUDIT_COLUMNS = (
 )
 @explains_s3_errors
 def raw_usage_events(
-    context: AssetExecutionContext, s3: S3UsageBucket, warehouse: Warehouse
+    context: AssetExecutionContext,
+    s3: S3UsageBucket,
+    warehouse: Warehouse,
+    ingestion: IngestionSettings,
 ) -> MaterializeResult:
     window = context.partition_time_window
     hours = []
@@ -128,7 +131,7 @@ def raw_usage_events(
 
         try:
             for batch_inputs in batches(observed(fetched), BATCH_BYTES):
-                batch = route_hours(batch_inputs)
+                batch = route_hours(batch_inputs, warehouse.memory_limit)
                 lander.put(batch)
                 codes = batch.quarantine["reason_codes"].explode(empty_as_null=False)
                 reasons.update(dict(codes.value_counts().iter_rows()))
@@ -156,7 +159,7 @@ def raw_usage_events(
         != pl.col("valid_count") + pl.col("duplicate_count") + pl.col("quarantined_count")
     )
     rate = totals["quarantined_count"] / totals["lines_read"] if totals["lines_read"] else 0.0
-    warn_rate = load_settings().quarantine_warn_rate
+    warn_rate = ingestion.warn_rate()
     metadata = {
         **{k: MetadataValue.int(v) for k, v in totals.items()},
         "dagster/row_count": MetadataValue.int(totals["valid_count"]),

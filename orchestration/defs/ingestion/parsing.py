@@ -38,7 +38,7 @@ from contracts.usage_event import (
     validate_wire_events,
 )
 from orchestration.defs.ingestion.shapes import MappedLines, map_lines, native_names
-from orchestration.settings import setting
+from orchestration.settings import SETTINGS
 from orchestration.timeutil import naive_utc
 
 QUARANTINE_SCHEMA = {
@@ -396,15 +396,20 @@ from objects
 """
 #: Rows per Arrow record batch handed to DuckDB: its scan runs one batch per thread.
 _SCAN_ROWS = 50_000
+#: DuckDB's memory limit for extraction when the caller gives none (the asset gives the
+#: warehouse resource's).
+DEFAULT_MEMORY_LIMIT = SETTINGS["TOKENBILL_DUCKDB_MEMORY_LIMIT"][0]
 
 
-def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def extract_wire_fields(
+    lines: pl.DataFrame, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``(wire, not_objects)``: the wire fields of each JSON-object line (with its
     ``line_idx`` into ``lines``, the other columns of ``lines`` but ``raw_line`` and the
     contract's ``NULL_FIELDS``) and the ``line_idx`` of lines that are not JSON objects. Lines
     keep their order."""
     indexed = lines.select("raw_line").with_row_index("line_idx")
-    con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
+    con = duckdb.connect(config={"memory_limit": memory_limit})
     try:
         con.register("lines", _chunked(indexed))
         wire = con.sql(_EXTRACT_SQL).pl()
@@ -475,7 +480,7 @@ class HourInput:
         return sum(d.size for d in self.decode())
 
 
-def route_hours(inputs: list[HourInput]) -> RoutedBatch:
+def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMIT) -> RoutedBatch:
     """Route every line of several hours' objects to valid, duplicate or quarantine.
 
     Hours are independent (deduplication is per hour), so batching them only amortises the
@@ -513,7 +518,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     del line_frames
     # Lines -> records (a line in a producer's shape mapped to canonical; an OTLP line to one
     # record per GenAI span), and the lines quarantined for their shape.
-    con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
+    con = duckdb.connect(config={"memory_limit": memory_limit})
     try:
         mapped = map_lines(lines, con)
     finally:
@@ -534,7 +539,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     hour_of = objects["partition_hour"]
     key_of = objects["source_key"]
 
-    wire, not_objects = _wire_of_records(mapped)
+    wire, not_objects = _wire_of_records(mapped, memory_limit)
     wire = wire.with_columns(
         hour_of.gather(wire["obj"]).dt.replace_time_zone("UTC").alias(SOURCE_HOUR)
     )
@@ -647,15 +652,17 @@ def _format_counts(
     )
 
 
-def _wire_of_records(mapped: MappedLines) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _wire_of_records(
+    mapped: MappedLines, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The wire fields of every record, ``line_idx`` its position in ``mapped.records``: those
     mapped from a producer's shape as they are, the others (canonical JSON text) extracted;
     and the ``line_idx`` of the records that are not JSON objects."""
     records = mapped.records
     if not mapped.wired.height:
-        return extract_wire_fields(records)
+        return extract_wire_fields(records, memory_limit)
     text = records.with_row_index("rec_idx").filter(pl.col("raw_line").is_not_null())
-    extracted, not_objects = extract_wire_fields(text)
+    extracted, not_objects = extract_wire_fields(text, memory_limit)
     rec_idx = text["rec_idx"]
     carried = [c for c in records.columns if c not in ("raw_line", "native_line")]
     columns = ["line_idx", *carried, *WIRE_FIELDS, NULL_FIELDS]

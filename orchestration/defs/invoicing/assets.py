@@ -17,7 +17,6 @@ from orchestration.defs.invoicing.export import invoice_documents
 from orchestration.defs.invoicing.statement import statement_documents
 from orchestration.defs.partitions import monthly_partitions
 from orchestration.defs.resources import S3UsageBucket, Warehouse
-from orchestration.settings import setting
 
 
 @asset(
@@ -49,7 +48,7 @@ def invoice_export(
 ) -> MaterializeResult:
     window = context.partition_time_window
     start, end = (w.replace(tzinfo=None) for w in (window.start, window.end))
-    prefix = setting("TOKENBILL_EXPORT_PREFIX")
+    prefix = s3.export_prefix
     with warehouse.connect(read_only=True) as con:
         documents = invoice_documents(con, start, end, prefix)
         statements = statement_documents(con, start, end, prefix)

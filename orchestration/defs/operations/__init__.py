@@ -1,5 +1,7 @@
-"""Operations: the schedules and sensors that run tokenbill's jobs without anyone watching.
+"""Operations: the jobs, and the schedules and sensors that run them without anyone watching.
 
-``schedules.py`` runs each grain on the clock (and re-closes the last days nightly);
-``sensors.py`` re-runs hours whose S3 objects changed after ingestion and rolls their days up.
+``jobs.py`` defines the four jobs (and writes their names, once); ``schedules.py`` runs each
+grain on the clock (and re-closes the last days nightly); ``sensors.py`` re-runs hours whose S3
+objects changed after ingestion and rolls their days up; ``definitions.py`` hands the three to
+the code location.
 """

@@ -1,10 +1,10 @@
 """When the grains run by themselves: one schedule per grain, plus a nightly re-close.
 
-Every schedule is in UTC, like the partitions, and targets its job by name (the jobs are
-defined in ``orchestration/definitions.py``, which imports this module). The time arithmetic
-lives in small pure functions (``last_complete_hour``, ``previous_day``, ``previous_month``,
-``reclose_range``) that return partition keys; the schedules only wrap them in RunRequests
-with a stable ``run_key``, so a re-evaluated tick never launches a second run.
+Every schedule is in UTC, like the partitions, and targets its job (``jobs.py``) by name. The
+time arithmetic lives in small pure functions (``last_complete_hour``, ``previous_day``,
+``previous_month``, ``reclose_range``) that return partition keys; the schedules only wrap
+them in RunRequests with a stable ``run_key``, so a re-evaluated tick never launches a second
+run.
 
 Timeline of a day (defaults)::
 
@@ -32,13 +32,14 @@ from dagster import (
     schedule,
 )
 
+from orchestration.defs.operations.jobs import daily_job, hourly_job, monthly_job
 from orchestration.defs.partitions import FIRST_PARTITION
-from orchestration.settings import setting
+from orchestration.settings import operations_setting
 from orchestration.timeutil import as_utc
 
-HOURLY_JOB = "hourly_usage_job"
-DAILY_JOB = "daily_usage_job"
-MONTHLY_JOB = "monthly_usage_job"
+HOURLY_JOB = hourly_job.name
+DAILY_JOB = daily_job.name
+MONTHLY_JOB = monthly_job.name
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -47,32 +48,6 @@ TRIGGER_TAG = "tokenbill/trigger"
 
 HOUR_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
-
-# ---------------------------------------------------------------------------------------------
-# Settings
-
-#: name -> (minimum, maximum) of the integer operations settings; their defaults and meaning
-#: are in orchestration/settings.py with every other setting.
-OPERATIONS_SETTINGS: dict[str, tuple[int, int]] = {
-    "TOKENBILL_HOURLY_LAG_MINUTES": (0, 59),
-    "TOKENBILL_INVOICE_GRACE_DAYS": (0, 27),
-    "TOKENBILL_RECLOSE_DAYS": (1, 31),
-    "TOKENBILL_SENSOR_LOOKBACK_HOURS": (1, 24 * 62),
-}
-
-
-def operations_setting(name: str) -> int:
-    """An integer operations setting, checked against its bounds."""
-    low, high = OPERATIONS_SETTINGS[name]
-    raw = setting(name)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} is outside {low}..{high}")
-    return value
-
 
 # ---------------------------------------------------------------------------------------------
 # Time arithmetic: pure functions from a moment to partition keys

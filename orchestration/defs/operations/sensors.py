@@ -56,10 +56,10 @@ from orchestration.defs.operations.schedules import (
     day_range_of_hours,
     floor_hour,
     hour_key,
-    operations_setting,
 )
 from orchestration.defs.resources import S3UsageBucket, Warehouse
 from orchestration.errors import explains_s3_errors
+from orchestration.settings import operations_setting
 from orchestration.timeutil import as_utc, naive_utc
 
 LATE_DATA_INTERVAL_SECONDS = 300

@@ -12,8 +12,30 @@ from dagster import (
     asset,
 )
 
+from orchestration.defs.alerts.assets import alerts_feed
+from orchestration.defs.dbt.assets import dbt_catalog, dbt_daily, dbt_hourly, dbt_monthly
+from orchestration.defs.enforcement.assets import enforcement_file
+from orchestration.defs.ingestion.assets import raw_usage_events
+from orchestration.defs.invoicing.assets import invoice_export
 from orchestration.defs.publishing.snapshot import publish_snapshot
+from orchestration.defs.rating.assets import pricing_catalog
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
+from orchestration.defs.wallets.ledger_asset import wallet_ledger
+
+#: Every asset that writes the warehouse (or, like the export, ends a job): each job ends with
+#: the analyst snapshot, downstream of all of them. A new such asset goes here.
+PIPELINE_ASSETS = [
+    pricing_catalog,
+    dbt_catalog,
+    raw_usage_events,
+    dbt_hourly,
+    enforcement_file,
+    dbt_daily,
+    wallet_ledger,
+    dbt_monthly,
+    invoice_export,
+    alerts_feed,
+]
 
 
 def analyst_snapshot_asset(upstream: Sequence[AssetsDefinition]) -> AssetsDefinition:
@@ -59,3 +81,6 @@ def analyst_snapshot_asset(upstream: Sequence[AssetsDefinition]) -> AssetsDefini
         )
 
     return analyst_snapshot
+
+
+analyst_snapshot = analyst_snapshot_asset(PIPELINE_ASSETS)

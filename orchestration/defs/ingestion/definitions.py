@@ -1,0 +1,20 @@
+"""Ingestion's definitions: ``raw_usage_events`` (and its checks) and its settings."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from orchestration.defs.ingestion.assets import raw_usage_events
+from orchestration.defs.ingestion.resources import QUARANTINE_WARN_RATE, IngestionSettings
+from orchestration.settings import env_or_default
+
+
+def build_defs() -> Definitions:
+    return Definitions(
+        assets=[raw_usage_events],
+        resources={
+            "ingestion": IngestionSettings(
+                quarantine_warn_rate=env_or_default(QUARANTINE_WARN_RATE)
+            )
+        },
+    )

@@ -1,0 +1,24 @@
+"""Ingestion's own settings, as a resource (where the events are is ``S3UsageBucket``'s)."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from orchestration.settings import SETTINGS, share_setting
+
+QUARANTINE_WARN_RATE = "TOKENBILL_QUARANTINE_WARN_RATE"
+
+
+class IngestionSettings(ConfigurableResource):
+    """What ``raw_usage_events`` judges a landed hour by."""
+
+    quarantine_warn_rate: str = Field(
+        default=SETTINGS[QUARANTINE_WARN_RATE][0],
+        description="Quarantined share of lines above which the quarantine_rate check warns "
+        f"({QUARANTINE_WARN_RATE}, between 0 and 1).",
+    )
+
+    def warn_rate(self) -> float:
+        """The share, checked: a wrong value fails the step with one line naming the setting."""
+        return share_setting(QUARANTINE_WARN_RATE, self.quarantine_warn_rate)

@@ -5,7 +5,7 @@
 
 {#- Rows of int_rating__priced_usage, all priced, for one price and meter: `price` sets the
     price's columns (price_id, pricing_model, included_tokens, package_size_tokens,
-    package_rounding, package_price), each row its usage_hour, quantity and
+    package_rounding, package_price, markup, floor_per_token), each row its usage_hour, quantity and
     period_quantity_before (billable_quantity = quantity unless given). -#}
 {% macro unit_test_priced_usage(price, rows) -%}
     {%- for row in rows %}
@@ -34,6 +34,8 @@
         cast(null as varchar)
         {%- endif %} as package_rounding,
         cast({{ price.get("package_price", "null") }} as decimal(38, 18)) as package_price,
+        cast({{ price.get("markup", "null") }} as decimal(38, 18)) as markup,
+        cast({{ price.get("floor_per_token", "null") }} as decimal(38, 18)) as floor_per_token,
         cast({{ row.quantity }} as hugeint) as quantity,
         cast({{ row.get("billable_quantity", row.quantity) }} as hugeint) as billable_quantity,
         cast({{ row.period_quantity_before }} as hugeint) as period_quantity_before,

@@ -481,6 +481,8 @@ def booked(tmp_path_factory):
     for partition in ("2026-10-01", "2026-10-01"):
         result = materialize([wallet_ledger], partition_key=partition, resources=resources)
         runs.append((result, _ledger(warehouse)))
+    # Every test sees both months, whatever ran before it (booking again is a no-op).
+    _book_november(warehouse)
     return {"root": root, "warehouse": warehouse, "resources": resources, "runs": runs}
 
 
@@ -538,14 +540,20 @@ def test_the_ledger_month_is_booked_exactly_and_identically_twice(booked):
     assert len(checks) == 7 and all(c.passed for c in checks)
 
 
-def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
-    resources, warehouse = booked["resources"], booked["warehouse"]
-    october = booked["runs"][0][1]
-    # November is not a complete partition yet on today's clock: book it as the asset does.
+def _book_november(warehouse: str) -> None:
+    """Book November as the wallet_ledger asset does (``book_month`` replaces the month, so
+    booking it again changes nothing). Called directly rather than through the asset's
+    November partition, which exists only once November is over on the machine's clock."""
     with duckdb.connect(warehouse) as con:
         con.execute("begin transaction")
         book_month(con, NOV, datetime(2026, 12, 1))
         con.execute("commit")
+
+
+def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
+    resources, warehouse = booked["resources"], booked["warehouse"]
+    october = booked["runs"][0][1]
+    _book_november(warehouse)
     november = [r for r in _ledger(warehouse) if r[7] >= NOV]
     assert [(r[1], r[6], r[4], r[7], r[11]) for r in november] == [
         ("wal_a", "top_up", "topup-20261101T0000", NOV, D(3))
@@ -596,7 +604,7 @@ def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
     assert balances[day(2026, 10, 3).date()] == D(6)
     assert balances[day(2026, 10, 5).date()] == D("3.5")
     assert balances[day(2026, 10, 31).date()] == D(0)
-    assert balances[day(2026, 11, 1).date()] == D(3)  # the November top-up (previous test)
+    assert balances[day(2026, 11, 1).date()] == D(3)  # the November top-up
     # g2 expires Oct 3 12:00: 2 left at the end of Oct 1, 0.5 at the end of Oct 2, then gone.
     assert expiring == [(day(2026, 10, 1).date(), D(2)), (day(2026, 10, 2).date(), D("0.5"))]
     assert reconciliation == [

@@ -165,6 +165,7 @@ def test_money_checks_block_and_data_quality_checks_do_not():
 FROZEN = ("marts.fct_finalized_invoice_lines", "marts.fct_invoice_adjustments")
 
 
+@pytest.mark.slow
 def test_a_full_refresh_leaves_finalized_invoices_byte_identical(
     tmp_path_factory, s3_endpoint, tmp_path
 ):

@@ -178,6 +178,7 @@ def deployment(
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_ingestion_is_failed_and_the_next_run_succeeds(
     deployment: Deployment, clean_tables
 ):
@@ -206,6 +207,7 @@ def test_a_run_killed_during_ingestion_is_failed_and_the_next_run_succeeds(
         assert_recovered(d, killed, pid, children, following, clean_tables)
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_the_dbt_build_with_its_code_server_is_failed_and_the_next_run_succeeds(  # noqa: E501
     deployment: Deployment, clean_tables
 ):

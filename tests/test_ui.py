@@ -49,6 +49,9 @@ from tests.ui_support import (
     wait_for_run,
 )
 
+# Real webserver, daemon and code servers, runs and a browser: minutes each.
+pytestmark = pytest.mark.slow
+
 FIRST_HOUR, LAST_HOUR = "2026-10-05-00:00", "2026-10-06-23:00"
 HOURLY_JOB = "hourly_usage_job"
 CATALOG_JOB = "catalog_job"
@@ -236,6 +239,7 @@ query PartitionStats($keys: [AssetKeyInput!]) {
   }
 }
 """
+
 
 def hourly_job_assets_and_partitions() -> tuple[set[AssetKey], list[str]]:
     job = defs.get_repository_def().get_job(HOURLY_JOB)

@@ -348,21 +348,38 @@ def wait_for_run(services: DagsterServices, run_id: str, timeout: float) -> dict
     return wait_for(f"run {run_id} to finish", finished, timeout, every=1)
 
 
-def run_errors(services: DagsterServices, run_id: str) -> list[str]:
-    """The run's ERROR events and their errors: what the UI's run page shows in red."""
+def run_errors(services: DagsterServices, run_id: str) -> list[dict[str, str]]:
+    """The run's ERROR events and their errors (what the UI's run page shows in red): each
+    with ``type``, ``step``, ``message`` and ``error`` (the exception's message, or "")."""
     logs = services.graphql(RUN_FAILURES, {"runId": run_id})["logsForRun"]
-    lines = []
-    for event in logs.get("events", []):
-        if event.get("level") == "ERROR" or event.get("error"):
-            error = (event.get("error") or {}).get("message", "")
-            lines.append(
-                f"{event['__typename']} {event.get('stepKey') or ''}: {event['message']} {error}"
-            )
-    return lines
+    return [
+        {
+            "type": event["__typename"],
+            "step": event.get("stepKey") or "",
+            "message": event["message"],
+            "error": (event.get("error") or {}).get("message", ""),
+        }
+        for event in logs.get("events", [])
+        if event.get("level") == "ERROR" or event.get("error")
+    ]
+
+
+def first_error(services: DagsterServices, run_id: str) -> str:
+    """One line: the step and first line of the run's first exception, else its first ERROR
+    message."""
+    errors = run_errors(services, run_id)
+    for e in [e for e in errors if e["error"].strip()] or errors:
+        text = (e["error"] or e["message"]).strip().splitlines()[0]
+        return f"{e['step']}: {text}" if e["step"] else text
+    return "no error event recorded"
 
 
 def failure_summary(services: DagsterServices, run_id: str) -> str:
-    lines = [f"run {run_id} did not succeed:", *(f"  {e}" for e in run_errors(services, run_id))]
+    lines = [f"run {run_id} did not succeed:"]
+    lines += [
+        f"  {e['type']} {e['step']}: {e['message']} {e['error']}"
+        for e in run_errors(services, run_id)
+    ]
     return "\n".join(lines)
 
 

@@ -341,13 +341,12 @@ def _await_run(services, run_id: str) -> dict:
 
 
 def _run_failure(services, run: dict, where: str) -> str:
-    from orchestration.dagster_services import run_errors
+    from orchestration.dagster_services import first_error
 
-    errors = run_errors(services, run["runId"])
-    first = errors[0].strip().splitlines()[0] if errors else "no error event"
     return (
-        f"run {run['runId']} of {where} ended {run['status']}: {first} "
-        f"(the whole log: make ui, then Runs; or {STATE_DIR / 'demo-runs.log'})"
+        f"run {run['runId']} of {where} ended {run['status']}: "
+        f"{first_error(services, run['runId'])} (the whole log: make ui, then Runs; or "
+        f"{STATE_DIR / 'demo-runs.log'})"
     )
 
 

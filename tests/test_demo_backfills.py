@@ -4,8 +4,9 @@ The demo (``orchestration.demo.main``, as ``make demo`` runs it, on a small mont
 real ``dagster-webserver`` and ``dagster-daemon`` and launches one asset backfill per grain
 over GraphQL; afterwards a webserver on the same instance (what ``make ui`` shows) answers
 ``partitionBackfillsOrError`` with the three backfills, completed, covering the month's 744
-hours, 31 days and 1 month in one ranged run each. The warehouse it leaves has the fingerprint
-of the same month run in process (``--in-process``).
+hours, 31 days and 1 month in one ranged run each; a backfill whose run fails fails the demo
+in one line. The warehouse it leaves has the fingerprint of the same month run in process
+(``--in-process``).
 
 The demo writes under ``.tokenbill/``: here its state directory, exports and environment file
 are pointed at ``tmp_path`` so that the repository's own demo state is left alone.
@@ -73,12 +74,13 @@ def _run_demo(tmp_path: Path, name: str, monkeypatch, capsys, *extra: str) -> st
     capsys.readouterr()
     assert demo.main(["--month", MONTH, "--events", EVENTS, *extra]) == 0
     out = capsys.readouterr().out
-    print(out)
+    with capsys.disabled():  # shown with -s
+        print(out)
     return out
 
 
 def test_the_demo_month_is_listed_under_backfills_and_matches_the_in_process_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, s3_endpoint
 ):
     out = _run_demo(tmp_path, "backfills", monkeypatch, capsys)
     # The run lines and the progress lines are echoed as the in-process path does.
@@ -88,15 +90,32 @@ def test_the_demo_month_is_listed_under_backfills_and_matches_the_in_process_run
     assert "    ingestion: 744/744 hours landed" in out
     assert re.search(r"    dbt: \d+ of \d+ nodes done", out)
 
-    # What `make ui` shows afterwards: a webserver on the demo's instance.
-    services = DagsterServices(dict(os.environ), tmp_path / "ui-logs")
-    services.start(daemon=False)
+    # What `make ui` shows afterwards: a webserver (and a daemon, for the failure below) on
+    # the demo's instance, its bucket replaced by one that does not exist.
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "TOKENBILL_S3_BUCKET": "tb-demo-no-such-bucket",
+    }
+    services = DagsterServices(env, tmp_path / "ui-logs")
+    services.start()
     try:
         with services.logs_on_failure():
             services.wait_until_ready(180)
             data = services.graphql(BACKFILLS_QUERY)["partitionBackfillsOrError"]
+            # A backfill whose run fails (its hours cannot be listed) fails the demo in one
+            # line naming the run, its first error and where to read the rest.
+            with pytest.raises(demo.DemoFailed) as failed:
+                demo._backfill_grain(
+                    services, MONTH, "hourly_usage_job", "2026-10-05-00:00", "2026-10-05-01:00"
+                )
     finally:
         services.stop()
+    message = str(failed.value)
+    assert "\n" not in message, message
+    assert re.match(r"run [0-9a-f-]{36} of backfill \w+ ended FAILURE: ", message), message
+    assert "tb-demo-no-such-bucket" in message, message
+    assert message.endswith("demo-runs.log)"), message
     assert data["__typename"] == "PartitionBackfills", data
     backfills = sorted(data["results"], key=lambda b: b["title"])
     assert [b["title"] for b in backfills] == [

@@ -22,6 +22,9 @@ from orchestration.runner import run_job_range, run_period
 from tests import pipeline_data as data
 from tests.dbt_support import dbt_build
 
+# Every test reads a period backfilled at every grain (built: ~1 min alone, rerun: several).
+pytestmark = pytest.mark.slow
+
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 #: Every run judges invoices as of this moment: October's invoices are past their grace period
 #: (Nov 1 + 3 days), so they are finalized.

@@ -23,6 +23,9 @@ from orchestration.defs.rating.provider_card import read_card, write_card
 from orchestration.runner import run_period
 from tests import pipeline_data as data
 
+# Every test reads the runs of the costed fixture (a catalog run and 11 hours at every grain).
+pytestmark = pytest.mark.slow
+
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 AS_OF = {"tokenbill/as_of": "2026-11-10T00:00:00"}
 D = Decimal

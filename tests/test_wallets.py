@@ -453,6 +453,8 @@ def _ledger(warehouse: str) -> list[tuple]:
         return con.execute("select * from billing.wallet_ledger order by all").fetchall()
 
 
+# The tests of `booked` are marked slow: the fixture (a catalog run, a dbt build and the
+# ledger booked twice) takes ~25 s on 2 cores.
 @pytest.fixture(scope="module")
 def booked(tmp_path_factory):
     root = tmp_path_factory.mktemp("wallets")
@@ -486,6 +488,7 @@ def booked(tmp_path_factory):
     return {"root": root, "warehouse": warehouse, "resources": resources, "runs": runs}
 
 
+@pytest.mark.slow
 def test_the_ledger_month_is_booked_exactly_and_identically_twice(booked):
     (first, rows), (second, again) = booked["runs"]
     assert first.success and second.success
@@ -551,6 +554,7 @@ def _book_november(warehouse: str) -> None:
         con.execute("commit")
 
 
+@pytest.mark.slow
 def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
     resources, warehouse = booked["resources"], booked["warehouse"]
     october = booked["runs"][0][1]
@@ -565,6 +569,7 @@ def test_the_next_month_books_the_top_up_decided_in_the_last_hour(booked):
     assert [r for r in _ledger(warehouse) if r[7] >= NOV] == november
 
 
+@pytest.mark.slow
 def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
     root, warehouse = booked["root"], booked["warehouse"]
     window = TimeWindow(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
@@ -621,6 +626,7 @@ def test_the_dbt_wallet_models_build_and_their_tests_pass(booked):
     ]
 
 
+@pytest.mark.slow
 def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
     """Delete October's reversal row: the wallet then looks as if the -0.5 hour had drawn
     nothing back (the bug of the issue). Checked inside a transaction rolled back after."""
@@ -651,6 +657,7 @@ def test_the_identity_checks_fail_on_a_tampered_ledger(booked):
     )
 
 
+@pytest.mark.slow
 def test_the_min_identity_check_fails_on_credit_left_unused_in_the_warehouse(booked):
     """Delete the Oct 5 deduction (6 from g1): that hour looks unpaid while g1 still had 6.5
     (10 - 4 + 0.5), and Oct 31 23:00's 0.1 of overage looks unpaid while g1 still had 6."""
@@ -673,6 +680,7 @@ def test_the_min_identity_check_fails_on_credit_left_unused_in_the_warehouse(boo
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_draw_order_top_up_rank_and_billing_periods_come_from_sql(tmp_path):
     d10, d20 = "2026-10-11", "2026-10-21"
     documents = {

@@ -307,6 +307,7 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
         "free_slots_after_run_end_seconds": 30,
     }
     assert config["run_queue"] == {
+        "dequeue_interval_seconds": 1,  # the demo's backfill runs start without waiting
         "max_user_code_failure_retries": 5,
         "user_code_failure_retry_delay": 10,
     }

@@ -11,7 +11,7 @@ MANIFEST := dbt_project/target/manifest.json
 export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test ui lint format manifest clean
+.PHONY: install demo test test-fast ui lint format manifest clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: $(STAMP) manifest
 
 test: $(STAMP) manifest chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: every test not marked `slow` (real services, whole periods, kills).
+test-fast: $(STAMP) manifest
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: $(STAMP) manifest
 	$(BIN)/python -m orchestration.demo --ui $(ARGS)

@@ -2,8 +2,9 @@
 
 The demo starts an S3 server on a free localhost port (moto's server mode; boto3 speaks to it
 over HTTP exactly as to AWS), generates a realistic month of usage into it, backfills that
-month through Dagster (one run per grain, on a real instance under ``.tokenbill/``), and
-prints what happened. Re-running it replaces the month exactly: the printed fingerprint of
+month through Dagster (a ``dagster-webserver`` and ``dagster-daemon`` on a real instance under
+``.tokenbill/``: one asset backfill per grain, which ``make ui`` then lists under Backfills),
+and prints what happened. Re-running it replaces the month exactly: the printed fingerprint of
 the warehouse stays the same.
 """
 
@@ -63,14 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--ui", action="store_true", help="serve the Dagster UI afterwards")
     parser.add_argument("--port", type=int, default=3000, help="UI port (with --ui)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the month in this process (faster; not listed under the UI's Backfills)",
+    )
     args = parser.parse_args(argv)
 
     _prepare_environment()
     os.environ.update(demo_partitions(args.month))
     server, endpoint = start_s3_server(demo_s3_port())
+    services = None
     try:
         env_file = write_env_file("make ui" if args.ui else "make demo")
-        print(f"environment for the CLI and Python examples: . {env_file.relative_to(REPO_ROOT)}")
+        print(f"environment for the CLI and Python examples: . {_shown(env_file)}")
+        if not (args.ui or args.in_process):
+            # They load the code location while the month is generated.
+            services = start_services(STATE_DIR / "demo-runs.log")
         settings = load_settings()
         started = time.monotonic()
         manifest = _generate(args, settings.bucket, settings.prefix)
@@ -78,13 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.month} in {generated - started:.1f}s into {endpoint}")
         if args.ui:
             return _serve_ui(args.port)
-        _backfill(args.month)
+        try:
+            if services:
+                _backfill(services, args.month)
+            else:
+                _backfill_in_process(args.month)
+        except DemoFailed as exc:
+            print(f"tokenbill demo: {exc}", file=sys.stderr)
+            return 1
         print(f"backfilled the month in {time.monotonic() - generated:.1f}s")
         exported = save_exports(settings.bucket, setting("TOKENBILL_EXPORT_PREFIX"), EXPORTS_DIR)
         print(summary(settings.warehouse_path, args.month, manifest, exported))
     finally:
+        if services:
+            services.stop()
         server.stop()
     return 0
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _prepare_environment() -> None:
@@ -144,16 +167,84 @@ def _generate(args, bucket: str, prefix: str) -> dict:
     return month.manifest
 
 
-def _backfill(month: str) -> None:
+def _month_bounds(month: str) -> tuple[datetime, datetime]:
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+#: The runs' console logs at INFO: their progress lines are what the terminal shows.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+#: Generous bounds on a loaded 2-core machine (the default month takes ~2 minutes in all).
+READY_TIMEOUT = 300
+GRAIN_TIMEOUT = 3600
+
+
+class DemoFailed(RuntimeError):
+    """A run or backfill of the demo failed: one line says which, why and where to look."""
+
+
+def start_services(log_path: Path):
+    """A ``dagster-webserver`` and ``dagster-daemon`` on the demo's instance (storage created
+    first), the daemon's output (where the runs log) going to ``log_path`` through a
+    ``ProgressTee`` that echoes the progress lines."""
+    from orchestration.dagster_services import DagsterServices, create_storage
+
+    create_storage(Path(os.environ["DAGSTER_HOME"]))
+    log = open(log_path, "w", buffering=1)  # noqa: SIM115 (closed by services.stop)
+    progress = ProgressTee(log, sys.stdout)
+    services = DagsterServices(os.environ, STATE_DIR / "demo-services")
+    services.start(output={"daemon": progress.write}, on_stop=log.close)
+    return services
+
+
+def _backfill(services, month: str) -> None:
+    """Launch the month the way an operator does in the UI, so that the UI lists it under
+    *Backfills*: on the demo's ``dagster-webserver`` and ``dagster-daemon``, the catalog as
+    one run, then per grain (hours, days, the month) one asset backfill of the grain's job's
+    partitioned assets over the month, each launched when the previous grain's run succeeded
+    (one ranged run each: single-run backfill policies), and the analysts' copy published
+    last. The runs' progress lines are echoed (``start_services``)."""
+    from orchestration.dagster_services import launch_run
+    from orchestration.runner import CATALOG_JOB, plan_period
+
+    start, end = _month_bounds(month)
+    print(
+        f"backfilling {month} through dagster-webserver + dagster-daemon on {services.url} "
+        f"(its Backfills page lists the month; runs' output in {_shown(STATE_DIR)}/"
+        "demo-runs.log)"
+    )
+    services.wait_until_ready(READY_TIMEOUT)
+    began = time.monotonic()
+    run = _await_run(services, launch_run(services, CATALOG_JOB, run_config=RUN_CONFIG))
+    _print_run(run, CATALOG_JOB, "(unpartitioned)", time.monotonic() - began)
+    backfill_ids = []
+    for job_name, first_key, last_key in plan_period(start, end):
+        began = time.monotonic()
+        backfill_id, run = _backfill_grain(services, month, job_name, first_key, last_key)
+        backfill_ids.append(backfill_id)
+        span = f"{first_key}..{last_key}"
+        _print_run(run, job_name, span, time.monotonic() - began, backfill_id)
+    # The analysts' copy, as every job's last step publishes it: after the month.
+    began = time.monotonic()
+    run_id = launch_run(
+        services, job_name, run_config=RUN_CONFIG, asset_selection=[["analyst_snapshot"]]
+    )
+    for backfill_id in backfill_ids:
+        _await_backfill_completed(services, backfill_id)
+    _print_run(_await_run(services, run_id), "analyst_snapshot", "", time.monotonic() - began)
+
+
+def _backfill_in_process(month: str) -> None:
+    """The same runs in this process (``--in-process``): no webserver or daemon, so nothing
+    under the UI's Backfills, and none of their start-up and polling latency."""
     from dagster import DagsterInstance
 
     from orchestration.definitions import defs
     from orchestration.runner import CATALOG_JOB, plan_period, run_job_range
 
-    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    start, end = _month_bounds(month)
     log_path = STATE_DIR / "demo-runs.log"
-    print(f"backfilling {month}: one run per grain (dbt output in {log_path})")
+    print(f"backfilling {month} in process: one run per grain (dbt output in {log_path})")
     with DagsterInstance.get() as instance, open(log_path, "w") as log:
         progress = ProgressTee(log, sys.stdout)
         for job_name, first_key, last_key in [(CATALOG_JOB, None, None), *plan_period(start, end)]:
@@ -168,6 +259,111 @@ def _backfill(month: str) -> None:
                 f"  run {result.run_id[:8]} {job_name:<18} {span:<34} "
                 f"{'succeeded' if result.success else 'FAILED'} in {time.monotonic() - began:.1f}s"
             )
+
+
+def _backfill_grain(services, month: str, job_name: str, first_key: str, last_key: str):
+    """One asset backfill of ``job_name``'s partitioned assets over [first_key, last_key];
+    (backfill id, its run) once that run succeeded. A backfill split into several runs (no
+    single-run policy) is waited for until the daemon marks it completed."""
+    from dagster import PartitionKeyRange
+
+    from orchestration.dagster_services import (
+        get_backfill,
+        launch_asset_backfill,
+        partitioned_job_assets,
+        run_tags,
+    )
+    from orchestration.runner import GRAIN_JOBS
+
+    partitions_def = dict(GRAIN_JOBS)[job_name]
+    names = partitions_def.get_partition_keys_in_range(PartitionKeyRange(first_key, last_key))
+    assets = partitioned_job_assets(services, job_name)
+    backfill_id = launch_asset_backfill(
+        services,
+        assets,
+        names,
+        title=f"tokenbill demo {month}: {job_name}",
+        run_config=RUN_CONFIG,
+        tags={"tokenbill/trigger": "demo"},
+    )
+    wanted = {tuple(path) for path in assets}
+    deadline = time.monotonic() + GRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        services.assert_alive()
+        backfill = get_backfill(services, backfill_id)
+        runs = backfill["runs"]
+        for run in runs:
+            if run["status"] in {"FAILURE", "CANCELED"}:
+                raise DemoFailed(_run_failure(services, run, f"backfill {backfill_id}"))
+        done = [run for run in runs if run["status"] == "SUCCESS"]
+        covered = {
+            tuple(a["path"])
+            for run in done
+            if (run_tags(run).get("dagster/asset_partition_range_start"),
+                run_tags(run).get("dagster/asset_partition_range_end")) == (first_key, last_key)
+            for a in run["assetSelection"]
+        }  # fmt: skip
+        status = backfill["status"]
+        if (covered >= wanted and len(done) == len(runs)) or status in SUCCESS_STATUSES:
+            return backfill_id, done[-1] if done else None
+        if status in FAILED_STATUSES:
+            error = (backfill.get("error") or {}).get("message", "").strip().splitlines()
+            raise DemoFailed(
+                f"backfill {backfill_id} ({job_name} {first_key}..{last_key}) ended {status}"
+                + (f": {error[0]}" if error else "")
+                + f"; see the UI's Backfills page (make ui) or {services.log_dir}"
+            )
+        time.sleep(1)
+    raise DemoFailed(f"backfill {backfill_id} ({job_name}) did not finish in {GRAIN_TIMEOUT}s")
+
+
+SUCCESS_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS"}
+FAILED_STATUSES = {"COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def _await_backfill_completed(services, backfill_id: str) -> None:
+    """The daemon marks a backfill completed on its next pass after the backfill's last run
+    (it passes every 30 s), so that the UI lists it as completed."""
+    from orchestration.dagster_services import get_backfill, wait_for
+
+    def completed():
+        status = get_backfill(services, backfill_id)["status"]
+        if status in FAILED_STATUSES:
+            raise DemoFailed(f"backfill {backfill_id} ended {status}; see the UI's Backfills")
+        return status in SUCCESS_STATUSES
+
+    wait_for(f"backfill {backfill_id} to be marked completed", completed, 120)
+
+
+def _await_run(services, run_id: str) -> dict:
+    from orchestration.dagster_services import wait_for_run
+
+    run = wait_for_run(services, run_id, GRAIN_TIMEOUT)
+    if run["status"] != "SUCCESS":
+        raise DemoFailed(_run_failure(services, run, "the demo"))
+    return run
+
+
+def _run_failure(services, run: dict, where: str) -> str:
+    from orchestration.dagster_services import first_error
+
+    return (
+        f"run {run['runId']} of {where} ended {run['status']}: "
+        f"{first_error(services, run['runId'])} (the whole log: make ui, then Runs; or "
+        f"{STATE_DIR / 'demo-runs.log'})"
+    )
+
+
+def _print_run(run: dict, label: str, span: str, seconds: float, backfill_id: str = "") -> None:
+    """A run line as the in-process path prints it, and the backfill that launched it."""
+    ran = ""
+    if run and run.get("startTime") and run.get("endTime"):
+        ran = f" (ran {run['endTime'] - run['startTime']:.1f}s)"
+    print(
+        f"  run {run['runId'][:8] if run else '-':<8} {label:<18} {span or '-':<34} "
+        f"succeeded in {seconds:.1f}s{ran}" + (f"  backfill {backfill_id}" if backfill_id else ""),
+        flush=True,
+    )
 
 
 #: A progress line of a run's log ("ingestion: 16/48 hours landed...", "dbt: 3 of 15 nodes

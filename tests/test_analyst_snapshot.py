@@ -89,6 +89,7 @@ def pipeline(tmp_path, s3_endpoint, bucket):
         yield defs, instance, tmp_path / "analyst" / "warehouse.duckdb"
 
 
+@pytest.mark.slow
 def test_an_open_analyst_session_does_not_block_a_run_and_sees_it_after_reopening(pipeline):
     defs, instance, published = pipeline
     assert run_job_range(defs, "catalog_job", None, None, instance).success
@@ -112,6 +113,7 @@ def test_an_open_analyst_session_does_not_block_a_run_and_sees_it_after_reopenin
     assert not (published.parent / ".publishing" / published.name).exists()
 
 
+@pytest.mark.slow
 def test_a_failed_run_publishes_nothing(pipeline, s3_endpoint):
     defs, instance, published = pipeline
     assert run_job_range(defs, "catalog_job", None, None, instance).success
@@ -161,6 +163,7 @@ def test_a_writer_waiting_on_a_locked_warehouse_names_the_holder_in_one_line(tmp
     )
 
 
+@pytest.mark.slow
 def test_dbt_docs_generate_reads_the_copy_while_a_writer_holds_the_warehouse(
     pipeline, tmp_path, monkeypatch
 ):

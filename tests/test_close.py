@@ -66,6 +66,7 @@ def unpriced(tmp_path_factory, s3_endpoint) -> dict:
     return {"pipeline": pipeline, "runs": {r.job_name: r.result for r in runs}}
 
 
+@pytest.mark.slow
 def test_an_hour_with_unpriced_usage_lands_and_rolls_up_to_its_day_and_month(unpriced):
     pipeline, runs = unpriced["pipeline"], unpriced["runs"]
     assert runs["catalog_job"].success
@@ -97,6 +98,7 @@ def test_an_hour_with_unpriced_usage_lands_and_rolls_up_to_its_day_and_month(unp
         ) == [(1100,)], table
 
 
+@pytest.mark.slow
 def test_the_close_of_a_month_with_unpriced_usage_fails_naming_customer_and_model(unpriced):
     close = unpriced["runs"]["monthly_usage_job"]
     assert not close.success
@@ -110,6 +112,7 @@ def test_the_close_of_a_month_with_unpriced_usage_fails_naming_customer_and_mode
     )
 
 
+@pytest.mark.slow
 def test_the_refused_close_finalizes_and_exports_nothing_but_builds_the_drafts(unpriced):
     pipeline = unpriced["pipeline"]
     assert pipeline.query("select count(*) from marts.fct_finalized_invoice_lines") == [(0,)]
@@ -166,6 +169,7 @@ def test_money_checks_block_and_data_quality_checks_do_not():
 FROZEN = ("marts.fct_finalized_invoice_lines", "marts.fct_invoice_adjustments")
 
 
+@pytest.mark.slow
 def test_a_full_refresh_leaves_finalized_invoices_byte_identical(
     tmp_path_factory, s3_endpoint, tmp_path
 ):

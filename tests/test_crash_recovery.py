@@ -178,6 +178,7 @@ def deployment(
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_ingestion_is_failed_and_the_next_run_succeeds(
     deployment: Deployment, clean_tables
 ):
@@ -206,6 +207,7 @@ def test_a_run_killed_during_ingestion_is_failed_and_the_next_run_succeeds(
         assert_recovered(d, killed, pid, children, following, clean_tables)
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_the_dbt_build_with_its_code_server_is_failed_and_the_next_run_succeeds(  # noqa: E501
     deployment: Deployment, clean_tables
 ):
@@ -305,6 +307,7 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
         "free_slots_after_run_end_seconds": 30,
     }
     assert config["run_queue"] == {
+        "dequeue_interval_seconds": 1,  # the demo's backfill runs start without waiting
         "max_user_code_failure_retries": 5,
         "user_code_failure_retry_delay": 10,
     }

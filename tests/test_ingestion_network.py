@@ -23,6 +23,9 @@ from orchestration.definitions import build_defs
 from tests import pipeline_data as data
 from tests.fault_proxy import FaultProxy
 
+# Hourly runs through a fault-injecting proxy, with retries and backoff.
+pytestmark = pytest.mark.slow
+
 HOURS = ("2026-10-05-07:00", "2026-10-05-08:00")
 RAW_TABLES = (
     "raw.usage_events",

@@ -44,6 +44,9 @@ from orchestration.defs.wallets.ledger_table import LEDGER_ORDER, LEDGER_ORDER_D
 from orchestration.runner import run_job_range
 from tests import pipeline_data as data
 
+# A whole period, a late object and the sensors' re-runs: minutes.
+pytestmark = pytest.mark.slow
+
 D = Decimal
 FIRST, LAST = "2026-10-01-00:00", "2026-10-02-23:00"
 LATE_HOUR = "2026-10-01-03:00"

@@ -24,6 +24,9 @@ from orchestration.runner import run_period
 from tests import pipeline_data as data
 from tools.provider_card import write_card
 
+# Every test reads the runs of the costed fixture (a catalog run and 11 hours at every grain).
+pytestmark = pytest.mark.slow
+
 CATALOG_DIR = Path(__file__).parent / "fixtures" / "catalog_e2e"
 AS_OF = {"tokenbill/as_of": "2026-11-10T00:00:00"}
 D = Decimal

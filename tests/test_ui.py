@@ -26,6 +26,11 @@ import duckdb
 import pytest
 from dagster import AssetKey, PartitionKeyRange
 
+from orchestration.dagster_services import (
+    TERMINAL_BACKFILL_STATUSES,
+    get_backfill,
+    launch_asset_backfill,
+)
 from orchestration.definitions import defs
 from tests import pipeline_data as data
 from tests.ui_support import (
@@ -43,6 +48,9 @@ from tests.ui_support import (
     wait_for,
     wait_for_run,
 )
+
+# Real webserver, daemon and code servers, runs and a browser: minutes each.
+pytestmark = pytest.mark.slow
 
 FIRST_HOUR, LAST_HOUR = "2026-10-05-00:00", "2026-10-06-23:00"
 HOURLY_JOB = "hourly_usage_job"
@@ -220,34 +228,6 @@ def assert_code_location_matches_defs(services: DagsterServices) -> None:
 
 # -- 3. a partition-range backfill of the hourly assets --------------------------------------
 
-LAUNCH_BACKFILL = """
-mutation LaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL_QUERY = """
-query Backfill($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill {
-      id
-      status
-      isAssetBackfill
-      numPartitions
-      error { message stack }
-      runs(limit: 100) { runId status jobName assetSelection { path } tags { key value } }
-    }
-    ... on Error { message }
-  }
-}
-"""
-
 PARTITION_STATS = """
 query PartitionStats($keys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $keys) {
@@ -259,14 +239,6 @@ query PartitionStats($keys: [AssetKeyInput!]) {
   }
 }
 """
-
-TERMINAL_BACKFILL_STATUSES = {
-    "COMPLETED",
-    "COMPLETED_SUCCESS",
-    "COMPLETED_FAILED",
-    "FAILED",
-    "CANCELED",
-}
 
 
 def hourly_job_assets_and_partitions() -> tuple[set[AssetKey], list[str]]:
@@ -285,20 +257,16 @@ def backfill_hourly_assets(services: DagsterServices) -> dict:
     keys, partitions = hourly_job_assets_and_partitions()
     assert len(partitions) == 48
     assert AssetKey("raw_usage_events") in keys
-    params = {
-        "assetSelection": [{"path": list(key.path)} for key in sorted(keys)],
-        "partitionNames": partitions,
-        "title": "test_ui: hourly assets, 2026-10-05..06",
-    }
-    launched = services.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
+    backfill_id = launch_asset_backfill(
+        services,
+        [key.path for key in sorted(keys)],
+        partitions,
+        title="test_ui: hourly assets, 2026-10-05..06",
+    )
 
     def finished():
         services.assert_alive()
-        backfill = services.graphql(BACKFILL_QUERY, {"backfillId": backfill_id})
-        backfill = backfill["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
+        backfill = get_backfill(services, backfill_id)
         return backfill if backfill["status"] in TERMINAL_BACKFILL_STATUSES else None
 
     backfill = wait_for(f"backfill {backfill_id} to complete", finished, BACKFILL_TIMEOUT, 2)

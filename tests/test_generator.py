@@ -40,7 +40,7 @@ PRICES = Path(__file__).resolve().parents[2] / "shared/reference/litellm_model_p
 
 @pytest.fixture(scope="module")
 def month() -> tuple[list[GeneratedObject], dict]:
-    generated = generate_month(MONTH, EVENTS, SEED)
+    generated = generate_month(MONTH, EVENTS, SEED, shapes="canonical")
     objects = list(generated)
     return objects, generated.manifest
 
@@ -128,16 +128,16 @@ def _count(value) -> int:
 
 def test_same_month_events_and_seed_give_the_same_keys_and_bytes(month):
     objects, manifest = month
-    again = generate_month(MONTH, EVENTS, SEED)
+    again = generate_month(MONTH, EVENTS, SEED, shapes="canonical")
     assert [(o.key, o.body) for o in again] == [(o.key, o.body) for o in objects]
     assert again.manifest == manifest
-    other_seed = [o.body for o in generate_month(MONTH, EVENTS, SEED + 1)]
+    other_seed = [o.body for o in generate_month(MONTH, EVENTS, SEED + 1, shapes="canonical")]
     assert other_seed != [o.body for o in objects]
 
 
 def test_manifest_is_known_without_rendering_and_only_after_generation(month):
     _, manifest = month
-    assert generation_manifest(MONTH, EVENTS, SEED) == manifest
+    assert generation_manifest(MONTH, EVENTS, SEED, shapes="canonical") == manifest
     with pytest.raises(RuntimeError):
         generate_month(MONTH, EVENTS, SEED).manifest  # noqa: B018
 
@@ -358,7 +358,7 @@ def test_cli_writes_files_under_out_dir(tmp_path):
 def test_every_malformation_variant_triggers_exactly_its_own_reason():
     from orchestration.generator import generate as g
 
-    mp, customers = g._plan_month(MONTH, 50_000, SEED), g._customers(SEED)
+    mp, customers = g._plan_month(MONTH, 50_000, SEED, "canonical"), g._customers(SEED)
     hp = g._plan_hour(customers, mp, 14)
     pairs = [(r, v) for r, code in enumerate(g.LINE_REASONS) for v in range(len(g._VARIANTS[code]))]
     hp.bad_reason[:] = -1

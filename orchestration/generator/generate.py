@@ -55,6 +55,7 @@ from contracts.usage_event import (
     TOKEN_FIELDS,
     WIRE_FIELDS,
 )
+from orchestration.generator import shapes as sh
 
 # ---------------------------------------------------------------------------------------------
 # Model of the world.
@@ -204,10 +205,10 @@ def _hex16(x: np.ndarray) -> pl.Series:
 class _Ids:
     """Identifier streams: ``prefix + hex(mix(counter ^ key))``, one key per stream and seed."""
 
-    EVENT, REQUEST, TRACE_A, TRACE_B, SUB = 1, 2, 3, 4, 5
+    EVENT, REQUEST, TRACE_A, TRACE_B, SUB, SHAPE_A, SHAPE_B = 1, 2, 3, 4, 5, 6, 7
 
     def __init__(self, seed: int):
-        self.keys = {s: _mix64(np.array([seed * 16 + s], dtype=np.uint64))[0] for s in range(1, 6)}
+        self.keys = {s: _mix64(np.array([seed * 16 + s], dtype=np.uint64))[0] for s in range(1, 8)}
 
     def hex(self, stream: int, counters: np.ndarray) -> pl.Series:
         return _hex16(_mix64(counters.astype(np.uint64) ^ self.keys[stream]))
@@ -328,6 +329,7 @@ class _MonthPlan:
     n_valid: np.ndarray  # valid unique events per hour
     bad_reasons: list[np.ndarray]  # reason indices (into LINE_REASONS) of malformed lines
     specials: dict[int, list[tuple[str, str, bytes]]]  # hour -> [(suffix, reason, body)]
+    shapes: str = "mixed"  # "mixed": re-shape attempts on the wire; "canonical": never
 
 
 def _parse_month(month: str) -> tuple[int, int]:
@@ -346,7 +348,12 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
+SHAPE_MODES = ("mixed", "canonical")
+
+
+def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _MonthPlan:
+    if shapes not in SHAPE_MODES:
+        raise ValueError(f"shapes must be one of {', '.join(SHAPE_MODES)}, got {shapes!r}")
     if events < 0:
         raise ValueError("events must be >= 0")
     if seed < 0:
@@ -412,6 +419,7 @@ def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
         n_valid=n_valid,
         bad_reasons=bad_reasons,
         specials=specials,
+        shapes=shapes,
     )
 
 
@@ -430,6 +438,7 @@ class _HourPlan:
     dup_obj: np.ndarray
     dup_delay: np.ndarray
     formats: list[int] = field(default_factory=list)  # per object, index into FORMATS
+    otlp_batches: int = 0  # OTLP lines of the hour (each holds one batch of spans)
 
 
 def _draw_units(c: _Customers, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -610,6 +619,7 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
     used = np.unique(np.concatenate([obj, dup_obj]))  # drop objects that got no line
     remap = np.full(k, -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
+    otlp_batches = _assign_shapes(mp, hour, rows, bad_reason, formats[obj], remap[obj], dup_src)
     return _HourPlan(
         hour=hour,
         rows=rows,
@@ -620,7 +630,61 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
         dup_obj=remap[dup_obj],
         dup_delay=dup_delay,
         formats=[int(formats[i]) for i in used],
+        otlp_batches=otlp_batches,
     )
+
+
+def _assign_shapes(
+    mp: _MonthPlan,
+    hour: int,
+    rows: dict[str, np.ndarray],
+    bad_reason: np.ndarray,
+    row_format: np.ndarray,
+    obj: np.ndarray,
+    dup_src: np.ndarray,
+) -> int:
+    """Add each attempt's wire shape to ``rows`` (see ``shapes.assign``) and its OTLP batch
+    (``otlp_batch``: -1, or the hour's OTLP line holding its span). Returns the OTLP lines.
+
+    Drawn on an hour stream of its own, after everything else: a canonical month is the same
+    month without this step, byte for byte. Malformed lines and Parquet rows stay canonical;
+    a resent attempt is in a one-line shape (a resend is the same line again)."""
+    n = len(bad_reason)
+    if mp.shapes == "canonical":
+        rows["shape"] = np.zeros(n, dtype=np.int64)
+        rows["shape_u"] = np.zeros(n)
+        rows["unreported"] = np.zeros(n, dtype=bool)
+        rows["otlp_batch"] = np.full(n, -1, dtype=np.int64)
+        return 0
+    rng = _rng(mp.seed, mp.year, mp.mon, 0x5000 + hour)
+    canonical_only = (bad_reason >= 0) | (row_format == _PARQUET)
+    one_line = np.zeros(n, dtype=bool)
+    one_line[dup_src] = True
+    rows |= sh.assign(rows, canonical_only, one_line, rng)
+    # OTLP batches: the spans of one object, customer, app and environment, in time order,
+    # at most OTLP_BATCH per line.
+    batch = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(rows["shape"] == sh.S[sh.OTLP])
+    if len(idx):
+        keys = (
+            rows["ts"][idx],
+            rows["staging"][idx],
+            rows["app"][idx],
+            rows["cust"][idx],
+            obj[idx],
+        )
+        order = idx[np.lexsort(keys)]
+        group = np.stack([obj[order], rows["cust"][order], rows["app"][order],
+                          rows["staging"][order]], axis=1)  # fmt: skip
+        new = np.ones(len(order), dtype=bool)
+        new[1:] = (group[1:] != group[:-1]).any(axis=1)
+        group_id = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        rank = np.arange(len(order)) - starts[group_id]
+        _, dense = np.unique(group_id * (n + 1) + rank // sh.OTLP_BATCH, return_inverse=True)
+        batch[order] = dense
+    rows["otlp_batch"] = batch
+    return int(batch.max(initial=-1)) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,6 +796,9 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
     bad_reason = np.concatenate([hp.bad_reason for hp in hps])
     hour = np.concatenate([np.full(len(hp.bad_reason), hp.hour, dtype=np.int64) for hp in hps])
     idx = np.concatenate([_row_counters(hp.bad_reason) for hp in hps])
+    hp_pos = np.concatenate(
+        [np.full(len(hp.bad_reason), i, dtype=np.int64) for i, hp in enumerate(hps)]
+    )
     cust = r["cust"]
     omit = c.omit_defaults[cust]
     ts_ms = mp.start_ms + hour * _HOUR_MS + r["ts"]
@@ -769,6 +836,16 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
             "_strings": c.counts_as_strings[cust],
             "_reason": bad_reason,
             "_variant": np.concatenate([hp.bad_variant for hp in hps]),
+            "_hp": hp_pos,
+            "_obj": np.concatenate([hp.obj for hp in hps]),
+            "_shape": r["shape"],
+            "_shape_u": r["shape_u"],
+            "_unreported": r["unreported"],
+            "_otlp_batch": r["otlp_batch"],
+            "_h1": ids.hex(_Ids.SHAPE_A, _counters(mp.month_ord, hour, idx)),
+            "_h2": ids.hex(_Ids.SHAPE_B, _counters(mp.month_ord, hour, idx)),
+            "_latency_ms": 200 + np.floor(r["shape_u"] * 1e7 % 1.0 * 20_000).astype(np.int64),
+            "_customer_on_span": cust % 10 >= 7,
         }
     )
     return df.with_columns(_wire_exprs())
@@ -818,6 +895,17 @@ def _wire_exprs() -> list[pl.Expr]:
     return [
         *(pl.when(~pl.col(flag)).then(pl.col(name)).alias(name) for name, flag in null_if.items()),
         pl.when(pl.col("_agent")).then(pl.col("trace_id")).alias("trace_id"),
+        # OTLP: every span has a trace (an agent run's, else one of its own) and ends at the
+        # instant the canonical timestamp text denotes (whole seconds for some producers).
+        pl.when(pl.col("_agent"))
+        .then(pl.col("trace_id"))
+        .otherwise(pl.concat_str([pl.col("_h2"), pl.col("_h1")]))
+        .alias("_otlp_trace"),
+        pl.col("_h1").alias("_span_id"),
+        pl.when(pl.col("_with_ms"))
+        .then(pl.col("_ts_ms"))
+        .otherwise(pl.col("_ts_ms") // 1000 * 1000)
+        .alias("_inst_ms"),
         _ts_text(pl.col("_local_ms"), pl.col("_with_ms"), pl.col("_suffix")).alias("timestamp"),
         metadata.alias("metadata"),  # null where the producer sends no metadata
     ]
@@ -867,7 +955,53 @@ def _json_lines(wire: pl.DataFrame) -> pl.Series:
             .to_series()
         )
         lines = lines.scatter(bad, bad_lines)
+    shape = wire.get_column("_shape").to_numpy()
+    for name, expr in sh.one_line_exprs().items():
+        rows = np.flatnonzero(shape == sh.S[name])
+        if len(rows):
+            lines = lines.scatter(rows, wire[pl.Series(rows)].select(expr).to_series())
     return lines
+
+
+def _multi_lines(wire: pl.DataFrame) -> pl.DataFrame:
+    """The lines of the shapes that are not one line per attempt, with the object and time
+    that place them: OTLP batches (many spans and one non-GenAI span per line) and the two
+    lines (input, output) of each per-token-type attempt. Columns: _hp, obj, key, line."""
+    schema = {"_hp": pl.Int64, "obj": pl.Int64, "key": pl.Int64, "line": pl.String}
+    parts = [pl.DataFrame(schema=schema)]
+    otlp = wire.filter(pl.col("_shape") == sh.S[sh.OTLP])
+    if otlp.height:
+        spans = (
+            otlp.with_columns(_span=sh.otlp_span(), _http=sh.otlp_http_span())
+            .sort("_hp", "_otlp_batch", "_ts_ms", maintain_order=True)
+            .group_by("_hp", "_otlp_batch", maintain_order=True)
+            .agg(
+                pl.col("_obj").first().alias("obj"),
+                (pl.col("_ts_ms").first() % _HOUR_MS).alias("key"),
+                pl.concat_str(
+                    [pl.col("_span").str.join(","), pl.col("_http").first()], separator=","
+                ).alias("_spans"),
+                *(
+                    pl.col(c).first()
+                    for c in ("_app", "customer_id", "environment", "_customer_on_span")
+                ),
+            )  # fmt: skip
+        )
+        parts.append(
+            spans.select("_hp", "obj", "key", sh.otlp_line(pl.col("_spans")).alias("line"))
+        )
+    token = wire.filter(pl.col("_shape") == sh.S[sh.TOKEN_TYPE])
+    if token.height:
+        for expr in sh.token_type_lines():
+            parts.append(
+                token.select(
+                    "_hp",
+                    pl.col("_obj").alias("obj"),
+                    (pl.col("_ts_ms") % _HOUR_MS).alias("key"),
+                    expr.alias("line"),
+                )  # fmt: skip
+            )
+    return pl.concat(parts).sort("_hp", "obj", "key", maintain_order=True)
 
 
 def _object_rows(hp: _HourPlan, o: int) -> np.ndarray:
@@ -886,25 +1020,59 @@ def _render_chunk(
     """Render the objects of some consecutive hours (one polars pass for all of them)."""
     wire = _wire_frame(c, mp, hps, ids)
     any_jsonl = any(f != _PARQUET for hp in hps for f in hp.formats)
-    lines = _json_lines(wire) if any_jsonl else None
+    bodies = _jsonl_bodies(wire, hps) if any_jsonl else {}
     parquet_rows = wire.select(_PARQUET_FIELDS)
     first = 0
-    for hp in hps:
+    for i, hp in enumerate(hps):
         prefix = _hour_prefix(mp, hp.hour)
         for o, fmt in enumerate(hp.formats):
-            take = pl.Series(first + _object_rows(hp, o))
             key = f"{prefix}part-{o:04d}.{FORMATS[fmt]}"
             if fmt == _PARQUET:
+                take = pl.Series(first + _object_rows(hp, o))
                 buf = io.BytesIO()
                 pq.write_table(parquet_rows[take].to_arrow(), buf, compression="zstd")
                 yield GeneratedObject(key, buf.getvalue())
             else:
-                assert lines is not None
-                body = (lines.gather(take).str.join("\n").item() + "\n").encode()
+                body = (bodies[(i, o)] + "\n").encode()
                 if fmt == 0:
                     body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
                 yield GeneratedObject(key, body)
         first += len(hp.bad_reason)
+
+
+def _jsonl_bodies(wire: pl.DataFrame, hps: list[_HourPlan]) -> dict[tuple[int, int], str]:
+    """(hour position, object) -> the object's lines, in time order (a resend at its delay;
+    an OTLP batch at its first span), for every JSON-lines object of the chunk."""
+    lines = _json_lines(wire)
+    one_line = np.isin(wire.get_column("_shape").to_numpy(), [sh.S[s] for s in sh.ONE_LINE])
+    hp_col, obj_col, key_col, src_col = [], [], [], []
+    first = 0
+    for i, hp in enumerate(hps):
+        rows = np.flatnonzero(one_line[first : first + len(hp.bad_reason)])
+        ts = hp.rows["ts"]
+        hp_col += [np.full(len(rows) + len(hp.dup_src), i, dtype=np.int64)]
+        obj_col += [hp.obj[rows], hp.dup_obj]
+        key_col += [ts[rows], ts[hp.dup_src] + hp.dup_delay]
+        src_col += [first + rows, first + hp.dup_src]
+        first += len(hp.bad_reason)
+    entries = pl.DataFrame(
+        {
+            "_hp": np.concatenate(hp_col),
+            "obj": np.concatenate(obj_col),
+            "key": np.concatenate(key_col),
+            "line": lines.gather(np.concatenate(src_col)),
+        }
+    )
+    multi = _multi_lines(wire)
+    if multi.height:
+        entries = pl.concat([entries, multi]).sort("_hp", "obj", "key", maintain_order=True)
+    else:
+        entries = entries.sort("_hp", "obj", "key", maintain_order=True)
+    joined = entries.group_by("_hp", "obj", maintain_order=True).agg(pl.col("line").str.join("\n"))
+    return {
+        (h, o): text
+        for h, o, text in zip(joined["_hp"], joined["obj"], joined["line"], strict=True)
+    }
 
 
 def _hour_prefix(mp: _MonthPlan, hour: int) -> str:
@@ -926,6 +1094,10 @@ class _Manifest:
         shape = (len(TOKEN_FIELDS) + 1,)
         self.by_customer = np.zeros((N_CUSTOMERS, *shape), dtype=np.int64)
         self.by_model = np.zeros((len(MODELS), *shape), dtype=np.int64)
+        self.shape_events = np.zeros(len(sh.SHAPES), dtype=np.int64)
+        self.shape_dups = np.zeros(len(sh.SHAPES), dtype=np.int64)
+        self.shape_bad = np.zeros(len(sh.SHAPES), dtype=np.int64)
+        self.otlp_lines = self.unreported = 0
 
     def add_hour(self, hp: _HourPlan | None, hour: int) -> None:
         if hp is not None:
@@ -936,10 +1108,17 @@ class _Manifest:
             self.by_status += np.bincount(r["status"][valid], minlength=len(STATUSES))
             for fmt in hp.formats:
                 self.objects[FORMATS[fmt]] += 1
+            unknown = r["unreported"][valid]  # usage never reported: no counts at all
             values = [np.ones(int(valid.sum()), dtype=np.int64)] + [
-                np.where(r.get(f"{f}_null", np.zeros_like(valid))[valid], 0, r[f][valid])
+                np.where(r.get(f"{f}_null", np.zeros_like(valid))[valid] | unknown, 0, r[f][valid])
                 for f in TOKEN_FIELDS
             ]
+            k = len(sh.SHAPES)
+            self.shape_events += np.bincount(r["shape"][valid], minlength=k)
+            self.shape_dups += np.bincount(r["shape"][hp.dup_src], minlength=k)
+            self.shape_bad += np.bincount(r["shape"][~valid], minlength=k)
+            self.otlp_lines += hp.otlp_batches
+            self.unreported += int(unknown.sum())
             for j, v in enumerate(values):
                 self.by_customer[:, j] += _int_bincount(r["cust"][valid], v, N_CUSTOMERS)
                 self.by_model[:, j] += _int_bincount(r["model"][valid], v, len(MODELS))
@@ -981,6 +1160,8 @@ class _Manifest:
                 f: int(self.by_customer[:, j + 1].sum()) for j, f in enumerate(TOKEN_FIELDS)
             },
             "valid_by_status": {s: int(n) for s, n in zip(STATUSES, self.by_status, strict=True)},
+            "shapes": self._shapes(),
+            "unreported_usage": self.unreported,
             "by_customer": {
                 cid: dict(zip(columns, map(int, row), strict=True))
                 for cid, row in zip(self.c.ids.to_list(), self.by_customer, strict=True)
@@ -992,6 +1173,26 @@ class _Manifest:
                 if row[0]
             },
         }
+
+    def _shapes(self) -> dict:
+        """Per wire shape: valid unique ``events``, resent ``duplicate`` lines, ``malformed``
+        lines and physical ``lines`` (an OTLP line holds a batch of spans and one non-GenAI
+        span; a per-token-type attempt is two lines). Shapes with nothing are left out."""
+        out = {}
+        for i, name in enumerate(sh.SHAPES):
+            events, dups, bad = (int(a[i]) for a in (self.shape_events, self.shape_dups,
+                                                      self.shape_bad))  # fmt: skip
+            if not events + dups + bad:
+                continue
+            lines = events + dups + bad
+            entry = {"events": events, "duplicate": dups, "malformed": bad}
+            if name == sh.OTLP:
+                lines = self.otlp_lines
+                entry["non_genai_spans"] = self.otlp_lines
+            elif name == sh.TOKEN_TYPE:
+                lines = 2 * events
+            out[name] = {**entry, "lines": lines}
+        return out
 
 
 def _int_bincount(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
@@ -1013,8 +1214,8 @@ def _special_key(mp: _MonthPlan, hour: int, index: int, suffix: str) -> str:
 class GeneratedMonth(Iterator[GeneratedObject]):
     """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted."""
 
-    def __init__(self, month: str, events: int, seed: int = 7):
-        self._plan = _plan_month(month, events, seed)
+    def __init__(self, month: str, events: int, seed: int = 7, shapes: str = "mixed"):
+        self._plan = _plan_month(month, events, seed, shapes)
         self._customers = _customers(seed)
         self._acc = _Manifest(self._plan, self._customers)
         self._ids = _Ids(seed)
@@ -1059,25 +1260,30 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         return self._manifest
 
 
-def generate_month(month: str, events: int, seed: int = 7) -> GeneratedMonth:
+def generate_month(month: str, events: int, seed: int = 7, shapes: str = "mixed") -> GeneratedMonth:
     """The objects of ``month`` ("2026-10") holding exactly ``events`` valid unique events.
 
-    Same (month, events, seed) -> same keys and bytes. The returned iterator carries the
-    manifest (see :func:`generation_manifest`) in ``.manifest`` once exhausted.
+    ``shapes="mixed"`` sends about 60% of the attempts in producers' own shapes (see
+    ``orchestration.generator.shapes``); ``"canonical"`` sends every one as a canonical
+    event (the same events: only the wire form differs). Same (month, events, seed, shapes)
+    -> same keys and bytes. The returned iterator carries the manifest (see
+    :func:`generation_manifest`) in ``.manifest`` once exhausted.
     """
-    return GeneratedMonth(month, events, seed)
+    return GeneratedMonth(month, events, seed, shapes)
 
 
-def generation_manifest(month: str, events: int, seed: int = 7) -> dict:
+def generation_manifest(month: str, events: int, seed: int = 7, shapes: str = "mixed") -> dict:
     """What :func:`generate_month` writes, computed without rendering any object.
 
     Keys: ``lines`` (``total`` lines/rows in readable objects = ``valid_unique`` +
     ``duplicate`` + ``malformed``), ``malformed_by_reason`` (every line-level reason code),
     ``objects`` (``total``, per format, ``unreadable_object``, ``unsupported_format``),
     ``special_objects`` (their keys), ``tokens`` (sums over valid unique events, null as 0),
-    ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token sums).
+    ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token sums),
+    ``shapes`` (events and lines per wire shape) and ``unreported_usage`` (cancelled
+    streams whose usage never arrived: valid events without counts, summed as 0).
     """
-    mp, c = _plan_month(month, events, seed), _customers(seed)
+    mp, c = _plan_month(month, events, seed, shapes), _customers(seed)
     acc = _Manifest(mp, c)
     for hour in range(mp.hours):
         acc.add_hour(_plan_hour(c, mp, hour), hour)

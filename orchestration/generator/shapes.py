@@ -1,0 +1,574 @@
+"""The wire shapes the generator writes besides the canonical event (issue 14).
+
+Producers rarely send tokenbill's own shape: their backends keep the provider's response,
+gateways write spend logs, tracing exports OpenTelemetry spans and metering pipelines speak
+CloudEvents. The generator first simulates canonical events (the manifest is computed from
+them), then re-shapes some of them on the wire. The shape never changes what the event is:
+ingestion maps every shape back to the same canonical counts, so the manifest still predicts
+the warehouse exactly. The only differences are documented where they occur:
+
+* Realtime usage does not report reasoning (only models without reasoning are sent in it).
+* A per-token-type gateway event carries input and output counts only, so only attempts
+  without cached, cache-write or reasoning tokens are sent that way.
+* OTLP spans and per-token-type events carry no attempt or request group; only first,
+  successful attempts are sent that way.
+* LiteLLM knows ``success`` and ``failure`` only; only such attempts are sent that way.
+
+Everything here is a polars expression over the generator's wire frame (one row per attempt),
+so rendering stays vectorised. ``SHAPES`` lists the shapes in the order the manifest and the
+demo print them; the names are the ``shape`` values of ingestion's audit.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import polars as pl
+
+CANONICAL = "canonical"
+OPENAI_CHAT = "openai_chat"
+OPENAI_RESPONSES = "openai_responses"
+OPENAI_REALTIME = "openai_realtime"
+ANTHROPIC = "anthropic_messages"
+GEMINI = "gemini"
+BEDROCK = "bedrock_converse"
+OTLP = "otlp_genai"
+LITELLM = "litellm"
+CLOUDEVENTS = "cloudevents"
+TOKEN_TYPE = "token_type_events"
+
+SHAPES = (
+    CANONICAL,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    OPENAI_REALTIME,
+    ANTHROPIC,
+    GEMINI,
+    BEDROCK,
+    OTLP,
+    LITELLM,
+    CLOUDEVENTS,
+    TOKEN_TYPE,
+)
+S = {name: i for i, name in enumerate(SHAPES)}
+#: The shapes whose line holds one event and the envelope of a provider's response.
+NATIVE = (OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_REALTIME, ANTHROPIC, GEMINI, BEDROCK)
+#: Shapes that write one line per attempt (a resend is the same line again).
+ONE_LINE = (CANONICAL, *NATIVE, LITELLM, CLOUDEVENTS)
+
+#: Share of attempts per family in a mixed month (before eligibility falls back to native).
+FAMILY_P = {CANONICAL: 0.40, "native": 0.27, OTLP: 0.12, LITELLM: 0.10, CLOUDEVENTS: 0.07,
+            TOKEN_TYPE: 0.04}  # fmt: skip
+#: OpenAI attempts sent natively: Chat Completions, Responses, Realtime.
+OPENAI_P = (0.6, 0.3, 0.1)
+#: Spans per OTLP line at most (a collector's batch).
+OTLP_BATCH = 64
+#: Share of native (OpenAI Chat) cancelled streams whose final usage chunk never came.
+UNREPORTED_P = 0.5
+
+_OPENAI, _ANTHROPIC, _GEMINI, _BEDROCK = range(4)
+_SUCCESS, _FAILED, _RETRIED, _CANCELLED = range(4)
+
+
+def assign(
+    rows: dict[str, np.ndarray], canonical_only: np.ndarray, one_line: np.ndarray, rng
+) -> dict[str, np.ndarray]:
+    """The shape of every attempt of one hour, its variant draw and unreported usage.
+
+    ``canonical_only``: rows that must stay canonical (malformed lines, Parquet rows);
+    ``one_line``: rows that must be one line of their own (resent ones).
+    Returns ``shape`` (index into SHAPES), ``shape_u`` (a uniform draw for the shape's own
+    variants) and ``unreported`` (a cancelled stream whose usage never arrived).
+    """
+    n = len(rows["prov"])
+    u_family, u_openai, shape_u, u_unrep = rng.random((4, n))
+    edges = np.cumsum(list(FAMILY_P.values()))
+    family = np.minimum(np.searchsorted(edges, u_family, side="right"), len(edges) - 1)
+    names = list(FAMILY_P)
+    prov, status, attempt = rows["prov"], rows["status"], rows["attempt"]
+
+    openai = np.choose(np.searchsorted(np.cumsum(OPENAI_P), u_openai, side="right").clip(0, 2),
+                       [S[OPENAI_CHAT], S[OPENAI_RESPONSES], S[OPENAI_REALTIME]])  # fmt: skip
+    no_reasoning = rows["reasoning_tokens"] == 0
+    openai = np.where((openai == S[OPENAI_REALTIME]) & ~no_reasoning, S[OPENAI_CHAT], openai)
+    native = np.choose(prov, [openai, np.full(n, S[ANTHROPIC]), np.full(n, S[GEMINI]),
+                              np.full(n, S[BEDROCK])])  # fmt: skip
+
+    first_success = (status == _SUCCESS) & (attempt == 1)
+    plain = (
+        ((rows["cached_input_tokens"] == 0) | rows["cached_input_tokens_null"])
+        & ((rows["cache_write_tokens"] == 0) | rows["cache_write_tokens_null"])
+        & ((rows["reasoning_tokens"] == 0) | rows["reasoning_tokens_null"])
+    )
+    eligible = {
+        CANONICAL: np.ones(n, dtype=bool),
+        "native": np.ones(n, dtype=bool),
+        OTLP: first_success,
+        LITELLM: (status == _SUCCESS) | (status == _FAILED),
+        CLOUDEVENTS: np.ones(n, dtype=bool),
+        TOKEN_TYPE: first_success & plain & (rows["input_tokens"] > 0),
+    }
+    shape = np.full(n, S[CANONICAL], dtype=np.int64)
+    for f, name in enumerate(names):
+        pick = family == f
+        if name == "native":
+            shape[pick] = native[pick]
+            continue
+        ok = pick & eligible[name]
+        if name in (OTLP, TOKEN_TYPE):
+            ok &= ~one_line
+        shape[ok] = S[name]
+        shape[pick & ~ok] = native[pick & ~ok]
+    shape[canonical_only] = S[CANONICAL]
+    unreported = (shape == S[OPENAI_CHAT]) & (status == _CANCELLED) & (u_unrep < UNREPORTED_P)
+    return {"shape": shape, "shape_u": shape_u, "unreported": unreported}
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON text building blocks (values are the generator's own: no escaping needed).
+
+
+def q(expr: pl.Expr) -> pl.Expr:
+    return pl.concat_str([pl.lit('"'), expr, pl.lit('"')])
+
+
+def n(expr: pl.Expr) -> pl.Expr:
+    return expr.cast(pl.String)
+
+
+def obj(*pairs: tuple[str, pl.Expr | None]) -> pl.Expr:
+    """``{"k":v,...}`` of JSON texts; a null value leaves its key out."""
+    parts = [pl.concat_str([pl.lit(f'"{k}":'), v]) for k, v in pairs if v is not None]
+    body = pl.concat_str(parts, separator=",", ignore_nulls=True)
+    return pl.concat_str([pl.lit("{"), body, pl.lit("}")])
+
+
+def arr(*items: pl.Expr) -> pl.Expr:
+    body = pl.concat_str(list(items), separator=",", ignore_nulls=True)
+    return pl.concat_str([pl.lit("["), body, pl.lit("]")])
+
+
+def _c(name: str) -> pl.Expr:
+    return pl.col(name)
+
+
+def _tok(name: str) -> pl.Expr:
+    return _c(name)
+
+
+def _z(name: str) -> pl.Expr:
+    return _c(name).fill_null(0)
+
+
+def _hex(length: int, salt: int) -> pl.Expr:
+    """A hex id of ``length`` (<= 32) characters from the row's own random hex (``_h1``,
+    ``_h2``: 16 characters each, drawn by the generator per attempt); ``salt`` rotates it."""
+    text = pl.concat_str([_c("_h1"), _c("_h2")])
+    return pl.concat_str([text.str.slice(salt % 16), text]).str.slice(0, length)
+
+
+def _uv(i: int) -> pl.Expr:
+    """Deterministic uniform in [0, 1) from the row's shape draw (sub-draw i)."""
+    return (_c("_shape_u") * (10.0**i)) % 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The envelope: canonical identifying fields and dimensions, plus ``provider`` and ``response``.
+
+_ENVELOPE_FIELDS = ("event_id", "timestamp", "customer_id", "subscription_id", "plan", "feature",
+                    "environment", "region", "status")  # fmt: skip
+
+
+def _envelope(response: pl.Expr, model: pl.Expr | None) -> pl.Expr:
+    pairs = [(f, q(_c(f))) for f in _ENVELOPE_FIELDS]
+    pairs += [
+        ("attempt", n(_c("attempt"))),
+        ("request_group_id", q(_c("request_group_id"))),
+        ("trace_id", q(_c("trace_id"))),
+        ("provider", q(_c("provider"))),
+        ("model", model),
+        ("response", response),
+    ]
+    return obj(*pairs)
+
+
+def _envelope_model() -> pl.Expr:
+    """The envelope names the requested model on about half of the lines; else the response's
+    own model field is the model."""
+    return pl.when(_uv(3) < 0.5).then(q(_c("model")))
+
+
+def _openai_chat() -> pl.Expr:
+    usage = obj(
+        ("prompt_tokens", n(_c("input_tokens"))),
+        ("completion_tokens", n(_c("output_tokens"))),
+        ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
+        ("prompt_tokens_details", obj(("cached_tokens", n(_z("cached_input_tokens"))),
+                                      ("audio_tokens", pl.lit("0")))),
+        ("completion_tokens_details", obj(
+            ("reasoning_tokens", n(_c("reasoning_tokens"))),
+            ("audio_tokens", pl.lit("0")),
+            ("accepted_prediction_tokens", pl.lit("0")),
+            ("rejected_prediction_tokens", pl.lit("0")),
+        )),
+    )  # fmt: skip
+    response = obj(
+        ("id", q(pl.concat_str([pl.lit("chatcmpl-"), _hex(24, 1)]))),
+        ("object", pl.lit('"chat.completion"')),
+        ("model", q(_c("model"))),
+        ("service_tier", pl.lit('"default"')),
+        ("usage", pl.when(~_c("_unreported")).then(usage)),
+    )
+    return _envelope(response, _envelope_model())
+
+
+def _openai_responses() -> pl.Expr:
+    usage = obj(
+        ("input_tokens", n(_c("input_tokens"))),
+        ("input_tokens_details", obj(("cached_tokens", n(_z("cached_input_tokens"))),
+                                     ("cache_write_tokens", n(_z("cache_write_tokens"))))),
+        ("output_tokens", n(_c("output_tokens"))),
+        ("output_tokens_details", obj(("reasoning_tokens", n(_c("reasoning_tokens"))))),
+        ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
+    )  # fmt: skip
+    status = (
+        pl.when(_c("status") == "cancelled")
+        .then(pl.lit('"cancelled"'))
+        .when(_c("status").is_in(["failed", "retried"]))
+        .then(pl.lit('"failed"'))
+        .otherwise(pl.lit('"completed"'))
+    )
+    response = obj(
+        ("id", q(pl.concat_str([pl.lit("resp_"), _hex(32, 2)]))),
+        ("object", pl.lit('"response"')),
+        ("model", q(_c("model"))),
+        ("status", status),
+        ("usage", usage),
+    )
+    return _envelope(response, _envelope_model())
+
+
+def _audio(total: str, i: int) -> pl.Expr:
+    """The audio part of a Realtime session's count (the rest is text)."""
+    return (_c(total) * (0.2 + 0.6 * _uv(i))).floor().cast(pl.Int64)
+
+
+def _openai_realtime() -> pl.Expr:
+    audio_in, audio_out = _audio("input_tokens", 4), _audio("output_tokens", 5)
+    usage = obj(
+        ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
+        ("input_tokens", n(_c("input_tokens"))),
+        ("output_tokens", n(_c("output_tokens"))),
+        ("input_token_details", obj(
+            ("cached_tokens", n(_z("cached_input_tokens"))),
+            ("text_tokens", n(_c("input_tokens") - audio_in)),
+            ("audio_tokens", n(audio_in)),
+            ("image_tokens", pl.lit("0")),
+        )),
+        ("output_token_details", obj(("text_tokens", n(_c("output_tokens") - audio_out)),
+                                     ("audio_tokens", n(audio_out)))),
+    )  # fmt: skip
+    response = obj(
+        ("object", pl.lit('"realtime.response"')),
+        ("id", q(pl.concat_str([pl.lit("resp_"), _hex(20, 3)]))),
+        ("status", pl.when(_c("status") == "cancelled").then(pl.lit('"cancelled"'))
+                     .otherwise(pl.lit('"completed"'))),
+        ("usage", usage),
+    )  # fmt: skip
+    return _envelope(response, q(_c("model")))  # Realtime's response names no model
+
+
+def _cache_1h(i: int) -> pl.Expr:
+    """Anthropic's (and Bedrock's) 1-hour cache writes: all of a write on a fifth of them."""
+    return pl.when(_uv(i) < 0.2).then(_z("cache_write_tokens")).otherwise(0)
+
+
+def _anthropic() -> pl.Expr:
+    one_h = _cache_1h(4)
+    excl = _c("input_tokens") - _z("cached_input_tokens") - _z("cache_write_tokens")
+    usage = obj(
+        ("input_tokens", n(excl)),
+        ("cache_creation_input_tokens", n(_z("cache_write_tokens"))),
+        ("cache_read_input_tokens", n(_z("cached_input_tokens"))),
+        ("cache_creation", obj(("ephemeral_5m_input_tokens", n(_z("cache_write_tokens") - one_h)),
+                               ("ephemeral_1h_input_tokens", n(one_h)))),
+        ("output_tokens", n(_c("output_tokens"))),
+        ("server_tool_use", pl.when((_c("feature") == "rag-search") & (_uv(5) < 0.5))
+            .then(obj(("web_search_requests", n((_uv(6) * 3).floor().cast(pl.Int64) + 1)),
+                      ("web_fetch_requests", pl.lit("0"))))),
+        ("service_tier", pl.lit('"standard"')),
+    )  # fmt: skip
+    response = obj(
+        ("id", q(pl.concat_str([pl.lit("msg_01"), _hex(22, 4)]))),
+        ("type", pl.lit('"message"')),
+        ("role", pl.lit('"assistant"')),
+        ("model", q(_c("model"))),
+        ("stop_reason", pl.lit('"end_turn"')),
+        ("usage", usage),
+    )
+    return _envelope(response, _envelope_model())
+
+
+def _gemini() -> pl.Expr:
+    """generateContent (thoughts outside the candidates, or already inside them: the total
+    tells) and Live (``responseTokenCount``)."""
+    thoughts = _z("reasoning_tokens")
+    inclusive = _uv(4) < 0.3
+    live = (_uv(4) >= 0.3) & (_uv(4) < 0.45)
+    tool = pl.when(_c("cached_input_tokens").is_null() & (_uv(5) < 0.2)).then(
+        (_c("input_tokens") * 0.1).floor().cast(pl.Int64)
+    )
+    prompt = _c("input_tokens") - tool.fill_null(0)
+    candidates = (
+        pl.when(inclusive).then(_c("output_tokens")).otherwise(_c("output_tokens") - thoughts)
+    )
+    # Either way the total is every token once: it tells whether candidates hold the thoughts.
+    total = _c("input_tokens") + _c("output_tokens")
+    usage = obj(
+        ("promptTokenCount", n(prompt)),
+        ("cachedContentTokenCount", n(_c("cached_input_tokens"))),
+        ("candidatesTokenCount", pl.when(~live).then(n(candidates))),
+        ("responseTokenCount", pl.when(live).then(n(candidates))),
+        ("toolUsePromptTokenCount", n(tool)),
+        ("thoughtsTokenCount", n(_c("reasoning_tokens"))),
+        ("totalTokenCount", n(total)),
+        ("promptTokensDetails", arr(obj(("modality", pl.lit('"TEXT"')),
+                                        ("tokenCount", n(prompt))))),
+    )  # fmt: skip
+    response = obj(
+        ("responseId", q(_hex(24, 5))),
+        ("modelVersion", q(_c("model"))),
+        ("usageMetadata", usage),
+    )
+    return _envelope(response, _envelope_model())
+
+
+def _bedrock() -> pl.Expr:
+    one_h = _cache_1h(4)
+    five_m = _z("cache_write_tokens") - one_h
+    excl = _c("input_tokens") - _z("cached_input_tokens") - _z("cache_write_tokens")
+    details = arr(
+        pl.when(one_h > 0).then(obj(("ttl", pl.lit('"1h"')), ("inputTokens", n(one_h)))),
+        pl.when(five_m > 0).then(obj(("ttl", pl.lit('"5m"')), ("inputTokens", n(five_m)))),
+    )
+    usage = obj(
+        ("inputTokens", n(excl)),
+        ("outputTokens", n(_c("output_tokens"))),
+        ("totalTokens", n(_c("input_tokens") + _c("output_tokens"))),
+        ("cacheReadInputTokens", n(_z("cached_input_tokens"))),
+        ("cacheWriteInputTokens", n(_z("cache_write_tokens"))),
+        ("cacheDetails", pl.when(_z("cache_write_tokens") > 0).then(details)),
+    )
+    response = obj(
+        ("stopReason", pl.lit('"end_turn"')),
+        ("usage", usage),
+        ("metrics", obj(("latencyMs", n(_c("_latency_ms"))))),
+    )
+    return _envelope(response, q(_c("model")))  # Converse echoes no model id
+
+
+# ---------------------------------------------------------------------------------------------
+# LiteLLM StandardLoggingPayload.
+
+_LITELLM_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gcp.gemini": "gemini",
+                     "aws.bedrock": "bedrock"}  # fmt: skip
+
+
+def _epoch_seconds(ms: pl.Expr) -> pl.Expr:
+    """Epoch seconds with milliseconds, as LiteLLM's float ``startTime``/``endTime``."""
+    return pl.concat_str([n(ms // 1000), pl.lit("."), n(ms % 1000).str.zfill(3)])
+
+
+def _litellm() -> pl.Expr:
+    usage_object = obj(
+        ("prompt_tokens", n(_c("input_tokens"))),
+        ("completion_tokens", n(_c("output_tokens"))),
+        ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
+        ("prompt_tokens_details", obj(("cached_tokens", n(_c("cached_input_tokens"))))),
+        ("completion_tokens_details", obj(("reasoning_tokens", n(_c("reasoning_tokens"))))),
+        ("cache_creation_input_tokens", n(_c("cache_write_tokens"))),
+        ("cache_read_input_tokens", n(_c("cached_input_tokens"))),
+    )
+    metadata = obj(
+        ("user_api_key_hash", q(_hex(40, 6))),
+        ("user_api_key_team_id", q(pl.concat_str([pl.lit("team-"), _c("customer_id")]))),
+        ("user_api_key_end_user_id", q(_c("customer_id"))),
+        ("usage_object", usage_object),
+    )
+    end_ms = _c("_inst_ms")
+    status = (
+        pl.when(_c("status") == "failed").then(pl.lit('"failure"')).otherwise(pl.lit('"success"'))
+    )
+    return obj(
+        ("id", q(_c("event_id"))),
+        ("trace_id", q(_c("request_group_id"))),
+        ("session_id", q(_c("trace_id"))),
+        ("call_type", pl.lit('"acompletion"')),
+        ("stream", pl.lit("false")),
+        ("status", status),
+        ("response_cost", pl.lit("0.0")),
+        ("startTime", _epoch_seconds(end_ms - _c("_latency_ms"))),
+        ("endTime", _epoch_seconds(end_ms)),
+        ("model", q(_c("model"))),
+        ("model_group", q(_c("model"))),
+        ("custom_llm_provider", q(_c("provider").replace_strict(_LITELLM_PROVIDER))),
+        ("prompt_tokens", n(_c("input_tokens"))),
+        ("completion_tokens", n(_c("output_tokens"))),
+        ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
+        ("end_user", q(_c("customer_id"))),
+        ("metadata", metadata),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CloudEvents 1.0: the canonical body (or a native envelope's response) under ``data``.
+
+
+def _cloudevents() -> pl.Expr:
+    canonical_data = obj(
+        *((f, q(_c(f))) for f in ("subscription_id", "plan", "feature", "provider", "model",
+                                   "environment", "region", "status")),
+        ("attempt", n(_c("attempt"))),
+        ("request_group_id", q(_c("request_group_id"))),
+        ("trace_id", q(_c("trace_id"))),
+        *((f, n(_c(f))) for f in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
+                                   "output_tokens", "reasoning_tokens")),
+    )  # fmt: skip
+    return obj(
+        ("specversion", pl.lit('"1.0"')),
+        ("id", q(_c("event_id"))),
+        ("source", q(pl.concat_str([pl.lit("//tokenbill-demo/"), _c("_app")]))),
+        ("type", pl.lit('"com.tokenbill.usage"')),
+        ("subject", q(_c("customer_id"))),
+        ("time", q(_c("timestamp"))),
+        ("datacontenttype", pl.lit('"application/json"')),
+        ("data", canonical_data),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-token-type gateway events (OpenMeter/Kong style): one CloudEvent per request and type.
+
+
+def token_type_lines() -> list[pl.Expr]:
+    """The input line and the output line of a per-token-type attempt (counts as strings)."""
+    request = _c("event_id")
+
+    def line(kind: str, count: str) -> pl.Expr:
+        return obj(
+            ("specversion", pl.lit('"1.0"')),
+            ("type", pl.lit('"prompt"')),
+            ("id", q(pl.concat_str([request, pl.lit(f"-{kind}")]))),
+            ("source", pl.lit('"kong-ai-gateway"')),
+            ("subject", q(_c("customer_id"))),
+            ("time", q(_c("timestamp"))),
+            ("data", obj(("tokens", q(n(_c(count)))), ("model", q(_c("model"))),
+                         ("type", pl.lit(f'"{kind}"')), ("request_id", q(request)),
+                         ("provider", q(_c("provider"))))),
+        )  # fmt: skip
+
+    return [line("input", "input_tokens"), line("output", "output_tokens")]
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenTelemetry GenAI spans as OTLP JSON (the collector's file/S3 exporters).
+
+
+def _attr(key: str, value: pl.Expr, kind: str = "stringValue") -> pl.Expr:
+    inner = q(value) if kind in ("stringValue", "intValue") else value
+    return obj(("key", pl.lit(f'"{key}"')), ("value", obj((kind, inner))))
+
+
+def _count_attr(key: str, name: str) -> pl.Expr:
+    """A count attribute: intValue (a string, as protobuf JSON encodes int64), or a
+    stringValue for producers that set counts as strings."""
+    value = n(_c(name))
+    return (
+        pl.when(_c(name).is_null())
+        .then(None)
+        .when(_c("_strings"))
+        .then(_attr(key, value))
+        .otherwise(_attr(key, value, "intValue"))
+    )
+
+
+def otlp_span() -> pl.Expr:
+    """One GenAI span (``chat <model>``) of an attempt."""
+    end = pl.concat_str([n(_c("_inst_ms")), pl.lit("000000")])
+    start = pl.concat_str([n(_c("_inst_ms") - _c("_latency_ms")), pl.lit("000000")])
+    attributes = arr(
+        _attr("gen_ai.operation.name", pl.lit("chat")),
+        _attr("gen_ai.provider.name", _c("provider")),
+        _attr("gen_ai.request.model", _c("model")),
+        _attr("gen_ai.response.model", _c("model")),
+        _count_attr("gen_ai.usage.input_tokens", "input_tokens"),
+        _count_attr("gen_ai.usage.output_tokens", "output_tokens"),
+        _count_attr("gen_ai.usage.cache_read.input_tokens", "cached_input_tokens"),
+        _count_attr("gen_ai.usage.cache_creation.input_tokens", "cache_write_tokens"),
+        _count_attr("gen_ai.usage.reasoning.output_tokens", "reasoning_tokens"),
+        pl.when(_c("_customer_on_span")).then(_attr("user.id", _c("customer_id"))),
+        pl.when(_c("feature").is_not_null()).then(_attr("tokenbill.feature", _c("feature"))),
+    )
+    return obj(
+        ("traceId", q(_c("_otlp_trace"))),
+        ("spanId", q(_c("_span_id"))),
+        ("name", q(pl.concat_str([pl.lit("chat "), _c("model")]))),
+        ("kind", pl.lit("3")),
+        ("startTimeUnixNano", q(start)),
+        ("endTimeUnixNano", q(end)),
+        ("attributes", attributes),
+        ("status", pl.lit("{}")),
+    )
+
+
+def otlp_http_span() -> pl.Expr:
+    """A non-GenAI span of the same trace (the app's HTTP handler): skipped by ingestion."""
+    end = pl.concat_str([n(_c("_inst_ms") + 5), pl.lit("000000")])
+    start = pl.concat_str([n(_c("_inst_ms") - _c("_latency_ms") - 20), pl.lit("000000")])
+    return obj(
+        ("traceId", q(_c("_otlp_trace"))),
+        ("spanId", q(_hex(16, 8))),
+        ("name", pl.lit('"POST /v1/assist"')),
+        ("kind", pl.lit("2")),
+        ("startTimeUnixNano", q(start)),
+        ("endTimeUnixNano", q(end)),
+        ("attributes", arr(_attr("http.request.method", pl.lit("POST")),
+                           _attr("http.response.status_code", pl.lit("200"), "intValue"))),
+        ("status", pl.lit("{}")),
+    )  # fmt: skip
+
+
+def otlp_line(spans: pl.Expr) -> pl.Expr:
+    """``{"resourceSpans":[...]}`` around the joined spans of one batch (one customer, one
+    app: the resource names them)."""
+    resource = arr(
+        _attr("service.name", pl.concat_str([pl.lit("assistant-"), _c("_app")])),
+        pl.when(~_c("_customer_on_span")).then(_attr("tokenbill.customer_id", _c("customer_id"))),
+        _attr("deployment.environment.name", _c("environment").fill_null("production")),
+    )
+    scope = obj(("name", pl.lit('"opentelemetry.instrumentation.genai"')),
+                ("version", pl.lit('"0.5b0"')))  # fmt: skip
+    resource_spans = obj(
+        ("resource", obj(("attributes", resource))),
+        ("scopeSpans", arr(obj(("scope", scope), ("spans", spans)))),
+    )
+    return obj(("resourceSpans", arr(resource_spans)))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def one_line_exprs() -> dict[str, pl.Expr]:
+    """The line of every one-event shape but canonical (rendered by the generator itself)."""
+    return {
+        OPENAI_CHAT: _openai_chat(),
+        OPENAI_RESPONSES: _openai_responses(),
+        OPENAI_REALTIME: _openai_realtime(),
+        ANTHROPIC: _anthropic(),
+        GEMINI: _gemini(),
+        BEDROCK: _bedrock(),
+        LITELLM: _litellm(),
+        CLOUDEVENTS: _cloudevents(),
+    }

@@ -20,7 +20,6 @@ from contracts.usage_event import (
     REASONS,
     SOURCE_HOUR,
     STATUSES,
-    TOKEN_FIELDS,
     WIRE_FIELDS,
     validate_wire_events,
 )
@@ -32,6 +31,7 @@ from orchestration.generator import (
     generation_manifest,
     upload,
 )
+from orchestration.generator.generate import CANONICAL_LINE_REASONS, LINE_REASONS, TOKEN_FIELDS
 
 MONTH, EVENTS, SEED = "2026-10", 3000, 7
 KEY_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+)$")
@@ -157,16 +157,19 @@ def test_manifest_counts_every_line_category_exactly(month, lines):
     assert manifest["lines"]["duplicate"] == 24
     reasons = Counter(why for why in lines["reasons"] if why)
     assert manifest["malformed_by_reason"] == {
-        code: reasons[code] for code in REASONS if code not in OBJECT_REASONS
+        code: reasons[code] for code in CANONICAL_LINE_REASONS
     }
 
 
 def test_every_line_level_reason_appears_at_least_once(month):
     _, manifest = month
-    expected = [code for code in REASONS if code not in OBJECT_REASONS]
-    assert list(manifest["malformed_by_reason"]) == expected
+    assert list(manifest["malformed_by_reason"]) == list(CANONICAL_LINE_REASONS)
     assert all(n >= 1 for n in manifest["malformed_by_reason"].values())
-    big = generation_manifest(MONTH, 200_000, SEED)
+    line_reasons = set(REASONS) - set(OBJECT_REASONS)
+    assert set(CANONICAL_LINE_REASONS) <= line_reasons
+    if "usage_not_reported" in REASONS:  # the producer shapes' reasons (issue 14)
+        assert set(LINE_REASONS) == line_reasons
+    big = generation_manifest(MONTH, 200_000, SEED, shapes="canonical")
     assert big["lines"]["malformed"] == 600  # 0.3% of the events
     assert big["lines"]["valid_unique"] == 200_000
 
@@ -338,9 +341,9 @@ def test_cli_creates_the_bucket_uploads_and_writes_the_manifest(s3, tmp_path, ca
     manifest_path = tmp_path / "manifest.json"
     argv = ["--month", "2026-02", "--events", "50", "--seed", "3", "--bucket", "fresh"]
     argv += ["--prefix", "raw", "--endpoint-url", endpoint, "--manifest", str(manifest_path)]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--shapes", "canonical"]) == 0
     manifest = json.loads(manifest_path.read_text())
-    assert manifest == generation_manifest("2026-02", 50, 3)
+    assert manifest == generation_manifest("2026-02", 50, 3, shapes="canonical")
     keys = _listed(client, "fresh", "raw/")
     assert len(keys) == manifest["objects"]["total"]
     assert all(KEY_RE.match(k.removeprefix("raw/")) for k in keys)
@@ -360,7 +363,11 @@ def test_every_malformation_variant_triggers_exactly_its_own_reason():
 
     mp, customers = g._plan_month(MONTH, 50_000, SEED, "canonical"), g._customers(SEED)
     hp = g._plan_hour(customers, mp, 14)
-    pairs = [(r, v) for r, code in enumerate(g.LINE_REASONS) for v in range(len(g._VARIANTS[code]))]
+    pairs = [
+        (r, v)
+        for r, code in enumerate(CANONICAL_LINE_REASONS)
+        for v in range(len(g._VARIANTS[code]))
+    ]
     hp.bad_reason[:] = -1
     hp.bad_reason[: len(pairs)] = [r for r, _ in pairs]
     hp.bad_variant[: len(pairs)] = [v for _, v in pairs]

@@ -50,9 +50,7 @@ import pyarrow.parquet as pq
 from contracts.usage_event import (
     MAX_COUNT,
     OBJECT_REASONS,
-    REASONS,
     STATUSES,
-    TOKEN_FIELDS,
     WIRE_FIELDS,
 )
 from orchestration.generator import shapes as sh
@@ -78,7 +76,24 @@ PLANS = ("starter", "pro", "enterprise")
 ENVIRONMENTS = ("production", "staging")
 APPS = ("web", "mobile", "api", "batch")
 N_CUSTOMERS = 40
-LINE_REASONS = tuple(code for code in REASONS if code not in OBJECT_REASONS)
+#: The canonical counts the generator simulates. The contract's other (optional) subsets
+#: come from producer shapes only (see shapes.ADDED_COUNTS).
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+                "reasoning_tokens")  # fmt: skip
+_WIRE = tuple(f for f in WIRE_FIELDS if f in TOKEN_FIELDS or not f.endswith("_tokens"))
+#: Line-level reasons of canonical lines, then those only producer shapes have (mixed months).
+CANONICAL_LINE_REASONS = (
+    "invalid_json",
+    "missing_required_field",
+    "wrong_type",
+    "negative_count",
+    "count_out_of_range",
+    "subset_invariant_broken",
+    "unparseable_timestamp",
+    "timestamp_outside_hour",
+    "unknown_status",
+)
+LINE_REASONS = CANONICAL_LINE_REASONS + sh.SHAPE_REASONS
 
 _AGENT = FEATURES.index("agent")
 _MODEL_PROVIDER = np.array([PROVIDERS.index(p) for p, _ in MODELS])
@@ -375,16 +390,24 @@ def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _M
     w *= rng.lognormal(0.0, 0.12, hours)
     n_valid = _largest_remainder(w, events)
 
-    n_bad = max(len(LINE_REASONS), round(events * MALFORMED_RATE))
+    n_reasons = len(CANONICAL_LINE_REASONS)
+    n_bad = max(n_reasons, round(events * MALFORMED_RATE))
     extra = _largest_remainder(
-        np.array([_REASON_WEIGHTS[r] for r in LINE_REASONS], dtype=float),
-        n_bad - len(LINE_REASONS),
+        np.array([_REASON_WEIGHTS[r] for r in CANONICAL_LINE_REASONS], dtype=float),
+        n_bad - n_reasons,
     )
-    reasons = np.repeat(np.arange(len(LINE_REASONS)), extra + 1)
+    reasons = np.repeat(np.arange(n_reasons), extra + 1)
     bad_hour = rng.choice(hours, size=n_bad, p=w / w.sum())
     order = np.argsort(bad_hour, kind="stable")
     bounds = np.searchsorted(bad_hour[order], np.arange(hours + 1))
     bad_reasons = [reasons[order[bounds[h] : bounds[h + 1]]] for h in range(hours)]
+    if shapes == "mixed":  # a few lines of each shape-only reason, on a stream of their own
+        srng = _rng(seed, year, mon, 0x1708)
+        each = max(2, round(events * sh.SHAPE_BAD_RATE))
+        codes = np.repeat(np.arange(n_reasons, len(LINE_REASONS)), each)
+        at = srng.choice(hours, size=len(codes), p=w / w.sum())
+        for h in np.unique(at):
+            bad_reasons[h] = np.concatenate([bad_reasons[h], codes[at == h]])
 
     special_hours = rng.choice(hours, size=3, replace=False, p=w / w.sum())
     garbage = rng.integers(0, 256, size=3000, dtype=np.uint8)
@@ -588,7 +611,7 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
     bad_reason = np.full(n, -1, dtype=np.int64)
     bad_rows = np.sort(rng.choice(n, size=n_bad, replace=False))
     bad_reason[bad_rows] = rng.permutation(reasons)
-    n_variants = np.array([len(_VARIANTS[r]) for r in LINE_REASONS])
+    n_variants = np.array([len(_VARIANTS.get(r, [{}])) for r in LINE_REASONS])
     bad_variant = np.zeros(n, dtype=np.int64)
     bad_variant[bad_rows] = np.floor(rng.random(n_bad) * n_variants[bad_reason[bad_rows]]).astype(
         np.int64
@@ -647,20 +670,20 @@ def _assign_shapes(
     (``otlp_batch``: -1, or the hour's OTLP line holding its span). Returns the OTLP lines.
 
     Drawn on an hour stream of its own, after everything else: a canonical month is the same
-    month without this step, byte for byte. Malformed lines and Parquet rows stay canonical;
-    a resent attempt is in a one-line shape (a resend is the same line again)."""
+    month without this step, byte for byte. Parquet rows stay canonical; a resent attempt is
+    in a one-line shape (a resend is the same line again)."""
     n = len(bad_reason)
     if mp.shapes == "canonical":
         rows["shape"] = np.zeros(n, dtype=np.int64)
+        rows["ce_inner"] = np.full(n, -1, dtype=np.int64)
         rows["shape_u"] = np.zeros(n)
-        rows["unreported"] = np.zeros(n, dtype=bool)
+        rows |= {name: np.zeros(n, dtype=np.int64) for name in sh.ADDED_COUNTS}
         rows["otlp_batch"] = np.full(n, -1, dtype=np.int64)
         return 0
     rng = _rng(mp.seed, mp.year, mp.mon, 0x5000 + hour)
-    canonical_only = (bad_reason >= 0) | (row_format == _PARQUET)
     one_line = np.zeros(n, dtype=bool)
     one_line[dup_src] = True
-    rows |= sh.assign(rows, canonical_only, one_line, rng)
+    rows |= sh.assign(rows, bad_reason, LINE_REASONS, row_format == _PARQUET, one_line, rng)
     # OTLP batches: the spans of one object, customer, app and environment, in time order,
     # at most OTLP_BATCH per line.
     batch = np.full(n, -1, dtype=np.int64)
@@ -779,7 +802,7 @@ _VARIANTS: dict[str, list[dict[str, pl.Expr | None]]] = {
     ],
 }
 _JSON_FIELDS = (
-    *(f for f in WIRE_FIELDS if f not in TOKEN_FIELDS and f != "metadata"),
+    *(f for f in _WIRE if f not in TOKEN_FIELDS and f != "metadata"),
     *TOKEN_FIELDS,
     "metadata",
     "sdk_version",
@@ -840,7 +863,9 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
             "_obj": np.concatenate([hp.obj for hp in hps]),
             "_shape": r["shape"],
             "_shape_u": r["shape_u"],
-            "_unreported": r["unreported"],
+            "_ce_inner": r["ce_inner"],
+            "_no_usage": np.zeros(len(cust), dtype=bool),
+            **{f: r[f] for f in sh.ADDED_COUNTS},
             "_otlp_batch": r["otlp_batch"],
             "_h1": ids.hex(_Ids.SHAPE_A, _counters(mp.month_ord, hour, idx)),
             "_h2": ids.hex(_Ids.SHAPE_B, _counters(mp.month_ord, hour, idx)),
@@ -940,7 +965,9 @@ def _line_expr(malformed: bool) -> pl.Expr:
 def _json_lines(wire: pl.DataFrame) -> pl.Series:
     """JSON lines of every row: the variants are only evaluated on the (few) malformed rows."""
     lines = wire.select(_line_expr(malformed=False)).to_series()
-    bad = np.flatnonzero(wire.get_column("_reason").to_numpy() >= 0)
+    reason = wire.get_column("_reason").to_numpy()
+    shape = wire.get_column("_shape").to_numpy()
+    bad = np.flatnonzero((reason >= 0) & (shape == sh.S[sh.CANONICAL]))
     if len(bad):
         excl_in = pl.max_horizontal(
             pl.col("input_tokens")
@@ -955,11 +982,16 @@ def _json_lines(wire: pl.DataFrame) -> pl.Series:
             .to_series()
         )
         lines = lines.scatter(bad, bad_lines)
-    shape = wire.get_column("_shape").to_numpy()
     for name, expr in sh.one_line_exprs().items():
-        rows = np.flatnonzero(shape == sh.S[name])
+        rows = np.flatnonzero((shape == sh.S[name]) & (reason < 0))
         if len(rows):
             lines = lines.scatter(rows, wire[pl.Series(rows)].select(expr).to_series())
+        for r in np.unique(reason[(shape == sh.S[name]) & (reason >= 0)]):
+            code = LINE_REASONS[r]
+            rows = np.flatnonzero((shape == sh.S[name]) & (reason == r))
+            faulty = wire[pl.Series(rows)].with_columns(**sh.bad_overrides(name, code))
+            text = faulty.select(sh.bad_line(name, code, expr)).to_series()
+            lines = lines.scatter(rows, text)
     return lines
 
 
@@ -971,6 +1003,12 @@ def _multi_lines(wire: pl.DataFrame) -> pl.DataFrame:
     parts = [pl.DataFrame(schema=schema)]
     otlp = wire.filter(pl.col("_shape") == sh.S[sh.OTLP])
     if otlp.height:
+        # A malformed span: its cache read exceeds its input (the only OTLP fault sent).
+        broken = pl.col("_reason") == LINE_REASONS.index("subset_invariant_broken")
+        cached = sh.bad_overrides(sh.OTLP, "subset_invariant_broken")["cached_input_tokens"]
+        otlp = otlp.with_columns(
+            cached_input_tokens=pl.when(broken).then(cached).otherwise("cached_input_tokens")
+        )
         spans = (
             otlp.with_columns(_span=sh.otlp_span(), _http=sh.otlp_http_span())
             .sort("_hp", "_otlp_batch", "_ts_ms", maintain_order=True)
@@ -992,14 +1030,17 @@ def _multi_lines(wire: pl.DataFrame) -> pl.DataFrame:
         )
     token = wire.filter(pl.col("_shape") == sh.S[sh.TOKEN_TYPE])
     if token.height:
-        for expr in sh.token_type_lines():
+        # A malformed attempt is one line of type total (input + output) instead of two.
+        total = pl.col("_reason") == LINE_REASONS.index("unknown_token_type")
+        kinds = [(~total, line) for line in sh.token_type_lines()]
+        for keep, line in [*kinds, (total, sh.token_type_total_line())]:
             parts.append(
-                token.select(
+                token.filter(keep).select(
                     "_hp",
                     pl.col("_obj").alias("obj"),
                     (pl.col("_ts_ms") % _HOUR_MS).alias("key"),
-                    expr.alias("line"),
-                )  # fmt: skip
+                    line.alias("line"),
+                )
             )
     return pl.concat(parts).sort("_hp", "obj", "key", maintain_order=True)
 
@@ -1094,34 +1135,42 @@ class _Manifest:
         shape = (len(TOKEN_FIELDS) + 1,)
         self.by_customer = np.zeros((N_CUSTOMERS, *shape), dtype=np.int64)
         self.by_model = np.zeros((len(MODELS), *shape), dtype=np.int64)
-        self.shape_events = np.zeros(len(sh.SHAPES), dtype=np.int64)
-        self.shape_dups = np.zeros(len(sh.SHAPES), dtype=np.int64)
-        self.shape_bad = np.zeros(len(sh.SHAPES), dtype=np.int64)
-        self.otlp_lines = self.unreported = 0
+        k = len(sh.REPORTED)
+        # per reported shape: valid records, duplicate records, quarantined records, lines
+        self.by_shape = np.zeros((k, 4), dtype=np.int64)
+        self.added = np.zeros(len(sh.ADDED_COUNTS), dtype=np.int64)
+        self.otlp_lines = 0
 
     def add_hour(self, hp: _HourPlan | None, hour: int) -> None:
         if hp is not None:
             r, valid = hp.rows, hp.bad_reason < 0
-            self.valid += int(valid.sum())
+            # A per-token-type attempt lands as two events (its input row, its output row).
+            weight = np.where(r["shape"] == sh.S[sh.TOKEN_TYPE], 2, 1)
+            weight = np.where(valid, weight, 0)
+            self.valid += int(weight.sum())
             self.dups += len(hp.dup_src)
             self.by_reason += np.bincount(hp.bad_reason[~valid], minlength=len(LINE_REASONS))
-            self.by_status += np.bincount(r["status"][valid], minlength=len(STATUSES))
+            self.by_status += _int_bincount(r["status"], weight, len(STATUSES))
             for fmt in hp.formats:
                 self.objects[FORMATS[fmt]] += 1
-            unknown = r["unreported"][valid]  # usage never reported: no counts at all
-            values = [np.ones(int(valid.sum()), dtype=np.int64)] + [
-                np.where(r.get(f"{f}_null", np.zeros_like(valid))[valid] | unknown, 0, r[f][valid])
+            values = [weight] + [
+                np.where(valid & ~r.get(f"{f}_null", np.zeros_like(valid)), r[f], 0)
                 for f in TOKEN_FIELDS
             ]
-            k = len(sh.SHAPES)
-            self.shape_events += np.bincount(r["shape"][valid], minlength=k)
-            self.shape_dups += np.bincount(r["shape"][hp.dup_src], minlength=k)
-            self.shape_bad += np.bincount(r["shape"][~valid], minlength=k)
-            self.otlp_lines += hp.otlp_batches
-            self.unreported += int(unknown.sum())
             for j, v in enumerate(values):
-                self.by_customer[:, j] += _int_bincount(r["cust"][valid], v, N_CUSTOMERS)
-                self.by_model[:, j] += _int_bincount(r["model"][valid], v, len(MODELS))
+                self.by_customer[:, j] += _int_bincount(r["cust"], v, N_CUSTOMERS)
+                self.by_model[:, j] += _int_bincount(r["model"], v, len(MODELS))
+            self.added += [int(r[f][valid].sum()) for f in sh.ADDED_COUNTS]
+            named = sh.reported(r["shape"], r["ce_inner"], hp.bad_reason, LINE_REASONS)
+            k = len(sh.REPORTED)
+            self.by_shape[:, 0] += _int_bincount(named, weight, k)
+            self.by_shape[:, 1] += np.bincount(named[hp.dup_src], minlength=k)
+            self.by_shape[:, 2] += np.bincount(named[~valid], minlength=k)
+            lines = np.where(r["shape"] == sh.S[sh.OTLP], 0, np.where(valid, weight, 1))
+            self.by_shape[:, 3] += _int_bincount(named, lines, k)
+            self.by_shape[:, 3] += np.bincount(named[hp.dup_src], minlength=k)
+            self.by_shape[sh.REPORTED.index(sh.OTLP), 3] += hp.otlp_batches
+            self.otlp_lines += hp.otlp_batches
             first_special = len(hp.formats)
         else:
             first_special = 0
@@ -1137,10 +1186,12 @@ class _Manifest:
         object_reasons = {code: 0 for code in OBJECT_REASONS}
         for s in self.specials:
             object_reasons[s["reason"]] += 1
+        reasons = LINE_REASONS if mp.shapes == "mixed" else CANONICAL_LINE_REASONS
         return {
             "month": mp.month,
             "events": mp.events,
             "seed": mp.seed,
+            "shapes_mode": mp.shapes,
             "lines": {
                 "total": self.valid + self.dups + malformed,
                 "valid_unique": self.valid,
@@ -1148,7 +1199,9 @@ class _Manifest:
                 "malformed": malformed,
             },
             "malformed_by_reason": {
-                code: int(n) for code, n in zip(LINE_REASONS, self.by_reason, strict=True)
+                code: int(n)
+                for code, n in zip(LINE_REASONS, self.by_reason, strict=True)
+                if code in reasons
             },
             "objects": {
                 "total": sum(self.objects.values()) + len(self.specials),
@@ -1159,9 +1212,16 @@ class _Manifest:
             "tokens": {
                 f: int(self.by_customer[:, j + 1].sum()) for j, f in enumerate(TOKEN_FIELDS)
             },
+            "subset_tokens": dict(zip(sh.ADDED_COUNTS, map(int, self.added), strict=True)),
             "valid_by_status": {s: int(n) for s, n in zip(STATUSES, self.by_status, strict=True)},
-            "shapes": self._shapes(),
-            "unreported_usage": self.unreported,
+            "shapes": {
+                name: dict(
+                    zip(("valid", "duplicate", "quarantined", "lines"), map(int, row), strict=True)
+                )  # fmt: skip
+                for name, row in zip(sh.REPORTED, self.by_shape, strict=True)
+                if row.any()
+            },
+            "otlp_spans_skipped": self.otlp_lines,
             "by_customer": {
                 cid: dict(zip(columns, map(int, row), strict=True))
                 for cid, row in zip(self.c.ids.to_list(), self.by_customer, strict=True)
@@ -1173,26 +1233,6 @@ class _Manifest:
                 if row[0]
             },
         }
-
-    def _shapes(self) -> dict:
-        """Per wire shape: valid unique ``events``, resent ``duplicate`` lines, ``malformed``
-        lines and physical ``lines`` (an OTLP line holds a batch of spans and one non-GenAI
-        span; a per-token-type attempt is two lines). Shapes with nothing are left out."""
-        out = {}
-        for i, name in enumerate(sh.SHAPES):
-            events, dups, bad = (int(a[i]) for a in (self.shape_events, self.shape_dups,
-                                                      self.shape_bad))  # fmt: skip
-            if not events + dups + bad:
-                continue
-            lines = events + dups + bad
-            entry = {"events": events, "duplicate": dups, "malformed": bad}
-            if name == sh.OTLP:
-                lines = self.otlp_lines
-                entry["non_genai_spans"] = self.otlp_lines
-            elif name == sh.TOKEN_TYPE:
-                lines = 2 * events
-            out[name] = {**entry, "lines": lines}
-        return out
 
 
 def _int_bincount(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:

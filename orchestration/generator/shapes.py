@@ -33,10 +33,10 @@ OPENAI_REALTIME = "openai_realtime"
 ANTHROPIC = "anthropic_messages"
 GEMINI = "gemini"
 BEDROCK = "bedrock_converse"
-OTLP = "otlp_genai"
+OTLP = "otlp"
 LITELLM = "litellm"
 CLOUDEVENTS = "cloudevents"
-TOKEN_TYPE = "token_type_events"
+TOKEN_TYPE = "token_type"
 
 SHAPES = (
     CANONICAL,
@@ -56,6 +56,11 @@ S = {name: i for i, name in enumerate(SHAPES)}
 NATIVE = (OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_REALTIME, ANTHROPIC, GEMINI, BEDROCK)
 #: Shapes that write one line per attempt (a resend is the same line again).
 ONE_LINE = (CANONICAL, *NATIVE, LITELLM, CLOUDEVENTS)
+#: Line-level quarantine reasons only a producer shape can have (one line each; the month
+#: holds a few of each, see SHAPE_BAD_RATE).
+SHAPE_REASONS = ("ambiguous_format", "unrecognized_format", "usage_not_reported",
+                 "unknown_token_type")  # fmt: skip
+SHAPE_BAD_RATE = 0.0002
 
 #: Share of attempts per family in a mixed month (before eligibility falls back to native).
 FAMILY_P = {CANONICAL: 0.40, "native": 0.27, OTLP: 0.12, LITELLM: 0.10, CLOUDEVENTS: 0.07,
@@ -64,38 +69,61 @@ FAMILY_P = {CANONICAL: 0.40, "native": 0.27, OTLP: 0.12, LITELLM: 0.10, CLOUDEVE
 OPENAI_P = (0.6, 0.3, 0.1)
 #: Spans per OTLP line at most (a collector's batch).
 OTLP_BATCH = 64
-#: Share of native (OpenAI Chat) cancelled streams whose final usage chunk never came.
-UNREPORTED_P = 0.5
+#: Share of malformed canonical lines sent in a producer shape instead (where the reason has
+#: a native form for the attempt's provider, see BAD_SHAPES).
+SHAPED_BAD_P = 0.5
 
 _OPENAI, _ANTHROPIC, _GEMINI, _BEDROCK = range(4)
 _SUCCESS, _FAILED, _RETRIED, _CANCELLED = range(4)
+_ANY = -1
+#: (contract reason, provider or _ANY) -> the shape a malformed line of that reason may be
+#: sent in, with the native fault :func:`bad_overrides` gives it.
+BAD_SHAPES = {
+    ("subset_invariant_broken", _OPENAI): OPENAI_CHAT,  # cached_tokens > prompt_tokens
+    ("subset_invariant_broken", _GEMINI): GEMINI,  # cachedContentTokenCount > promptTokenCount
+    ("subset_invariant_broken", _ANY): OTLP,  # cache_read.input_tokens > input_tokens
+    ("negative_count", _OPENAI): OPENAI_RESPONSES,  # output_tokens < 0
+    ("count_out_of_range", _ANTHROPIC): ANTHROPIC,  # cache_read_input_tokens >= 10**9
+    ("wrong_type", _BEDROCK): BEDROCK,  # outputTokens "12.0"
+    ("wrong_type", _ANY): LITELLM,  # prompt_tokens "1200 tokens"
+    ("missing_required_field", _ANY): CLOUDEVENTS,  # no subject, no data.customer_id
+}
 
 
 def assign(
-    rows: dict[str, np.ndarray], canonical_only: np.ndarray, one_line: np.ndarray, rng
+    rows: dict[str, np.ndarray],
+    bad: np.ndarray,
+    reasons: tuple[str, ...],
+    parquet: np.ndarray,
+    one_line: np.ndarray,
+    rng,
 ) -> dict[str, np.ndarray]:
-    """The shape of every attempt of one hour, its variant draw and unreported usage.
+    """The wire shape of every attempt of one hour.
 
-    ``canonical_only``: rows that must stay canonical (malformed lines, Parquet rows);
-    ``one_line``: rows that must be one line of their own (resent ones).
-    Returns ``shape`` (index into SHAPES), ``shape_u`` (a uniform draw for the shape's own
-    variants) and ``unreported`` (a cancelled stream whose usage never arrived).
+    ``bad``: the line-level reason of each row (index into ``reasons``; -1: valid);
+    ``parquet``: rows in a Parquet object (canonical); ``one_line``: rows that must be one
+    line of their own (resent ones).
+    Returns per row ``shape`` (index into SHAPES), ``ce_inner`` (the shape of a CloudEvent's
+    ``data``), ``shape_u`` (a uniform draw for the shape's own variants) and the counts the
+    shapes add to the canonical ones: ``audio_input_tokens``/``audio_output_tokens``
+    (Realtime) and ``cache_write_5m_tokens``/``cache_write_1h_tokens`` (Anthropic, Bedrock),
+    0 where the line does not report them.
     """
     n = len(rows["prov"])
-    u_family, u_openai, shape_u, u_unrep = rng.random((4, n))
+    u_family, u_openai, shape_u, u_inner, u_bad, u_audio_in, u_audio_out, u_ttl = rng.random((8, n))
     edges = np.cumsum(list(FAMILY_P.values()))
     family = np.minimum(np.searchsorted(edges, u_family, side="right"), len(edges) - 1)
     names = list(FAMILY_P)
     prov, status, attempt = rows["prov"], rows["status"], rows["attempt"]
 
-    openai = np.choose(np.searchsorted(np.cumsum(OPENAI_P), u_openai, side="right").clip(0, 2),
-                       [S[OPENAI_CHAT], S[OPENAI_RESPONSES], S[OPENAI_REALTIME]])  # fmt: skip
+    kind = np.searchsorted(np.cumsum(OPENAI_P), u_openai, side="right").clip(0, 2)
+    openai = np.array([S[OPENAI_CHAT], S[OPENAI_RESPONSES], S[OPENAI_REALTIME]])[kind]
     no_reasoning = rows["reasoning_tokens"] == 0
     openai = np.where((openai == S[OPENAI_REALTIME]) & ~no_reasoning, S[OPENAI_CHAT], openai)
-    native = np.choose(prov, [openai, np.full(n, S[ANTHROPIC]), np.full(n, S[GEMINI]),
-                              np.full(n, S[BEDROCK])])  # fmt: skip
+    by_provider = np.array([S[OPENAI_CHAT], S[ANTHROPIC], S[GEMINI], S[BEDROCK]])
+    native = np.where(prov == _OPENAI, openai, by_provider[prov])
 
-    first_success = (status == _SUCCESS) & (attempt == 1)
+    first = attempt == 1
     plain = (
         ((rows["cached_input_tokens"] == 0) | rows["cached_input_tokens_null"])
         & ((rows["cache_write_tokens"] == 0) | rows["cache_write_tokens_null"])
@@ -104,10 +132,10 @@ def assign(
     eligible = {
         CANONICAL: np.ones(n, dtype=bool),
         "native": np.ones(n, dtype=bool),
-        OTLP: first_success,
+        OTLP: first & ((status == _SUCCESS) | (status == _FAILED)) & ~one_line,
         LITELLM: (status == _SUCCESS) | (status == _FAILED),
         CLOUDEVENTS: np.ones(n, dtype=bool),
-        TOKEN_TYPE: first_success & plain & (rows["input_tokens"] > 0),
+        TOKEN_TYPE: first & (status == _SUCCESS) & plain & ~one_line,
     }
     shape = np.full(n, S[CANONICAL], dtype=np.int64)
     for f, name in enumerate(names):
@@ -116,13 +144,77 @@ def assign(
             shape[pick] = native[pick]
             continue
         ok = pick & eligible[name]
-        if name in (OTLP, TOKEN_TYPE):
-            ok &= ~one_line
         shape[ok] = S[name]
         shape[pick & ~ok] = native[pick & ~ok]
-    shape[canonical_only] = S[CANONICAL]
-    unreported = (shape == S[OPENAI_CHAT]) & (status == _CANCELLED) & (u_unrep < UNREPORTED_P)
-    return {"shape": shape, "shape_u": shape_u, "unreported": unreported}
+
+    # Malformed lines: the shape reasons have their own shape; a contract reason is sent in a
+    # producer shape where it has a native form, else canonical.
+    table = np.full((len(reasons), 4), S[CANONICAL], dtype=np.int64)  # (reason, provider)
+    for r, reason in enumerate(reasons):
+        for p in range(4):
+            if reason == "unknown_token_type":
+                table[r, p] = S[TOKEN_TYPE]
+            elif reason in SHAPE_REASONS:
+                table[r, p] = by_provider[p]
+            elif target := BAD_SHAPES.get((reason, p), BAD_SHAPES.get((reason, _ANY))):
+                table[r, p] = S[target]
+    is_bad = bad >= 0
+    shaped = np.isin(np.array(reasons)[np.maximum(bad, 0)], SHAPE_REASONS) | (u_bad < SHAPED_BAD_P)
+    shape = np.where(is_bad, np.where(shaped, table[np.maximum(bad, 0), prov], S[CANONICAL]), shape)
+    shape[parquet] = S[CANONICAL]
+
+    ce = shape == S[CLOUDEVENTS]
+    ce_inner = np.where(ce & (u_inner < 0.5), by_provider[prov], S[CANONICAL])
+    ce_inner[is_bad] = S[CANONICAL]
+    ce_inner[~ce] = -1
+    rendered = np.where(ce, ce_inner, shape)  # the shape the usage counts are written in
+    valid = ~is_bad
+    realtime = (rendered == S[OPENAI_REALTIME]) & valid
+    audio_in = np.where(realtime, np.floor(rows["input_tokens"] * (0.2 + 0.6 * u_audio_in)), 0)
+    audio_out = np.where(realtime, np.floor(rows["output_tokens"] * (0.2 + 0.6 * u_audio_out)), 0)
+    ttl = np.isin(rendered, [S[ANTHROPIC], S[BEDROCK]]) & valid
+    write = np.where(ttl, rows["cache_write_tokens"], 0)
+    one_h = np.where(u_ttl < 0.2, write, 0)
+    return {
+        "shape": shape,
+        "ce_inner": ce_inner,
+        "shape_u": shape_u,
+        "audio_input_tokens": audio_in.astype(np.int64),
+        "audio_output_tokens": audio_out.astype(np.int64),
+        "cache_write_5m_tokens": (write - one_h).astype(np.int64),
+        "cache_write_1h_tokens": one_h.astype(np.int64),
+    }
+
+
+#: The subset counts the shapes add, as the manifest sums them.
+ADDED_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens",
+                "audio_output_tokens")  # fmt: skip
+
+
+#: The names records are reported under in ingestion's format audit: a CloudEvent as
+#: ``cloudevents:<shape of its data>``; a line in no shape (or in two) as ``unknown``.
+REPORTED = (
+    *(name for name in SHAPES if name not in (CLOUDEVENTS, TOKEN_TYPE)),
+    *(f"cloudevents:{name}" for name in (CANONICAL, OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC,
+                                         GEMINI, BEDROCK, TOKEN_TYPE)),
+    "unknown",
+)  # fmt: skip
+
+
+def reported(shape: np.ndarray, ce_inner: np.ndarray, bad: np.ndarray, reasons) -> np.ndarray:
+    """Index into REPORTED of each row's record(s)."""
+    table = np.array(
+        [REPORTED.index(name) if name in REPORTED else -1 for name in SHAPES], dtype=np.int64
+    )
+    out = table[shape]
+    ce = shape == S[CLOUDEVENTS]
+    inner = [REPORTED.index(f"cloudevents:{name}") if f"cloudevents:{name}" in REPORTED else -1
+             for name in SHAPES]  # fmt: skip
+    out[ce] = np.array(inner)[ce_inner[ce]]
+    out[shape == S[TOKEN_TYPE]] = REPORTED.index("cloudevents:token_type")
+    unknown = [i for i, r in enumerate(reasons) if r in ("ambiguous_format", "unrecognized_format")]
+    out[np.isin(bad, unknown)] = REPORTED.index("unknown")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,14 +285,19 @@ def _envelope(response: pl.Expr, model: pl.Expr | None) -> pl.Expr:
     return obj(*pairs)
 
 
+def _reported(usage: pl.Expr) -> pl.Expr:
+    """The usage object, absent on a stream cancelled before its final usage chunk."""
+    return pl.when(~_c("_no_usage")).then(usage)
+
+
 def _envelope_model() -> pl.Expr:
     """The envelope names the requested model on about half of the lines; else the response's
     own model field is the model."""
     return pl.when(_uv(3) < 0.5).then(q(_c("model")))
 
 
-def _openai_chat() -> pl.Expr:
-    usage = obj(
+def _chat_usage() -> pl.Expr:
+    return obj(
         ("prompt_tokens", n(_c("input_tokens"))),
         ("completion_tokens", n(_c("output_tokens"))),
         ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
@@ -213,17 +310,20 @@ def _openai_chat() -> pl.Expr:
             ("rejected_prediction_tokens", pl.lit("0")),
         )),
     )  # fmt: skip
+
+
+def _openai_chat() -> tuple[pl.Expr, pl.Expr | None]:
     response = obj(
         ("id", q(pl.concat_str([pl.lit("chatcmpl-"), _hex(24, 1)]))),
         ("object", pl.lit('"chat.completion"')),
         ("model", q(_c("model"))),
         ("service_tier", pl.lit('"default"')),
-        ("usage", pl.when(~_c("_unreported")).then(usage)),
+        ("usage", _reported(_chat_usage())),
     )
-    return _envelope(response, _envelope_model())
+    return response, _envelope_model()
 
 
-def _openai_responses() -> pl.Expr:
+def _openai_responses() -> tuple[pl.Expr, pl.Expr | None]:
     usage = obj(
         ("input_tokens", n(_c("input_tokens"))),
         ("input_tokens_details", obj(("cached_tokens", n(_z("cached_input_tokens"))),
@@ -246,16 +346,11 @@ def _openai_responses() -> pl.Expr:
         ("status", status),
         ("usage", usage),
     )
-    return _envelope(response, _envelope_model())
+    return response, _envelope_model()
 
 
-def _audio(total: str, i: int) -> pl.Expr:
-    """The audio part of a Realtime session's count (the rest is text)."""
-    return (_c(total) * (0.2 + 0.6 * _uv(i))).floor().cast(pl.Int64)
-
-
-def _openai_realtime() -> pl.Expr:
-    audio_in, audio_out = _audio("input_tokens", 4), _audio("output_tokens", 5)
+def _openai_realtime() -> tuple[pl.Expr, pl.Expr | None]:
+    audio_in, audio_out = _c("audio_input_tokens"), _c("audio_output_tokens")
     usage = obj(
         ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),
         ("input_tokens", n(_c("input_tokens"))),
@@ -276,22 +371,17 @@ def _openai_realtime() -> pl.Expr:
                      .otherwise(pl.lit('"completed"'))),
         ("usage", usage),
     )  # fmt: skip
-    return _envelope(response, q(_c("model")))  # Realtime's response names no model
+    return response, q(_c("model"))  # Realtime's response names no model
 
 
-def _cache_1h(i: int) -> pl.Expr:
-    """Anthropic's (and Bedrock's) 1-hour cache writes: all of a write on a fifth of them."""
-    return pl.when(_uv(i) < 0.2).then(_z("cache_write_tokens")).otherwise(0)
-
-
-def _anthropic() -> pl.Expr:
-    one_h = _cache_1h(4)
+def _anthropic() -> tuple[pl.Expr, pl.Expr | None]:
+    one_h = _c("cache_write_1h_tokens")
     excl = _c("input_tokens") - _z("cached_input_tokens") - _z("cache_write_tokens")
     usage = obj(
         ("input_tokens", n(excl)),
         ("cache_creation_input_tokens", n(_z("cache_write_tokens"))),
         ("cache_read_input_tokens", n(_z("cached_input_tokens"))),
-        ("cache_creation", obj(("ephemeral_5m_input_tokens", n(_z("cache_write_tokens") - one_h)),
+        ("cache_creation", obj(("ephemeral_5m_input_tokens", n(_c("cache_write_5m_tokens"))),
                                ("ephemeral_1h_input_tokens", n(one_h)))),
         ("output_tokens", n(_c("output_tokens"))),
         ("server_tool_use", pl.when((_c("feature") == "rag-search") & (_uv(5) < 0.5))
@@ -305,12 +395,12 @@ def _anthropic() -> pl.Expr:
         ("role", pl.lit('"assistant"')),
         ("model", q(_c("model"))),
         ("stop_reason", pl.lit('"end_turn"')),
-        ("usage", usage),
+        ("usage", _reported(usage)),
     )
-    return _envelope(response, _envelope_model())
+    return response, _envelope_model()
 
 
-def _gemini() -> pl.Expr:
+def _gemini() -> tuple[pl.Expr, pl.Expr | None]:
     """generateContent (thoughts outside the candidates, or already inside them: the total
     tells) and Live (``responseTokenCount``)."""
     thoughts = _z("reasoning_tokens")
@@ -339,14 +429,13 @@ def _gemini() -> pl.Expr:
     response = obj(
         ("responseId", q(_hex(24, 5))),
         ("modelVersion", q(_c("model"))),
-        ("usageMetadata", usage),
+        ("usageMetadata", _reported(usage)),
     )
-    return _envelope(response, _envelope_model())
+    return response, _envelope_model()
 
 
-def _bedrock() -> pl.Expr:
-    one_h = _cache_1h(4)
-    five_m = _z("cache_write_tokens") - one_h
+def _bedrock() -> tuple[pl.Expr, pl.Expr | None]:
+    one_h, five_m = _c("cache_write_1h_tokens"), _c("cache_write_5m_tokens")
     excl = _c("input_tokens") - _z("cached_input_tokens") - _z("cache_write_tokens")
     details = arr(
         pl.when(one_h > 0).then(obj(("ttl", pl.lit('"1h"')), ("inputTokens", n(one_h)))),
@@ -362,10 +451,10 @@ def _bedrock() -> pl.Expr:
     )
     response = obj(
         ("stopReason", pl.lit('"end_turn"')),
-        ("usage", usage),
+        ("usage", _reported(usage)),
         ("metrics", obj(("latencyMs", n(_c("_latency_ms"))))),
     )
-    return _envelope(response, q(_c("model")))  # Converse echoes no model id
+    return response, q(_c("model"))  # Converse echoes no model id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +491,8 @@ def _litellm() -> pl.Expr:
     )
     return obj(
         ("id", q(_c("event_id"))),
-        ("trace_id", q(_c("request_group_id"))),
-        ("session_id", q(_c("trace_id"))),
+        ("trace_id", q(_c("trace_id"))),
+        ("session_id", q(_c("request_group_id"))),
         ("call_type", pl.lit('"acompletion"')),
         ("stream", pl.lit("false")),
         ("status", status),
@@ -426,7 +515,8 @@ def _litellm() -> pl.Expr:
 
 
 def _cloudevents() -> pl.Expr:
-    canonical_data = obj(
+    """``data``: the canonical body, or (``_ce_inner``) an envelope's provider response."""
+    data = obj(
         *((f, q(_c(f))) for f in ("subscription_id", "plan", "feature", "provider", "model",
                                    "environment", "region", "status")),
         ("attempt", n(_c("attempt"))),
@@ -435,6 +525,19 @@ def _cloudevents() -> pl.Expr:
         *((f, n(_c(f))) for f in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
                                    "output_tokens", "reasoning_tokens")),
     )  # fmt: skip
+    for shape, (response, model) in _responses().items():
+        if shape == OPENAI_REALTIME:
+            continue
+        native = obj(
+            *((f, q(_c(f))) for f in ("feature", "environment", "region", "status")),
+            ("attempt", n(_c("attempt"))),
+            ("request_group_id", q(_c("request_group_id"))),
+            ("trace_id", q(_c("trace_id"))),
+            ("provider", q(_c("provider"))),
+            ("model", model),
+            ("response", response),
+        )
+        data = pl.when(_c("_ce_inner") == S[shape]).then(native).otherwise(data)
     return obj(
         ("specversion", pl.lit('"1.0"')),
         ("id", q(_c("event_id"))),
@@ -443,7 +546,7 @@ def _cloudevents() -> pl.Expr:
         ("subject", q(_c("customer_id"))),
         ("time", q(_c("timestamp"))),
         ("datacontenttype", pl.lit('"application/json"')),
-        ("data", canonical_data),
+        ("data", data),
     )
 
 
@@ -451,24 +554,33 @@ def _cloudevents() -> pl.Expr:
 # Per-token-type gateway events (OpenMeter/Kong style): one CloudEvent per request and type.
 
 
-def token_type_lines() -> list[pl.Expr]:
-    """The input line and the output line of a per-token-type attempt (counts as strings)."""
+def _token_type_line(kind: str, tokens: pl.Expr) -> pl.Expr:
     request = _c("event_id")
+    return obj(
+        ("specversion", pl.lit('"1.0"')),
+        ("type", pl.lit('"prompt"')),
+        ("id", q(pl.concat_str([request, pl.lit(f"-{kind}")]))),
+        ("source", pl.lit('"kong-ai-gateway"')),
+        ("subject", q(_c("customer_id"))),
+        ("time", q(_c("timestamp"))),
+        ("data", obj(("tokens", q(n(tokens))), ("model", q(_c("model"))),
+                     ("type", pl.lit(f'"{kind}"')), ("request_id", q(request)),
+                     ("provider", q(_c("provider"))))),
+    )  # fmt: skip
 
-    def line(kind: str, count: str) -> pl.Expr:
-        return obj(
-            ("specversion", pl.lit('"1.0"')),
-            ("type", pl.lit('"prompt"')),
-            ("id", q(pl.concat_str([request, pl.lit(f"-{kind}")]))),
-            ("source", pl.lit('"kong-ai-gateway"')),
-            ("subject", q(_c("customer_id"))),
-            ("time", q(_c("timestamp"))),
-            ("data", obj(("tokens", q(n(_c(count)))), ("model", q(_c("model"))),
-                         ("type", pl.lit(f'"{kind}"')), ("request_id", q(request)),
-                         ("provider", q(_c("provider"))))),
-        )  # fmt: skip
 
-    return [line("input", "input_tokens"), line("output", "output_tokens")]
+def token_type_lines() -> list[pl.Expr]:
+    """The input line and the output line of a per-token-type attempt (counts as strings):
+    ingestion rates them row by row, so the attempt lands as two events."""
+    return [
+        _token_type_line("input", _c("input_tokens")),
+        _token_type_line("output", _c("output_tokens")),
+    ]
+
+
+def token_type_total_line() -> pl.Expr:
+    """A gateway event of type ``total`` (input + output): quarantined, it would double count."""
+    return _token_type_line("total", _c("input_tokens") + _c("output_tokens"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,8 +630,10 @@ def otlp_span() -> pl.Expr:
         ("startTimeUnixNano", q(start)),
         ("endTimeUnixNano", q(end)),
         ("attributes", attributes),
-        ("status", pl.lit("{}")),
-    )
+        ("status", pl.when(_c("status") == "failed")
+                     .then(pl.lit('{"code":2,"message":"upstream error"}'))
+                     .otherwise(pl.lit("{}"))),
+    )  # fmt: skip
 
 
 def otlp_http_span() -> pl.Expr:
@@ -551,7 +665,7 @@ def otlp_line(spans: pl.Expr) -> pl.Expr:
                 ("version", pl.lit('"0.5b0"')))  # fmt: skip
     resource_spans = obj(
         ("resource", obj(("attributes", resource))),
-        ("scopeSpans", arr(obj(("scope", scope), ("spans", spans)))),
+        ("scopeSpans", arr(obj(("scope", scope), ("spans", arr(spans))))),
     )
     return obj(("resourceSpans", arr(resource_spans)))
 
@@ -559,9 +673,9 @@ def otlp_line(spans: pl.Expr) -> pl.Expr:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def one_line_exprs() -> dict[str, pl.Expr]:
-    """The line of every one-event shape but canonical (rendered by the generator itself)."""
+def _responses() -> dict[str, tuple[pl.Expr, pl.Expr | None]]:
+    """Per native shape: the provider's response object and the envelope's model (null: the
+    response names it)."""
     return {
         OPENAI_CHAT: _openai_chat(),
         OPENAI_RESPONSES: _openai_responses(),
@@ -569,6 +683,56 @@ def one_line_exprs() -> dict[str, pl.Expr]:
         ANTHROPIC: _anthropic(),
         GEMINI: _gemini(),
         BEDROCK: _bedrock(),
-        LITELLM: _litellm(),
-        CLOUDEVENTS: _cloudevents(),
     }
+
+
+@functools.cache
+def one_line_exprs() -> dict[str, pl.Expr]:
+    """The line of every one-event shape but canonical (rendered by the generator itself)."""
+    exprs = {shape: _envelope(*pair) for shape, pair in _responses().items()}
+    return exprs | {LITELLM: _litellm(), CLOUDEVENTS: _cloudevents()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed lines in producer shapes: each has exactly one quarantine reason.
+
+_BIG = 1_000_000_000  # >= the contract's MAX_COUNT
+
+
+def bad_overrides(shape: str, reason: str) -> dict[str, pl.Expr]:
+    """Column overrides that give a line of ``shape`` the native fault of ``reason``."""
+    inp, out, cached = _c("input_tokens"), _c("output_tokens"), _c("cached_input_tokens")
+    if reason == "subset_invariant_broken":  # a cache read larger than the whole prompt
+        step = 128 if shape == OPENAI_CHAT else 1
+        return {"cached_input_tokens": inp + step}
+    if reason == "negative_count":
+        return {"output_tokens": -(out + 1), "reasoning_tokens": pl.lit(0, pl.Int64)}
+    if reason == "count_out_of_range":  # Anthropic: a cache read of 10**9 tokens
+        return {"cached_input_tokens": cached.fill_null(0) + _BIG, "input_tokens": inp + _BIG}
+    if reason == "usage_not_reported":
+        return {"status": pl.lit("cancelled"), "_no_usage": pl.lit(True)}
+    return {}
+
+
+def bad_line(shape: str, reason: str, line: pl.Expr) -> pl.Expr:
+    """The rendered line of ``shape`` (after :func:`bad_overrides`) with the textual fault
+    of ``reason``."""
+    if reason == "wrong_type" and shape == BEDROCK:
+        return line.str.replace(r'"outputTokens":(\d+)', '"outputTokens":"${1}.0"')
+    if reason == "wrong_type":  # LiteLLM
+        return line.str.replace(r'"prompt_tokens":(\d+)', '"prompt_tokens":"${1} tokens"')
+    if reason == "missing_required_field":  # CloudEvents: no subject, no data.customer_id
+        return line.str.replace(r',"subject":"[^"]*"', "")
+    if reason == "ambiguous_format":  # the canonical counts and the provider's response
+        counts = pl.format(',"input_tokens":{},"output_tokens":{}}}', _c("input_tokens"),
+                           _c("output_tokens"))  # fmt: skip
+        return pl.concat_str([line.str.slice(0, line.str.len_chars() - 1), counts])
+    if reason == "unrecognized_format":  # a bare final usage chunk, logged without envelope
+        return obj(
+            ("id", q(pl.concat_str([pl.lit("chatcmpl-"), _hex(24, 1)]))),
+            ("object", pl.lit('"chat.completion.chunk"')),
+            ("created", n(_c("_inst_ms") // 1000)),
+            ("choices", pl.lit("[]")),
+            ("usage", _chat_usage()),
+        )
+    return line

@@ -31,7 +31,23 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 #: What a price can meter. Token meters partition a call's tokens (uncached + cached + cache
 #: write = input; output includes reasoning); ``reasoning`` is an optional surcharge on the
 #: reasoning subset and ``requests`` counts attempts.
-METERS = ("uncached_input", "cached_input", "cache_write", "output", "reasoning", "requests")
+METERS = (
+    "uncached_input",
+    "cached_input",
+    "cache_write",
+    "output",
+    "reasoning",
+    "requests",
+    # Optional surcharges on subsets of the token meters above (issue #14): cache writes by
+    # TTL (subsets of cache_write), audio and image tokens (subsets of the input and output
+    # meters). Like reasoning, the tokens are already metered by their parent.
+    "cache_write_5m",
+    "cache_write_1h",
+    "audio_input",
+    "image_input",
+    "audio_output",
+    "image_output",
+)
 #: Meters whose usage must be priced: usage of them that no price matches is unpriced usage.
 REQUIRED_METERS = ("uncached_input", "cached_input", "cache_write", "output")
 PRICING_MODELS = ("per_unit", "package", "volume", "graduated")

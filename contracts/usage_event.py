@@ -44,7 +44,23 @@ OPTIONAL_IDENTIFIERS = (
     "trace_id",
 )
 REQUIRED_COUNTS = ("input_tokens", "output_tokens")
-OPTIONAL_COUNTS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+OPTIONAL_COUNTS = (
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    *(
+        #: Optional subsets priced apart by some providers (issue #14): Anthropic's cache
+        #: writes by TTL, and audio/image tokens of input and output.
+        MODALITY_COUNTS := (
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "audio_input_tokens",
+            "image_input_tokens",
+            "audio_output_tokens",
+            "image_output_tokens",
+        )
+    ),
+)
 TOKEN_FIELDS = REQUIRED_COUNTS + OPTIONAL_COUNTS
 WIRE_FIELDS = (
     "event_id",
@@ -66,6 +82,7 @@ WIRE_FIELDS = (
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
+    *MODALITY_COUNTS,
     "metadata",
 )
 REQUIRED_FIELDS = ("event_id", "timestamp", "customer_id", "model", "input_tokens", "output_tokens")
@@ -114,7 +131,7 @@ _REASON_LIST = [
     Reason(
         "subset_invariant_broken",
         "cached_input_tokens + cache_write_tokens > input_tokens, or reasoning_tokens > "
-        "output_tokens",
+        "output_tokens, or the TTL or modality subsets exceed their total",
         "send inclusive totals: input_tokens includes cache reads and writes, output_tokens "
         "includes reasoning (see usage-event semantics in the README)",
     ),
@@ -134,6 +151,30 @@ _REASON_LIST = [
         "map the producer's status onto one of the four values",
     ),
     Reason(
+        "ambiguous_format",
+        "the line has the keys of more than one producer shape",
+        "send one shape per line (see 'Sending usage' in the README): e.g. canonical counts "
+        "or a provider response, not both; name the provider when its usage keys do not",
+    ),
+    Reason(
+        "unrecognized_format",
+        "the line is in no known producer shape",
+        "send a canonical event, an envelope with the provider's response, OTLP JSON, a "
+        "LiteLLM spend log or a CloudEvent of one of those (see 'Sending usage' in the README)",
+    ),
+    Reason(
+        "usage_not_reported",
+        "the provider reported no usage for the attempt (e.g. a stream cancelled before its "
+        "final usage chunk): its usage is unknown, not zero",
+        "find the attempt's usage (provider dashboard or invoice) and send it under the same "
+        "event_id in the same hour; then re-run its hour partition",
+    ),
+    Reason(
+        "unknown_token_type",
+        "a per-token-type event's type is not input or output",
+        "send one event per request and token type, type input (prompt) or output (completion)",
+    ),
+    Reason(
         "unreadable_object",
         "the object could not be read (corrupt gzip or Parquet, or not UTF-8)",
         "re-upload the object; then re-run its hour partition",
@@ -146,6 +187,14 @@ _REASON_LIST = [
 ]
 REASONS: dict[str, Reason] = {r.code: r for r in _REASON_LIST}
 OBJECT_REASONS = ("unreadable_object", "unsupported_format")
+#: Reasons given while a line in a producer's shape is mapped, before the contract's checks
+#: (orchestration/defs/ingestion/shapes.py).
+SHAPE_REASONS = (
+    "ambiguous_format",
+    "unrecognized_format",
+    "usage_not_reported",
+    "unknown_token_type",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +336,14 @@ _DESCRIPTIONS = {
     "cache_write_tokens": "Subset of input_tokens written to the provider's prompt cache.",
     "output_tokens": "Every generated token, reasoning included.",
     "reasoning_tokens": "Subset of output_tokens spent on reasoning; null when not reported.",
+    "cache_write_5m_tokens": "Subset of cache_write_tokens written with a 5-minute TTL "
+    "(Anthropic, Bedrock); null when not reported.",
+    "cache_write_1h_tokens": "Subset of cache_write_tokens written with a 1-hour TTL "
+    "(Anthropic, Bedrock); null when not reported.",
+    "audio_input_tokens": "Subset of input_tokens that are audio; null when not reported.",
+    "image_input_tokens": "Subset of input_tokens that are images; null when not reported.",
+    "audio_output_tokens": "Subset of output_tokens that are audio; null when not reported.",
+    "image_output_tokens": "Subset of output_tokens that are images; null when not reported.",
     "metadata": "String map of anything else. Unknown top-level fields are merged into it.",
 }
 
@@ -360,16 +417,39 @@ _SUBSETS = (
         "input_tokens includes cache reads and writes",
     ),
     (("reasoning_tokens",), "output_tokens", "output_tokens includes reasoning"),
+    (
+        ("cache_write_5m_tokens", "cache_write_1h_tokens"),
+        "cache_write_tokens",
+        "cache_write_tokens includes the writes of every TTL",
+    ),
+    (
+        ("audio_input_tokens", "image_input_tokens"),
+        "input_tokens",
+        "input_tokens includes every modality",
+    ),
+    (
+        ("audio_output_tokens", "image_output_tokens"),
+        "output_tokens",
+        "output_tokens includes every modality",
+    ),
 )
+
+
+def _total_count(total: str) -> pl.Expr:
+    """A total as the invariants judge it: an optional total sent absent is 0 (its subsets
+    cannot then be more than 0)."""
+    if total in REQUIRED_COUNTS:
+        return _judged_count(total)
+    return pl.when(pl.col(total).is_null()).then(0).otherwise(_judged_count(total))
 
 
 def _subset_broken(parts: tuple[str, ...], total: str) -> pl.Expr:
     """True where every count involved is judged (an optional one may be absent) and the
     subsets exceed the total; null or false elsewhere."""
-    judged = [_judged_count(total).is_not_null()]
+    judged = [_total_count(total).is_not_null()]
     judged += [pl.col(p).is_null() | _judged_count(p).is_not_null() for p in parts]
     subsets = pl.sum_horizontal(_judged_count(p).fill_null(0) for p in parts)
-    return pl.all_horizontal(judged) & (subsets > _judged_count(total))
+    return pl.all_horizontal(judged) & (subsets > _total_count(total))
 
 
 def _subset_invariant_holds() -> pl.Expr:
@@ -656,7 +736,9 @@ def json_schema() -> dict:
         "description": USAGE_EVENT_SCHEMA.description
         + " Generated from contracts/usage_event.py; do not edit by hand. Invariants: "
         "cached_input_tokens + cache_write_tokens <= input_tokens; reasoning_tokens <= "
-        "output_tokens; the event's UTC hour matches its object key's hour.",
+        "output_tokens; cache_write_5m_tokens + cache_write_1h_tokens <= cache_write_tokens; "
+        "audio_input_tokens + image_input_tokens <= input_tokens; audio_output_tokens + "
+        "image_output_tokens <= output_tokens; the event's UTC hour matches its object key's hour.",
         "type": "object",
         "required": list(REQUIRED_FIELDS),
         "properties": props,

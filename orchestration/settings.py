@@ -64,6 +64,19 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "72",
         "How far back late_data_sensor compares S3 with what was ingested.",
     ),
+    "TOKENBILL_OTLP_CUSTOMER_KEYS": (
+        "tokenbill.customer_id,user.id,enduser.id",
+        "OTLP spans: attribute keys naming the customer, first found wins (span, then its "
+        "resource).",
+    ),
+    "TOKENBILL_OTLP_FEATURE_KEYS": (
+        "tokenbill.feature",
+        "OTLP spans: attribute keys naming the feature, first found wins (span, then resource).",
+    ),
+    "TOKENBILL_LITELLM_CUSTOMER_FIELDS": (
+        "end_user,metadata.user_api_key_team_id",
+        "LiteLLM spend logs: fields naming the customer, first non-blank wins (dotted paths).",
+    ),
     "TOKENBILL_QUARANTINE_WARN_RATE": (
         "0.01",
         "Quarantined share of lines above which the quarantine_rate check warns.",

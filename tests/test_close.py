@@ -149,7 +149,7 @@ def test_money_checks_block_and_data_quality_checks_do_not():
     assert blocking("marts/fct_invoice_line_items", "invoice_usage_equals_rated_charges") is True
     assert blocking("billing/wallet_ledger", "wallet_balance_identity") is True
     # Every other check blocks (ERROR severity), except these: the unpriced-usage signal and
-    # the WARN checks (quarantine rate, unknown provider cost).
+    # the WARN checks (quarantine rate, unreported usage, unknown provider cost).
     assert sorted(
         (k.asset_key.to_user_string(), k.name)
         for k in graph.asset_check_keys
@@ -159,6 +159,7 @@ def test_money_checks_block_and_data_quality_checks_do_not():
         ("marts/fct_rated_charges_hourly", "provider_cost_is_known"),
         ("marts/fct_unpriced_usage", "all_usage_is_priced"),
         ("raw_usage_events", "quarantine_rate"),
+        ("raw_usage_events", "unreported_usage"),
     ]
 
 

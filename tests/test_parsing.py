@@ -73,6 +73,8 @@ def test_jsonl_gzip_and_parquet_land_the_same_events():
         "valid_count": 4,
         "duplicate_count": 0,
         "quarantined_count": 0,
+        "unreported_usage_count": 0,
+        "otlp_spans_skipped": 0,
     }
 
 

@@ -48,5 +48,7 @@
 
 {% macro token_measure_names() -%}
     {{ return(["input_tokens", "cached_input_tokens", "cache_write_tokens", "uncached_input_tokens",
-               "output_tokens", "reasoning_tokens", "total_tokens"]) }}
+               "output_tokens", "reasoning_tokens", "total_tokens",
+               "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens",
+               "image_input_tokens", "audio_output_tokens", "image_output_tokens"]) }}
 {%- endmacro %}

@@ -52,6 +52,13 @@ renamed as (
         output_tokens,
         coalesce(reasoning_tokens, 0) as reasoning_tokens,
         input_tokens + output_tokens as total_tokens,
+        -- optional subsets by cache TTL and modality (issue #14), absent as zero too
+        coalesce(cache_write_5m_tokens, 0) as cache_write_5m_tokens,
+        coalesce(cache_write_1h_tokens, 0) as cache_write_1h_tokens,
+        coalesce(audio_input_tokens, 0) as audio_input_tokens,
+        coalesce(image_input_tokens, 0) as image_input_tokens,
+        coalesce(audio_output_tokens, 0) as audio_output_tokens,
+        coalesce(image_output_tokens, 0) as image_output_tokens,
 
         -- timestamps
         event_ts,
@@ -61,7 +68,8 @@ renamed as (
         -- lineage
         source_key,
         line_number,
-        metadata
+        metadata,
+        source_format
 
     from source
     {%- if bounded %}

@@ -11,7 +11,17 @@
     'output': 'output_tokens',
     'reasoning': 'reasoning_tokens',
     'requests': 'event_count',
+    'cache_write_5m': 'cache_write_5m_tokens',
+    'cache_write_1h': 'cache_write_1h_tokens',
+    'audio_input': 'audio_input_tokens',
+    'image_input': 'image_input_tokens',
+    'audio_output': 'audio_output_tokens',
+    'image_output': 'image_output_tokens',
 } %}
+{#- The subset meters after requests (cache writes by TTL, audio and image tokens; issue #14)
+    are surcharges on tokens already metered by their parent meter, like reasoning: a catalog
+    prices them only to charge a modality or a TTL differently. Their provider cost is inside
+    the parent meter's (0 here). -#}
 
 with
 
@@ -111,7 +121,8 @@ metered as (
         sum({{ column }}) as quantity,
         -- Null, not 0, where the card has no price for the model: the cost is unknown. The
         -- reasoning and requests meters cost 0 where it has one (reasoning is costed inside
-        -- output, requests are free), and are unknown with the rest of the model where not.
+        -- output, requests are free; so are the TTL and modality subsets inside their
+        -- parents), and are unknown with the rest of the model where not.
         case when bool_and(has_card) then
             {% if meter in ('uncached_input', 'cached_input', 'cache_write', 'output') %}
             sum({{ meter }}_cost)

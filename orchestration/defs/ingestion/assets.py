@@ -54,6 +54,8 @@ AUDIT_COLUMNS = (
     "valid_count",
     "duplicate_count",
     "quarantined_count",
+    "unreported_usage_count",
+    "otlp_spans_skipped",
 )
 
 
@@ -86,6 +88,14 @@ AUDIT_COLUMNS = (
             description="The quarantined share of lines stays below "
             "TOKENBILL_QUARANTINE_WARN_RATE (a WARN: the producer needs attention).",
         ),
+        AssetCheckSpec(
+            "unreported_usage",
+            asset=ASSET,
+            description="No attempt arrived without usage (usage_not_reported: a provider "
+            "response with no usage object, e.g. a stream cancelled before its final usage "
+            "chunk). A WARN: such an attempt's usage is unknown, not zero; it is quarantined "
+            "(never billed as 0 tokens) until its usage is sent under the same event_id.",
+        ),
     ],
 )
 @explains_s3_errors
@@ -101,7 +111,7 @@ def raw_usage_events(
 
     client = s3.client()
     prefixes = [(h, s3.hour_prefix(h.strftime("%Y-%m-%d"), h.hour)) for h in hours]
-    reasons, samples = Counter(), []
+    reasons, samples, formats = Counter(), [], Counter()
     progress = IngestionProgress(hours, context.log.info)
     fetched = fetch_hours(
         client, s3.bucket, prefixes, ahead_bytes=PREFETCH_BYTES, retry=s3.body_retry()
@@ -122,6 +132,11 @@ def raw_usage_events(
                 lander.put(batch)
                 codes = batch.quarantine["reason_codes"].explode(empty_as_null=False)
                 reasons.update(dict(codes.value_counts().iter_rows()))
+                for shape, records, valid in batch.formats.select(
+                    "source_format", "records_read", "valid_count"
+                ).iter_rows():
+                    formats[(shape, "records")] += records
+                    formats[(shape, "valid")] += valid
                 if len(samples) < 5 and batch.quarantine.height:
                     samples.extend(batch.quarantine.head(5 - len(samples)).to_dicts())
                 del batch, batch_inputs  # the lander holds the batch while it writes
@@ -148,6 +163,7 @@ def raw_usage_events(
         "hours": MetadataValue.int(len(hours)),
         "quarantine_rate": MetadataValue.float(rate),
         "quarantine_by_reason": MetadataValue.md(_reason_table(reasons)),
+        "records_by_format": MetadataValue.md(_format_table(formats)),
     }
     if samples:
         metadata["quarantine_sample"] = MetadataValue.md(_sample_table(samples))
@@ -172,6 +188,12 @@ def raw_usage_events(
                 passed=rate <= warn_rate,
                 severity=AssetCheckSeverity.WARN,
                 metadata={"quarantine_rate": rate, "threshold": warn_rate},
+            ),
+            AssetCheckResult(
+                check_name="unreported_usage",
+                passed=totals["unreported_usage_count"] == 0,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"unreported_usage_count": totals["unreported_usage_count"]},
             ),
         ],
     )
@@ -199,6 +221,18 @@ def _reason_table(reasons: Counter) -> str:
         for code, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
     return "| reason | lines | what | what to do |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def _format_table(formats: Counter) -> str:
+    """Records per producer shape (see orchestration/defs/ingestion/shapes.py)."""
+    shapes = sorted({shape for shape, _ in formats})
+    if not shapes:
+        return "no records"
+    rows = [
+        f"| {shape} | {formats[(shape, 'records')]:,} | {formats[(shape, 'valid')]:,} |"
+        for shape in shapes
+    ]
+    return "| format | records | valid |\n|---|---|---|\n" + "\n".join(rows)
 
 
 def _sample_table(samples: list[dict]) -> str:

@@ -41,7 +41,14 @@ create table if not exists raw.usage_events (
     cache_write_tokens bigint,
     output_tokens bigint not null,
     reasoning_tokens bigint,
-    metadata varchar
+    cache_write_5m_tokens bigint,
+    cache_write_1h_tokens bigint,
+    audio_input_tokens bigint,
+    image_input_tokens bigint,
+    audio_output_tokens bigint,
+    image_output_tokens bigint,
+    metadata varchar,
+    source_format varchar not null default 'canonical'
 );
 create table if not exists raw.usage_event_duplicates (
     partition_hour timestamp not null,
@@ -59,7 +66,8 @@ create table if not exists raw.usage_event_quarantine (
     event_id varchar,
     reason_codes varchar[] not null,
     reason_detail varchar not null,
-    raw_line varchar
+    raw_line varchar,
+    source_format varchar
 );
 create table if not exists raw.ingested_objects (
     partition_hour timestamp not null,
@@ -76,8 +84,31 @@ create table if not exists raw.ingestion_audit (
     lines_read bigint not null,
     valid_count bigint not null,
     duplicate_count bigint not null,
+    quarantined_count bigint not null,
+    unreported_usage_count bigint not null,
+    otlp_spans_skipped bigint not null
+);
+create table if not exists raw.ingestion_format_audit (
+    partition_hour timestamp not null,
+    source_format varchar not null,
+    records_read bigint not null,
+    valid_count bigint not null,
+    duplicate_count bigint not null,
     quarantined_count bigint not null
 );
+"""
+#: Columns added by issue #14 (producer shapes), for warehouses created before it.
+RAW_MIGRATIONS = """
+alter table raw.usage_events add column if not exists cache_write_5m_tokens bigint;
+alter table raw.usage_events add column if not exists cache_write_1h_tokens bigint;
+alter table raw.usage_events add column if not exists audio_input_tokens bigint;
+alter table raw.usage_events add column if not exists image_input_tokens bigint;
+alter table raw.usage_events add column if not exists audio_output_tokens bigint;
+alter table raw.usage_events add column if not exists image_output_tokens bigint;
+alter table raw.usage_events add column if not exists source_format varchar default 'canonical';
+alter table raw.usage_event_quarantine add column if not exists source_format varchar;
+alter table raw.ingestion_audit add column if not exists unreported_usage_count bigint default 0;
+alter table raw.ingestion_audit add column if not exists otlp_spans_skipped bigint default 0;
 """
 
 #: table -> RoutedBatch attribute
@@ -91,11 +122,13 @@ _TABLES = {
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RAW_DDL)
+    con.execute(RAW_MIGRATIONS)
 
 
 def land_batch(con: duckdb.DuckDBPyConnection, batch: RoutedBatch) -> pl.DataFrame:
     """Replace the batch's hours in every raw table, in one transaction; return the audit."""
     audit = batch.audit()
+    format_audit = batch.format_audit()
     hours = audit.select("partition_hour").to_arrow()
     con.execute("begin transaction")
     try:
@@ -103,6 +136,7 @@ def land_batch(con: duckdb.DuckDBPyConnection, batch: RoutedBatch) -> pl.DataFra
         for table, frame in [
             *((t, getattr(batch, a)) for t, a in _TABLES.items()),
             ("raw.ingestion_audit", audit),
+            ("raw.ingestion_format_audit", format_audit),
         ]:
             con.execute(
                 f"delete from {table} "

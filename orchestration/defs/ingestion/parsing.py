@@ -37,6 +37,7 @@ from contracts.usage_event import (
     WIRE_FIELDS,
     validate_wire_events,
 )
+from orchestration.defs.ingestion.shapes import map_lines, native_names
 from orchestration.settings import setting
 
 QUARANTINE_SCHEMA = {
@@ -46,6 +47,7 @@ QUARANTINE_SCHEMA = {
     "reason_codes": pl.List(pl.String),
     "reason_detail": pl.String,
     "raw_line": pl.String,
+    "source_format": pl.String,
 }
 OBJECTS_SCHEMA = {
     "source_key": pl.String,
@@ -77,6 +79,13 @@ class RoutedBatch:
     duplicates: pl.DataFrame
     quarantine: pl.DataFrame
     objects: pl.DataFrame
+    #: Non-GenAI OTLP spans skipped, per hour (``partition_hour``, ``skipped``).
+    skipped: pl.DataFrame
+    #: Records per hour and shape, and where they went (``raw.ingestion_format_audit``).
+    formats: pl.DataFrame
+
+    def format_audit(self) -> pl.DataFrame:
+        return self.formats
 
     def audit(self) -> pl.DataFrame:
         """One row per hour of the batch (empty hours included), counting where lines went."""
@@ -96,6 +105,14 @@ class RoutedBatch:
             per_hour(self.valid, "valid_count"),
             per_hour(self.duplicates, "duplicate_count"),
             per_hour(self.quarantine, "quarantined_count", pl.col("line_number").is_not_null()),
+            per_hour(
+                self.quarantine,
+                "unreported_usage_count",
+                pl.col("reason_codes").list.contains("usage_not_reported"),
+            ),
+            self.skipped.group_by("partition_hour").agg(
+                pl.col("skipped").sum().alias("otlp_spans_skipped")
+            ),
         ]
         for part in parts:
             hours = hours.join(part, on="partition_hour", how="left")
@@ -405,7 +422,7 @@ def extract_wire_fields(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
             null_fields = merged[NULL_FIELDS].gather(position)
     finally:
         con.close()
-    carry = [c for c in lines.columns if c != "raw_line"]
+    carry = [c for c in lines.columns if c not in ("raw_line", "native_line")]
     carried = lines.select(carry)[wire["line_idx"]] if carry else pl.DataFrame()
     not_objects = indexed.select("line_idx").join(
         wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
@@ -477,7 +494,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
                 code = decoded.error.code
                 object_rows.append((hour, obj.key, obj.etag, obj.size, 0, code))
                 detail = f"{REASONS[code].what}: {decoded.error.detail}"
-                bad_objects.append((hour, obj.key, None, None, [code], detail, None))
+                bad_objects.append((hour, obj.key, None, None, [code], detail, None, None))
                 continue
             if decoded.text is not None:
                 texts.append(decoded.text)
@@ -493,8 +510,17 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     del texts
     lines = pl.concat(line_frames)
     del line_frames
-    # An object's line count is what the split made of it (0 for an unreadable object).
-    counts = lines.group_by("obj").len()
+    # Lines -> records (a line in a producer's shape mapped to canonical; an OTLP line to one
+    # record per GenAI span), and the lines quarantined for their shape.
+    con = duckdb.connect(config={"memory_limit": setting("TOKENBILL_DUCKDB_MEMORY_LIMIT")})
+    try:
+        mapped = map_lines(lines, con)
+    finally:
+        con.close()
+    lines = mapped.records
+    # An object's line count is its records (0 for an unreadable object): those the split and
+    # the mapping made of it, the ones quarantined for their shape included.
+    counts = pl.concat([lines.select("obj"), mapped.rejected.select("obj")]).group_by("obj").len()
     objects = pl.DataFrame(
         object_rows,
         schema={"partition_hour": pl.Datetime("us"), **OBJECTS_SCHEMA},
@@ -523,20 +549,27 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         event_id=pl.lit(None, pl.String),
         reason_codes=pl.lit(["invalid_json"], pl.List(pl.String)),
         reason_detail=pl.lit(REASONS["invalid_json"].what),
+        source_format=pl.lit(None, pl.String),
     )
     failed_wire = wire.select("line_idx", "event_id")[failures["row"]]
     failed = located(
         failed_wire.hstack(
-            lines.select("obj", "line_number", "raw_line")[failed_wire["line_idx"]]
+            lines.select(
+                "obj",
+                "line_number",
+                pl.coalesce("native_line", "raw_line").alias("raw_line"),
+                "source_format",
+            )[failed_wire["line_idx"]]
             .hstack(failures.drop("row"))
             .get_columns()
         )
-    )
+    ).with_columns(reason_detail=native_names(pl.col("source_format"), pl.col("reason_detail")))
     del wire
     quarantine = pl.concat(
         [
             _quarantine_rows(invalid_json),
             _quarantine_rows(failed),
+            _quarantine_rows(located(mapped.rejected)),
             pl.DataFrame(
                 bad_objects,
                 schema={"partition_hour": pl.Datetime("us"), **QUARANTINE_SCHEMA},
@@ -557,6 +590,12 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         "first_source_key",
         "first_line_number",
         "is_conflicting",
+        "source_format",
+    )
+    formats = _format_counts(valid, duplicates, quarantine, hour_of)
+    duplicates = duplicates.drop("source_format")
+    skipped = mapped.skipped.select(
+        partition_hour=hour_of.gather(mapped.skipped["obj"]), skipped="skipped"
     )
     return RoutedBatch(
         hours=[_naive_utc(i.hour) for i in inputs],
@@ -564,6 +603,46 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
         duplicates=_with_source(duplicates, hour_of, key_of),
         quarantine=quarantine,
         objects=objects,
+        skipped=skipped,
+        formats=formats,
+    )
+
+
+def _format_counts(
+    valid: pl.DataFrame, duplicates: pl.DataFrame, quarantine: pl.DataFrame, hour_of: pl.Series
+) -> pl.DataFrame:
+    """Records per hour and shape, and where they went. A line that is not JSON, or an
+    unreadable object, has no shape: ``unparsed``."""
+
+    def counted(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return frame.group_by("partition_hour", "source_format").agg(pl.len().alias(name))
+
+    keys = ["partition_hour", "source_format"]
+    valid = valid.select(hour_of.gather(valid["obj"]).alias("partition_hour"), "source_format")
+    duplicates = duplicates.select(
+        hour_of.gather(duplicates["obj"]).alias("partition_hour"), "source_format"
+    )
+    quarantine = quarantine.filter(pl.col("line_number").is_not_null()).select(
+        "partition_hour", pl.col("source_format").fill_null("unparsed")
+    )
+    parts = [
+        counted(valid, "valid_count"),
+        counted(duplicates, "duplicate_count"),
+        counted(quarantine, "quarantined_count"),
+    ]
+    combined = pl.concat([p.select(keys) for p in parts]).unique()
+    for part in parts:
+        combined = combined.join(part, on=keys, how="left")
+    return (
+        combined.fill_null(0)
+        .with_columns(pl.exclude(keys).cast(pl.Int64))
+        .with_columns(
+            records_read=pl.col("valid_count")
+            + pl.col("duplicate_count")
+            + pl.col("quarantined_count")
+        )
+        .select(*keys, "records_read", "valid_count", "duplicate_count", "quarantined_count")
+        .sort(keys)
     )
 
 
@@ -600,6 +679,7 @@ def _quarantine_rows(frame: pl.DataFrame) -> pl.DataFrame:
         "reason_codes",
         "reason_detail",
         pl.col("raw_line").str.slice(0, MAX_RAW_CHARS),
+        "source_format",
     )
 
 
@@ -641,6 +721,7 @@ def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             "first_obj",
             "first_line_number",
             (pl.col("content_hash") != pl.col("first_hash")).alias("is_conflicting"),
+            "source_format",
         )
     )
     return valid.filter(key.is_first_distinct()), duplicates

@@ -378,3 +378,76 @@ def test_every_malformation_variant_triggers_exactly_its_own_reason():
     expected = Counter(g.LINE_REASONS[r] for r, _ in pairs)
     assert reasons == {None: len(hp.bad_reason) - len(pairs), **expected}
     assert len(pairs) == 27
+
+
+# ---------------------------------------------------------------------------------------------
+# Producer shapes (issue 14): a mixed month, read by ingestion's own routing.
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
+
+    generated = generate_month(MONTH, EVENTS, SEED)
+    hours: dict[datetime, list[GeneratedObject]] = {}
+    for obj in generated:
+        day, hour, _ = KEY_RE.match(obj.key).groups()
+        hours.setdefault(datetime.fromisoformat(f"{day}T{hour}:00:00+00:00"), []).append(obj)
+    inputs = [
+        HourInput(h, [S3Object(o.key, "etag", len(o.body)) for o in objs], [o.body for o in objs])
+        for h, objs in sorted(hours.items())
+    ]
+    return generated.manifest, route_hours(inputs)
+
+
+def test_a_mixed_month_writes_every_shape_and_a_few_quarantine_cases_of_each(mixed):
+    from orchestration.generator import shapes
+
+    manifest, _ = mixed
+    assert manifest["shapes_mode"] == "mixed"
+    assert set(manifest["shapes"]) == set(shapes.REPORTED)
+    canonical = manifest["shapes"]["canonical"]["valid"]
+    assert 0.35 < canonical / manifest["lines"]["valid_unique"] < 0.55
+    for name in ("usage_not_reported", "ambiguous_format", "unrecognized_format",
+                 "unknown_token_type"):  # fmt: skip
+        assert manifest["malformed_by_reason"][name] >= 2
+    shaped_bad = (
+        sum(
+            c["quarantined"] for n, c in manifest["shapes"].items() if n not in shapes.REPORTED[-4:]
+        )
+        - manifest["shapes"]["canonical"]["quarantined"]
+    )
+    assert shaped_bad >= 5  # contract faults sent in native fields
+    # One attempt per per-token-type pair of lines: it lands as two events, nothing else does.
+    assert (
+        manifest["lines"]["valid_unique"]
+        == EVENTS + manifest["shapes"]["cloudevents:token_type"]["valid"] // 2
+    )
+
+
+def test_a_mixed_month_lands_through_ingestion_exactly_as_its_manifest_says(mixed):
+    manifest, batch = mixed
+    lines = batch.quarantine.filter(pl.col("line_number").is_not_null())
+    assert batch.valid.height == manifest["lines"]["valid_unique"]
+    assert batch.duplicates.height == manifest["lines"]["duplicate"]
+    assert lines.height == manifest["lines"]["malformed"]
+    assert (lines["reason_codes"].list.len() == 1).all()  # one reason per malformed line
+    reasons = Counter(codes[0] for codes in lines["reason_codes"])
+    assert dict(reasons) == {k: v for k, v in manifest["malformed_by_reason"].items() if v}
+    for field, total in {**manifest["tokens"], **manifest["subset_tokens"]}.items():
+        assert int(batch.valid[field].fill_null(0).sum()) == total, field
+    formats = batch.formats.group_by("source_format").agg(
+        pl.col("valid_count", "duplicate_count", "quarantined_count").sum()
+    )
+    assert {name: (v, d, q) for name, v, d, q in formats.rows()} == {
+        name: (c["valid"], c["duplicate"], c["quarantined"])
+        for name, c in manifest["shapes"].items()
+    }
+    assert int(batch.skipped["skipped"].sum()) == manifest["otlp_spans_skipped"]
+    assert dict(batch.valid.group_by("status").len().rows()) == {
+        s: n for s, n in manifest["valid_by_status"].items() if n
+    }
+    by_customer = batch.valid.group_by("customer_id").agg(pl.len(), pl.col("input_tokens").sum())
+    assert {c: (n, i) for c, n, i in by_customer.rows()} == {
+        c: (v["events"], v["input_tokens"]) for c, v in manifest["by_customer"].items()
+    }

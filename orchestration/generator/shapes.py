@@ -164,7 +164,8 @@ def assign(
     shape[parquet] = S[CANONICAL]
 
     ce = shape == S[CLOUDEVENTS]
-    ce_inner = np.where(ce & (u_inner < 0.5), by_provider[prov], S[CANONICAL])
+    no_realtime = np.where(native == S[OPENAI_REALTIME], S[OPENAI_CHAT], native)
+    ce_inner = np.where(ce & (u_inner < 0.5), no_realtime, S[CANONICAL])
     ce_inner[is_bad] = S[CANONICAL]
     ce_inner[~ce] = -1
     rendered = np.where(ce, ce_inner, shape)  # the shape the usage counts are written in
@@ -191,13 +192,20 @@ ADDED_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_t
                 "audio_output_tokens")  # fmt: skip
 
 
-#: The names records are reported under in ingestion's format audit: a CloudEvent as
-#: ``cloudevents:<shape of its data>``; a line in no shape (or in two) as ``unknown``.
+#: The names records are reported under in ingestion's format audit (``source_format``): a
+#: CloudEvent as ``cloudevents:<shape of its data>``; a line quarantined before it has a
+#: shape under the reason's own name (see _UNSHAPED).
+_UNSHAPED = {
+    "invalid_json": "unparsed",
+    "ambiguous_format": "ambiguous",
+    "unrecognized_format": "unrecognized",
+    "usage_not_reported": "unreported",
+}
 REPORTED = (
     *(name for name in SHAPES if name not in (CLOUDEVENTS, TOKEN_TYPE)),
     *(f"cloudevents:{name}" for name in (CANONICAL, OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC,
                                          GEMINI, BEDROCK, TOKEN_TYPE)),
-    "unknown",
+    *_UNSHAPED.values(),
 )  # fmt: skip
 
 
@@ -212,8 +220,9 @@ def reported(shape: np.ndarray, ce_inner: np.ndarray, bad: np.ndarray, reasons) 
              for name in SHAPES]  # fmt: skip
     out[ce] = np.array(inner)[ce_inner[ce]]
     out[shape == S[TOKEN_TYPE]] = REPORTED.index("cloudevents:token_type")
-    unknown = [i for i, r in enumerate(reasons) if r in ("ambiguous_format", "unrecognized_format")]
-    out[np.isin(bad, unknown)] = REPORTED.index("unknown")
+    for reason, name in _UNSHAPED.items():
+        if reason in reasons:
+            out[bad == reasons.index(reason)] = REPORTED.index(name)
     return out
 
 

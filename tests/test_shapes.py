@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
 from contracts.usage_event import SHAPE_REASONS
+from orchestration.defs.ingestion.landing import ensure_raw_schema, land_batch
 from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
 
 HOUR = datetime(2026, 10, 5, 7, tzinfo=UTC)
@@ -390,3 +392,99 @@ def test_a_native_shape_arrives_as_parquet_rows_with_nested_columns():
     batch = route({"usage/b.parquet": buf.getvalue()})
     expected = [json.loads(x) for x in (FIXTURES / "bedrock_converse.expected.jsonl").open()]
     assert landed(batch) == expected
+
+
+def test_records_land_with_their_shape_and_an_older_warehouse_gains_the_new_columns(tmp_path):
+    """A warehouse created before the shapes existed (no subset or source_format columns) is
+    migrated by the landing; the mixed hour lands with every record's shape."""
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema raw")
+        con.execute(
+            """
+            create table raw.usage_events (
+                partition_hour timestamp not null, source_key varchar not null,
+                line_number bigint not null, event_id varchar not null,
+                event_ts timestamp not null, customer_id varchar not null,
+                subscription_id varchar, plan varchar, feature varchar, provider varchar,
+                model varchar not null, environment varchar, region varchar,
+                status varchar not null, attempt bigint not null, request_group_id varchar,
+                trace_id varchar, input_tokens bigint not null, cached_input_tokens bigint,
+                cache_write_tokens bigint, output_tokens bigint not null,
+                reasoning_tokens bigint, metadata varchar
+            )"""
+        )
+        text = "".join((FIXTURES / f"{s}.jsonl").read_text() for s in SHAPE_FILES)
+        batch = route({"usage/a.jsonl": text.encode()})
+        ensure_raw_schema(con)
+        land_batch(con, batch)
+        by_format = con.sql(
+            "select source_format, count(*), sum(input_tokens)::bigint, "
+            "sum(cache_write_1h_tokens)::bigint, sum(audio_input_tokens)::bigint "
+            "from raw.usage_events group by all order by 1"
+        ).fetchall()
+        audit = con.sql(
+            "select lines_read, valid_count, otlp_spans_skipped from raw.ingestion_audit"
+        ).fetchall()
+        formats = con.sql(
+            "select sum(records_read)::bigint from raw.ingestion_format_audit"
+        ).fetchall()
+    assert by_format == [
+        ("anthropic_messages", 2, 26_600, 2_000, None),
+        ("bedrock_converse", 1, 12_500, 1_500, None),
+        ("canonical", 1, 3_000, None, 2_500),
+        ("cloudevents:anthropic_messages", 1, 1_040, None, None),
+        ("cloudevents:canonical", 1, 1_200, None, None),
+        ("cloudevents:token_type", 2, 123_456, None, None),
+        ("gemini", 3, 10_300, None, 1_500),
+        ("litellm", 2, 23_500, None, None),
+        ("openai_chat", 2, 12_000, None, 0),
+        ("openai_realtime", 1, 1_200, None, 900),
+        ("openai_responses", 1, 6_000, None, None),
+        ("otlp", 3, 15_446, None, 0),
+    ]
+    assert audit == [(20, 20, 4)]
+    assert formats == [(20,)]
+
+
+def test_malformed_native_values_are_quarantined_never_crash_and_always_reconcile():
+    """Values of every wrong kind inside native objects: each line ends in exactly one place,
+    with the reason the contract (or the shape) gives; nothing fails the batch."""
+    lines = [
+        envelope("g", '{"usageMetadata":{"promptTokenCount":"abc","candidatesTokenCount":1,'
+                 '"totalTokenCount":99999999999999999999999,'
+                 '"promptTokensDetails":[{"modality":"AUDIO","tokenCount":"x"}]}}'),
+        envelope("b", '{"usage":{"inputTokens":1,"outputTokens":1,'
+                 '"cacheDetails":[{"ttl":"1h","inputTokens":"zz"}]}}'),
+        envelope("a", '{"usage":{"input_tokens":1e30,"output_tokens":1,'
+                 '"cache_read_input_tokens":99999999999999999999999999}}'),
+        envelope("s", '"a string"'),
+        envelope("u", '{"usage":[1]}'),
+        '{"resourceSpans":{"a":1}}',
+        '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"t","spanId":"s",'
+        '"endTimeUnixNano":"99999999999999999999","attributes":[{"key":'
+        '"gen_ai.usage.input_tokens","value":{"intValue":"5"}}]}]}]}]}',
+        '{"custom_llm_provider":"x","id":"l","endTime":1e300,"prompt_tokens":1,'
+        '"completion_tokens":1,"model":"m","end_user":"c"}',
+        '{"specversion":"1.0","id":"1","source":"s","subject":"c","time":"2026-10-05T07:00:00Z",'
+        '"data":{"tokens":5,"type":null,"model":"m"}}',
+        '{"specversion":"1.0","data":"text"}',
+        "{}",
+    ]  # fmt: skip
+    batch = route({"usage/x.jsonl": "\n".join(lines).encode()})
+    assert batch.valid.height == 0
+    assert batch.quarantine.select("line_number", "reason_codes").rows() == [
+        (1, ["wrong_type"]),
+        (2, ["wrong_type"]),
+        (3, ["count_out_of_range", "wrong_type"]),
+        (4, ["unrecognized_format"]),
+        (5, ["unrecognized_format"]),
+        (6, ["unrecognized_format"]),
+        (7, ["missing_required_field"]),
+        (8, ["unparseable_timestamp"]),
+        (9, ["unknown_token_type"]),
+        (10, ["unrecognized_format"]),
+        (11, ["unrecognized_format"]),
+    ]
+    audit = audit_of(batch)
+    assert audit["lines_read"] == audit["quarantined_count"] == len(lines)

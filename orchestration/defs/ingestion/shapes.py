@@ -260,16 +260,17 @@ DEFAULT_PROVIDERS = {
 MACROS = r"""
 create or replace macro tb_bad(xs) as
     list_filter(xs, lambda x: x is not null and not regexp_full_match(x, '\d{1,18}'))[1];
-create or replace macro tb_add(xs) as
+create or replace macro tb_sum(xs) as
     case
-        when xs[1] is null then null
         when tb_bad(xs) is not null then tb_bad(xs)
-        else list_sum(list_transform(xs, lambda x: coalesce(x, '0')::hugeint))::varchar
+        else coalesce(list_sum(list_transform(
+            xs, lambda x: try_cast(coalesce(x, '0') as hugeint))), 0)::varchar
     end;
+create or replace macro tb_add(xs) as case when xs[1] is not null then tb_sum(xs) end;
 create or replace macro tb_detail_sum(arr, field, value, amount) as
-    case when json_type(arr) = 'ARRAY' then coalesce(list_sum(list_transform(
+    case when json_type(arr) = 'ARRAY' then tb_sum(list_transform(
         list_filter(json_extract(arr, '$[*]'), lambda e: upper(e->>field) = value),
-        lambda e: (e->>amount)::hugeint)), 0)::varchar end;
+        lambda e: e->>amount)) end;
 create or replace macro tb_attr(attrs, name) as list_filter(attrs, lambda a: a.k = name)[1].v;
 create or replace macro tb_attrs(obj) as list_transform(
     coalesce(json_extract(obj, '$.attributes[*]'), []),
@@ -368,8 +369,9 @@ def _envelope_fields(shape: str) -> dict[str, str]:
             # Candidates exclude thoughts unless prompt + candidates + tool use = total.
             "output_tokens": f"""case
                 when tb_bad({parts}) is not null then tb_bad({parts})
-                when {total} is not null and {prompt}::hugeint + {cand}::hugeint
-                    + coalesce({tool}, '0')::hugeint = {total}::hugeint then {cand}
+                when {total} is not null and try_cast({prompt} as hugeint)
+                    + try_cast({cand} as hugeint) + try_cast(coalesce({tool}, '0') as hugeint)
+                    = try_cast({total} as hugeint) then {cand}
                 else tb_add([{cand}, {thoughts}])
             end""",
             "reasoning_tokens": thoughts,
@@ -471,7 +473,10 @@ def mapping_sql(
         "'{}'",
         {
             "event_id": "j->>'id'",
+            # Epoch seconds as LiteLLM writes them; beyond year 5000 it is left for the
+            # contract to reject as unparseable.
             "timestamp": "case when json_type(j, '$.endTime') in ('DOUBLE', 'UBIGINT', 'BIGINT') "
+            "and (j->>'endTime')::double between 0 and 1e11 "
             "then strftime(make_timestamp(round((j->>'endTime')::double * 1000000)::bigint), "
             f"{_TS}) else j->>'endTime' end",
             "customer_id": litellm_customer,
@@ -491,6 +496,7 @@ def mapping_sql(
         },
     )
     token_kind = "lower(j->>'type')"
+    bad_token_kind = f"coalesce({token_kind}, '') not in {tuple(_INPUT_TYPES + _OUTPUT_TYPES)}"
     token_line = _patch(
         "j",
         {
@@ -553,7 +559,8 @@ shaped as (
             when markers > 1 then 'ambiguous'
             when m_canonical then 'canonical'
             when m_envelope then 'envelope'
-            when m_otlp and is_ce then 'unrecognized'
+            when m_otlp and (is_ce or json_type(j, '$.resourceSpans') != 'ARRAY')
+                then 'unrecognized'
             when m_otlp then 'otlp'
             when m_litellm then 'litellm'
             when m_token_type then 'token_type'
@@ -607,8 +614,9 @@ subshaped as (
             when f_io and provider_name in ('openai', 'azure.ai.openai') then 'openai_responses'
             when f_io and list_contains(uk, 'total_tokens') then 'openai_responses'
             when f_io then 'ambiguous'
-            when len(uk) > 0 then 'unrecognized'
-            else 'unreported'
+            when coalesce(json_type(u), 'NULL') = 'NULL'
+                and coalesce(json_type(um), 'NULL') = 'NULL' then 'unreported'
+            else 'unrecognized'
         end as sub
     from families
 ),
@@ -630,7 +638,14 @@ envelope_records as (
                 || ' fit more than one provider shape: ambiguous_format, expected one usage '
                 || 'object and, for input_tokens/output_tokens alone, provider anthropic or openai'
             when 'unrecognized' then
-                'response.usage keys [' || array_to_string(uk, ', ') || ']'
+                case
+                    when json_type(j, '$.response') not in ('OBJECT', 'NULL')
+                        then 'response is ' || json_type(j, '$.response')
+                    when json_type(um) is not null and json_type(um) != 'OBJECT'
+                        then 'response.usageMetadata is ' || json_type(um)
+                    when json_type(u) != 'OBJECT' then 'response.usage is ' || json_type(u)
+                    else 'response.usage keys [' || array_to_string(uk, ', ') || ']'
+                end
                 || ': unrecognized_format, expected the usage object of a supported provider'
             when 'unreported' then
                 'response has no usage or usageMetadata (status '
@@ -692,10 +707,13 @@ otlp_records as (
     from genai
     where is_genai
 ),
+-- Every OTLP line, its GenAI spans or not (a line with none yields no record).
 otlp_skipped as (
-    select line_idx, count(*) filter (where not is_genai) as skipped
-    from genai
-    group by line_idx
+    select shaped.line_idx, count(genai.line_idx) filter (where not genai.is_genai) as skipped
+    from shaped
+    left join genai on shaped.line_idx = genai.line_idx
+    where shaped.shape = 'otlp'
+    group by shaped.line_idx
 ),
 other_records as (
     select
@@ -711,7 +729,7 @@ other_records as (
             when shape = 'ambiguous' then 'ambiguous_format'
             when shape = 'unrecognized' then 'unrecognized_format'
             when shape = 'token_type'
-                and {token_kind} not in {tuple(_INPUT_TYPES + _OUTPUT_TYPES)}
+                and {bad_token_kind}
                 then 'unknown_token_type'
         end as reason_code,
         case
@@ -739,9 +757,7 @@ other_records as (
                 || ': unrecognized_format, expected a canonical event, an envelope with a '
                 || 'provider response, OTLP JSON (not in a CloudEvent), a LiteLLM spend log or '
                 || 'a per-token-type event'
-            when shape = 'token_type' and {token_kind} not in {
-        tuple(_INPUT_TYPES + _OUTPUT_TYPES)
-    } then
+            when shape = 'token_type' and {bad_token_kind} then
                 'data.type=' || coalesce('"' || (j->>'type') || '"', 'null')
                 || ': unknown_token_type, expected one of '
                 || {_quote(", ".join(_INPUT_TYPES + _OUTPUT_TYPES))}

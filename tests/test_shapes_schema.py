@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
+import polars as pl
 import pytest
 
 from contracts.usage_event import SCHEMA_PATH
@@ -109,3 +111,32 @@ def test_every_generated_line_in_a_producer_shape_validates_in_exactly_one():
         high[top] += counts["lines"]
     for top in TOP[1:]:
         assert low[top] <= found[top] <= high[top], (top, found, low, high)
+
+
+def _readme_examples() -> list[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Sending usage\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        block.split("\n", 1)[1].rsplit("```", 1)[0].strip()
+        for block in section.split("```json")[1:]
+    ]
+
+
+def test_the_readme_examples_of_sending_usage_land_and_validate_in_their_shape():
+    from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
+
+    examples = _readme_examples()
+    assert len(examples) == 11  # one per shape (six native)
+    for text in examples:
+        assert len(_shapes_of(json.loads(text))) == 1, text
+    body = ("\n".join(examples) + "\n").encode()
+    key = "dt=2026-10-05/hour=07/part-0000.jsonl"
+    hour = datetime(2026, 10, 5, 7, tzinfo=UTC)
+    batch = route_hours([HourInput(hour, [S3Object(key, "etag", len(body))], [body])])
+    assert batch.quarantine.height == 0
+    assert batch.valid.height == 11
+    worked = batch.valid.filter(pl.col("event_id") == "msg_01XF:1").row(0, named=True)
+    assert (worked["input_tokens"], worked["cached_input_tokens"]) == (23_500, 20_000)
+    assert (worked["cache_write_tokens"], worked["output_tokens"]) == (2_000, 800)
+    gemini = batch.valid.filter(pl.col("event_id") == "U7yuaeTy:1").row(0, named=True)
+    assert (gemini["output_tokens"], gemini["reasoning_tokens"]) == (1_600, 1_200)

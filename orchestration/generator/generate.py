@@ -1312,20 +1312,32 @@ def generate_month(month: str, events: int, seed: int = 7, shapes: str = "mixed"
     return GeneratedMonth(month, events, seed, shapes)
 
 
-def generation_manifest(month: str, events: int, seed: int = 7, shapes: str = "mixed") -> dict:
+def generation_manifest(
+    month: str,
+    events: int,
+    seed: int = 7,
+    shapes: str = "mixed",
+    hours: Iterable[int] | None = None,
+) -> dict:
     """What :func:`generate_month` writes, computed without rendering any object.
 
-    Keys: ``lines`` (``total`` lines/rows in readable objects = ``valid_unique`` +
-    ``duplicate`` + ``malformed``), ``malformed_by_reason`` (every line-level reason code),
-    ``objects`` (``total``, per format, ``unreadable_object``, ``unsupported_format``),
-    ``special_objects`` (their keys), ``tokens`` (sums over valid unique events, null as 0),
-    ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token sums),
-    ``shapes`` (events and lines per wire shape) and ``unreported_usage`` (cancelled
-    streams whose usage never arrived: valid events without counts, summed as 0).
+    Keys: ``lines`` (``total`` records in readable objects = ``valid_unique`` +
+    ``duplicate`` + ``malformed``; a record is a line or Parquet row, except that an OTLP
+    line holds one per GenAI span), ``malformed_by_reason`` (every line-level reason code
+    of the month's mode), ``objects`` (``total``, per format, ``unreadable_object``,
+    ``unsupported_format``), ``special_objects`` (their keys), ``tokens`` (sums over valid
+    unique events, null as 0), ``subset_tokens`` (the TTL and audio subsets the producer
+    shapes report), ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token
+    sums), ``shapes`` (per ``source_format`` of ingestion's format audit: valid, duplicate
+    and quarantined records, and physical lines) and ``otlp_spans_skipped`` (the non-GenAI
+    spans of the OTLP lines). A per-token-type attempt lands as two events.
+
+    ``hours`` (indices from the month's first hour) restricts every count to those hours'
+    objects (each hour is planned on its own, so this is what uploading only them writes).
     """
     mp, c = _plan_month(month, events, seed, shapes), _customers(seed)
     acc = _Manifest(mp, c)
-    for hour in range(mp.hours):
+    for hour in range(mp.hours) if hours is None else sorted(set(hours)):
         acc.add_hour(_plan_hour(c, mp, hour), hour)
     return acc.result()
 

@@ -469,9 +469,6 @@ def _bedrock() -> tuple[pl.Expr, pl.Expr | None]:
 # ---------------------------------------------------------------------------------------------
 # LiteLLM StandardLoggingPayload.
 
-_LITELLM_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gcp.gemini": "gemini",
-                     "aws.bedrock": "bedrock"}  # fmt: skip
-
 
 def _epoch_seconds(ms: pl.Expr) -> pl.Expr:
     """Epoch seconds with milliseconds, as LiteLLM's float ``startTime``/``endTime``."""
@@ -510,7 +507,9 @@ def _litellm() -> pl.Expr:
         ("endTime", _epoch_seconds(end_ms)),
         ("model", q(_c("model"))),
         ("model_group", q(_c("model"))),
-        ("custom_llm_provider", q(_c("provider").replace_strict(_LITELLM_PROVIDER))),
+        # The demo's proxy names providers as the catalog does (gcp.gemini, aws.bedrock):
+        # ingestion takes custom_llm_provider as it is, and prices are per provider.
+        ("custom_llm_provider", q(_c("provider"))),
         ("prompt_tokens", n(_c("input_tokens"))),
         ("completion_tokens", n(_c("output_tokens"))),
         ("total_tokens", n(_c("input_tokens") + _c("output_tokens"))),

@@ -2,21 +2,27 @@
 
 Producers rarely send tokenbill's own shape: their backends keep the provider's response,
 gateways write spend logs, tracing exports OpenTelemetry spans and metering pipelines speak
-CloudEvents. The generator first simulates canonical events (the manifest is computed from
-them), then re-shapes some of them on the wire. The shape never changes what the event is:
+CloudEvents. The generator first simulates canonical attempts (the manifest is computed from
+them), then re-shapes some of them on the wire. The shape never changes what the attempt is:
 ingestion maps every shape back to the same canonical counts, so the manifest still predicts
-the warehouse exactly. The only differences are documented where they occur:
+the warehouse exactly. Where a shape cannot say everything, only attempts it can say are
+sent in it:
 
-* Realtime usage does not report reasoning (only models without reasoning are sent in it).
-* A per-token-type gateway event carries input and output counts only, so only attempts
-  without cached, cache-write or reasoning tokens are sent that way.
-* OTLP spans and per-token-type events carry no attempt or request group; only first,
-  successful attempts are sent that way.
-* LiteLLM knows ``success`` and ``failure`` only; only such attempts are sent that way.
+* Realtime usage reports no reasoning: only attempts without reasoning tokens.
+* A per-token-type gateway event carries one count (input or output) and no attempt: only
+  first, successful attempts without cached, cache-write or reasoning tokens. Ingestion rates
+  its two lines row by row, so such an attempt lands as two events (the manifest says so).
+* OTLP spans carry no attempt or request group: only first attempts, successful or failed
+  (span status ERROR).
+* LiteLLM knows ``success`` and ``failure`` only: only such attempts.
 
-Everything here is a polars expression over the generator's wire frame (one row per attempt),
-so rendering stays vectorised. ``SHAPES`` lists the shapes in the order the manifest and the
-demo print them; the names are the ``shape`` values of ingestion's audit.
+Malformed lines get a shape too: the shape-only reasons (ambiguous, unrecognised, unreported
+usage, an unknown token type) always, and a contract fault in native fields where the reason
+has one for the attempt's provider (``BAD_SHAPES``).
+
+Everything here is a polars expression over the generator's wire frame (one row per attempt)
+or numpy over an hour's plan, so rendering stays vectorised. ``REPORTED`` are the names of
+ingestion's format audit (``source_format``), as the manifest counts them.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ OTLP_BATCH = 64
 SHAPED_BAD_P = 0.5
 
 _OPENAI, _ANTHROPIC, _GEMINI, _BEDROCK = range(4)
-_SUCCESS, _FAILED, _RETRIED, _CANCELLED = range(4)
+_SUCCESS, _FAILED = 0, 1  # indices into contracts.usage_event.STATUSES
 _ANY = -1
 #: (contract reason, provider or _ANY) -> the shape a malformed line of that reason may be
 #: sent in, with the native fault :func:`bad_overrides` gives it.
@@ -252,10 +258,6 @@ def arr(*items: pl.Expr) -> pl.Expr:
 
 def _c(name: str) -> pl.Expr:
     return pl.col(name)
-
-
-def _tok(name: str) -> pl.Expr:
-    return _c(name)
 
 
 def _z(name: str) -> pl.Expr:

@@ -37,7 +37,7 @@ from contracts.usage_event import (
     WIRE_FIELDS,
     validate_wire_events,
 )
-from orchestration.defs.ingestion.shapes import map_lines, native_names
+from orchestration.defs.ingestion.shapes import MappedLines, map_lines, native_names
 from orchestration.settings import setting
 
 QUARANTINE_SCHEMA = {
@@ -533,7 +533,7 @@ def route_hours(inputs: list[HourInput]) -> RoutedBatch:
     hour_of = objects["partition_hour"]
     key_of = objects["source_key"]
 
-    wire, not_objects = extract_wire_fields(lines)
+    wire, not_objects = _wire_of_records(mapped)
     wire = wire.with_columns(
         hour_of.gather(wire["obj"]).dt.replace_time_zone("UTC").alias(SOURCE_HOUR)
     )
@@ -644,6 +644,31 @@ def _format_counts(
         .select(*keys, "records_read", "valid_count", "duplicate_count", "quarantined_count")
         .sort(keys)
     )
+
+
+def _wire_of_records(mapped: MappedLines) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The wire fields of every record, ``line_idx`` its position in ``mapped.records``: those
+    mapped from a producer's shape as they are, the others (canonical JSON text) extracted;
+    and the ``line_idx`` of the records that are not JSON objects."""
+    records = mapped.records
+    if not mapped.wired.height:
+        return extract_wire_fields(records)
+    text = records.with_row_index("rec_idx").filter(pl.col("raw_line").is_not_null())
+    extracted, not_objects = extract_wire_fields(text)
+    rec_idx = text["rec_idx"]
+    carried = [c for c in records.columns if c not in ("raw_line", "native_line")]
+    columns = ["line_idx", *carried, *WIRE_FIELDS, NULL_FIELDS]
+    wired = mapped.wired.rename({"rec_idx": "line_idx"})
+    wired = wired.hstack(records.select(carried)[wired["line_idx"]].get_columns()).with_columns(
+        pl.lit(None, pl.List(pl.String)).alias(NULL_FIELDS)
+    )
+    wire = pl.concat(
+        [
+            extracted.drop("line_idx").rename({"rec_idx": "line_idx"}).select(columns),
+            wired.select(columns),
+        ]
+    ).sort("line_idx")
+    return wire, not_objects.select(rec_idx.gather(not_objects["line_idx"]).alias("line_idx"))
 
 
 def _parquet_frame(obj: int, rows: pl.Series) -> pl.DataFrame:

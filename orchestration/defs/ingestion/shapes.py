@@ -118,6 +118,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from contracts.usage_event import MODALITY_COUNTS, TOKEN_FIELDS, WIRE_FIELDS
 from orchestration.settings import setting
 
 #: Shapes a record is reported under (CloudEvents wrap one of the others: ``cloudevents:<shape>``).
@@ -267,15 +268,11 @@ create or replace macro tb_sum(xs) as
             xs, lambda x: try_cast(coalesce(x, '0') as hugeint))), 0)::varchar
     end;
 create or replace macro tb_add(xs) as case when xs[1] is not null then tb_sum(xs) end;
-create or replace macro tb_detail_sum(arr, field, value, amount) as
-    case when json_type(arr) = 'ARRAY' then tb_sum(list_transform(
-        list_filter(json_extract(arr, '$[*]'), lambda e: upper(e->>field) = value),
-        lambda e: e->>amount)) end;
 create or replace macro tb_attr(attrs, name) as list_filter(attrs, lambda a: a.k = name)[1].v;
-create or replace macro tb_attrs(obj) as list_transform(
-    coalesce(json_extract(obj, '$.attributes[*]'), []),
-    lambda a: {'k': a->>'key', 'v': coalesce(a->>'$.value.stringValue', a->>'$.value.intValue',
-        a->>'$.value.doubleValue', a->>'$.value.boolValue')});
+create or replace macro tb_attrs(attrs) as list_transform(
+    coalesce(attrs, []),
+    lambda a: {'k': a.key, 'v': coalesce(a.value.stringValue, a.value.intValue,
+        a.value.doubleValue, a.value.boolValue)});
 """
 
 
@@ -293,79 +290,219 @@ def _patch(base: str, fields: dict[str, str]) -> str:
     return f"json_merge_patch({base}, json_object({pairs}))"
 
 
+def _schema(node) -> str:
+    """A ``from_json`` structure: dicts are objects, one-item lists arrays, strings types."""
+    if isinstance(node, dict):
+        return "{" + ", ".join(f'"{k}": {_schema(v)}' for k, v in node.items()) + "}"
+    if isinstance(node, list):
+        return "[" + _schema(node[0]) + "]"
+    return f'"{node}"'
+
+
+V = "VARCHAR"
+_MODALITIES = [{"modality": V, "tokenCount": V}]
+_ATTRIBUTES = [
+    {
+        "key": V,
+        "value": {"stringValue": V, "intValue": V, "doubleValue": V, "boolValue": V},
+    }
+]
+#: The canonical identifying fields, as an envelope or a per-token-type event sends them.
+_IDENTIFIERS = {f: V for f in WIRE_FIELDS if f not in TOKEN_FIELDS and f != "metadata"}
+_USAGE = {
+    **{
+        k: V
+        for k in (
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "inputTokens",
+            "outputTokens",
+            "totalTokens",
+            "cacheReadInputTokens",
+            "cacheWriteInputTokens",
+        )
+    },
+    "prompt_tokens_details": {
+        k: V for k in ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens")
+    },
+    "completion_tokens_details": {k: V for k in ("reasoning_tokens", "audio_tokens")},
+    "input_tokens_details": {k: V for k in ("cached_tokens", "cache_write_tokens")},
+    "output_tokens_details": {k: V for k in ("reasoning_tokens", "thinking_tokens")},
+    "input_token_details": {
+        k: V for k in ("cached_tokens", "audio_tokens", "image_tokens", "text_tokens")
+    },
+    "output_token_details": {k: V for k in ("audio_tokens", "image_tokens", "text_tokens")},
+    "cache_creation": {k: V for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")},
+    "server_tool_use": {k: V for k in ("web_search_requests", "web_fetch_requests")},
+    "cacheDetails": [{"ttl": V, "inputTokens": V}],
+}
+_USAGE_METADATA = {
+    **{
+        k: V
+        for k in (
+            "promptTokenCount",
+            "cachedContentTokenCount",
+            "candidatesTokenCount",
+            "responseTokenCount",
+            "thoughtsTokenCount",
+            "toolUsePromptTokenCount",
+            "totalTokenCount",
+        )
+    },
+    "promptTokensDetails": _MODALITIES,
+    "candidatesTokensDetails": _MODALITIES,
+    "responseTokensDetails": _MODALITIES,
+}
+#: Per shape, the fields its mapping reads, parsed once per line (``from_json``: leaves as
+#: the text they were sent as; an absent key, a null and a value of another kind read as null).
+SCHEMAS = {
+    "cloudevents": _schema(
+        {**{k: V for k in ("specversion", "id", "source", "subject", "time")}, "data": "JSON"}
+    ),
+    "envelope": _schema(
+        {
+            **_IDENTIFIERS,
+            "metadata": "JSON",
+            "response": {
+                "model": V,
+                "modelVersion": V,
+                "status": V,
+                "usage": _USAGE,
+                "usageMetadata": _USAGE_METADATA,
+            },
+        }
+    ),
+    "token_type": _schema(
+        {
+            **_IDENTIFIERS,
+            "metadata": "JSON",
+            **{k: V for k in ("tokens", "type", "request_id", "requestId")},
+        }
+    ),
+    "otlp": _schema(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": _ATTRIBUTES},
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": V,
+                                    "spanId": V,
+                                    "endTimeUnixNano": V,
+                                    "status": {"code": V},
+                                    "attributes": _ATTRIBUTES,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        }
+    ),
+    "litellm": _schema(
+        {
+            k: V
+            for k in (
+                "id",
+                "custom_llm_provider",
+                "model",
+                "status",
+                "prompt_tokens",
+                "completion_tokens",
+                "endTime",
+                "trace_id",
+                "session_id",
+            )
+        }
+    ),
+}
+
+
+def _details_sum(items: str, key: str, value: str, amount: str) -> str:
+    """Sum of ``amount`` over the entries of the list ``items`` whose ``key`` is ``value``
+    (case-insensitive); null when the list is absent; a non-integer entry as sent."""
+    return (
+        f"case when {items} is not null then tb_sum(list_transform(list_filter({items}, "
+        f"lambda e: upper(e.{key}) = '{value}'), lambda e: e.{amount})) end"
+    )
+
+
 def _envelope_fields(shape: str) -> dict[str, str]:
-    """Canonical field -> SQL (text) for one envelope sub-shape; ``u`` is the usage object."""
-    u = "u"
-    g = lambda path: f"({u}->>'$.{path}')"  # noqa: E731
+    """Canonical field -> SQL (text) for one envelope sub-shape; ``u`` is the usage struct,
+    ``um`` Gemini's usageMetadata."""
     if shape == "openai_chat":
         return {
-            "input_tokens": g("prompt_tokens"),
-            "cached_input_tokens": g("prompt_tokens_details.cached_tokens"),
-            "cache_write_tokens": g("prompt_tokens_details.cache_write_tokens"),
-            "audio_input_tokens": g("prompt_tokens_details.audio_tokens"),
-            "image_input_tokens": g("prompt_tokens_details.image_tokens"),
-            "output_tokens": g("completion_tokens"),
-            "reasoning_tokens": g("completion_tokens_details.reasoning_tokens"),
-            "audio_output_tokens": g("completion_tokens_details.audio_tokens"),
+            "input_tokens": "u.prompt_tokens",
+            "cached_input_tokens": "u.prompt_tokens_details.cached_tokens",
+            "cache_write_tokens": "u.prompt_tokens_details.cache_write_tokens",
+            "audio_input_tokens": "u.prompt_tokens_details.audio_tokens",
+            "image_input_tokens": "u.prompt_tokens_details.image_tokens",
+            "output_tokens": "u.completion_tokens",
+            "reasoning_tokens": "u.completion_tokens_details.reasoning_tokens",
+            "audio_output_tokens": "u.completion_tokens_details.audio_tokens",
         }
     if shape == "openai_responses":
         return {
-            "input_tokens": g("input_tokens"),
-            "cached_input_tokens": g("input_tokens_details.cached_tokens"),
-            "cache_write_tokens": g("input_tokens_details.cache_write_tokens"),
-            "output_tokens": g("output_tokens"),
-            "reasoning_tokens": g("output_tokens_details.reasoning_tokens"),
+            "input_tokens": "u.input_tokens",
+            "cached_input_tokens": "u.input_tokens_details.cached_tokens",
+            "cache_write_tokens": "u.input_tokens_details.cache_write_tokens",
+            "output_tokens": "u.output_tokens",
+            "reasoning_tokens": "u.output_tokens_details.reasoning_tokens",
         }
     if shape == "openai_realtime":
         return {
-            "input_tokens": g("input_tokens"),
-            "cached_input_tokens": g("input_token_details.cached_tokens"),
-            "audio_input_tokens": g("input_token_details.audio_tokens"),
-            "image_input_tokens": g("input_token_details.image_tokens"),
-            "output_tokens": g("output_tokens"),
-            "audio_output_tokens": g("output_token_details.audio_tokens"),
-            "image_output_tokens": g("output_token_details.image_tokens"),
+            "input_tokens": "u.input_tokens",
+            "cached_input_tokens": "u.input_token_details.cached_tokens",
+            "audio_input_tokens": "u.input_token_details.audio_tokens",
+            "image_input_tokens": "u.input_token_details.image_tokens",
+            "output_tokens": "u.output_tokens",
+            "audio_output_tokens": "u.output_token_details.audio_tokens",
+            "image_output_tokens": "u.output_token_details.image_tokens",
         }
     if shape == "anthropic_messages":
         return {
-            "input_tokens": f"tb_add([{g('input_tokens')}, {g('cache_read_input_tokens')}, "
-            f"{g('cache_creation_input_tokens')}])",
-            "cached_input_tokens": g("cache_read_input_tokens"),
-            "cache_write_tokens": g("cache_creation_input_tokens"),
-            "cache_write_5m_tokens": g("cache_creation.ephemeral_5m_input_tokens"),
-            "cache_write_1h_tokens": g("cache_creation.ephemeral_1h_input_tokens"),
-            "output_tokens": g("output_tokens"),
-            "reasoning_tokens": g("output_tokens_details.thinking_tokens"),
+            "input_tokens": "tb_add([u.input_tokens, u.cache_read_input_tokens, "
+            "u.cache_creation_input_tokens])",
+            "cached_input_tokens": "u.cache_read_input_tokens",
+            "cache_write_tokens": "u.cache_creation_input_tokens",
+            "cache_write_5m_tokens": "u.cache_creation.ephemeral_5m_input_tokens",
+            "cache_write_1h_tokens": "u.cache_creation.ephemeral_1h_input_tokens",
+            "output_tokens": "u.output_tokens",
+            "reasoning_tokens": "u.output_tokens_details.thinking_tokens",
         }
     if shape == "bedrock_converse":
-        details = f"({u}->'$.cacheDetails')"
         return {
-            "input_tokens": f"tb_add([{g('inputTokens')}, {g('cacheReadInputTokens')}, "
-            f"{g('cacheWriteInputTokens')}])",
-            "cached_input_tokens": g("cacheReadInputTokens"),
-            "cache_write_tokens": g("cacheWriteInputTokens"),
-            "cache_write_5m_tokens": f"tb_detail_sum({details}, 'ttl', '5M', 'inputTokens')",
-            "cache_write_1h_tokens": f"tb_detail_sum({details}, 'ttl', '1H', 'inputTokens')",
-            "output_tokens": g("outputTokens"),
+            "input_tokens": "tb_add([u.inputTokens, u.cacheReadInputTokens, "
+            "u.cacheWriteInputTokens])",
+            "cached_input_tokens": "u.cacheReadInputTokens",
+            "cache_write_tokens": "u.cacheWriteInputTokens",
+            "cache_write_5m_tokens": _details_sum("u.cacheDetails", "ttl", "5M", "inputTokens"),
+            "cache_write_1h_tokens": _details_sum("u.cacheDetails", "ttl", "1H", "inputTokens"),
+            "output_tokens": "u.outputTokens",
         }
     if shape == "gemini":
-        um = "um"
-        m = lambda path: f"({um}->>'$.{path}')"  # noqa: E731
-        prompt = f"coalesce({m('promptTokenCount')}, '0')"
-        cand = f"coalesce({m('candidatesTokenCount')}, {m('responseTokenCount')}, '0')"
+        prompt = "coalesce(um.promptTokenCount, '0')"
+        cand = "coalesce(um.candidatesTokenCount, um.responseTokenCount, '0')"
         tool, thoughts, total = (
-            m("toolUsePromptTokenCount"),
-            m("thoughtsTokenCount"),
-            m("totalTokenCount"),
+            "um.toolUsePromptTokenCount",
+            "um.thoughtsTokenCount",
+            "um.totalTokenCount",
         )
         parts = f"[{prompt}, {cand}, {tool}, {thoughts}, {total}]"
-        out_details = (
-            f"coalesce({um}->'$.candidatesTokensDetails', {um}->'$.responseTokensDetails')"
-        )
-        in_details = f"({um}->'$.promptTokensDetails')"
+        details = {
+            "input": "um.promptTokensDetails",
+            "output": "coalesce(um.candidatesTokensDetails, um.responseTokensDetails)",
+        }
         return {
             "input_tokens": f"tb_add([{prompt}, {tool}])",
-            "cached_input_tokens": m("cachedContentTokenCount"),
+            "cached_input_tokens": "um.cachedContentTokenCount",
             # Candidates exclude thoughts unless prompt + candidates + tool use = total.
             "output_tokens": f"""case
                 when tb_bad({parts}) is not null then tb_bad({parts})
@@ -376,169 +513,276 @@ def _envelope_fields(shape: str) -> dict[str, str]:
             end""",
             "reasoning_tokens": thoughts,
             **{
-                f"{kind.lower()}_{side}_tokens": f"tb_detail_sum({details}, 'modality', "
-                f"'{kind}', 'tokenCount')"
-                for side, details in (("input", in_details), ("output", out_details))
+                f"{kind.lower()}_{side}_tokens": _details_sum(items, "modality", kind, "tokenCount")
+                for side, items in details.items()
                 for kind in ("AUDIO", "IMAGE")
             },
         }
     raise AssertionError(shape)
 
 
+#: Columns of the mapping query, in order (the wire fields of a record mapped here; a record
+#: passed on as canonical JSON text has ``raw_line`` instead).
+RESULT_COLUMNS = (
+    "line_idx",
+    "sub",
+    "raw_line",
+    "source_format",
+    "reason_code",
+    "reason_detail",
+    "skipped",
+    *WIRE_FIELDS,
+)
+
+
+def _select(values: dict[str, str]) -> str:
+    """A select list of every result column, null where ``values`` has none."""
+    unknown = set(values) - set(RESULT_COLUMNS)
+    assert not unknown, unknown
+    return ",\n        ".join(f"{values.get(c, 'null')} as {c}" for c in RESULT_COLUMNS)
+
+
+def _metadata(known: tuple[str, ...]) -> str:
+    """The contract's metadata rule, for a line parsed as ``t`` with keys ``k``: the metadata
+    object sent with the line's unknown top-level fields merged in (``known`` are not)."""
+    nulls = "{" + ",".join(f'"{f}":null' for f in known) + "}"
+    return f"""case
+            when len(list_filter(k, lambda x: not list_contains({_keys_list(known)}, x))) = 0
+                then t.metadata
+            when t.metadata is null then json_merge_patch(j, '{nulls}')
+            when json_type(t.metadata) = 'OBJECT'
+                then json_merge_patch(t.metadata, json_merge_patch(j, '{nulls}'))
+            else t.metadata
+        end"""
+
+
 def mapping_sql(
     otlp_customer_keys: list[str], otlp_feature_keys: list[str], litellm_customer_fields: list[str]
 ) -> str:
     """The query mapping the lines of table ``candidates`` (``line_idx``, ``raw_line``) to
-    records: ``line_idx``, ``sub`` (the record's place in its line), ``raw_line`` (canonical
-    JSON, or the line itself), ``source_format``, and for a line quarantined here its
-    ``reason_code``, ``reason_detail`` and ``event_id``; plus one row per OTLP line with its
-    ``skipped`` span count (``sub`` null, ``raw_line`` null)."""
+    records (:data:`RESULT_COLUMNS`): ``sub`` is the record's place in its line; a record is
+    either its wire fields (mapped here) or ``raw_line``, canonical JSON text the extraction
+    reads like any canonical line; a line quarantined here has ``reason_code`` and
+    ``reason_detail``; an OTLP line also has one row with its ``skipped`` span count.
+
+    Each line's keys are listed once (its shape comes from them) and the line is parsed once,
+    into its shape's schema (:data:`SCHEMAS`); a CloudEvent's data once more. The wire
+    fields come out of the parsed structs: no line is written as JSON and parsed again."""
     marker_keys = _keys_list(
         [*_CANONICAL_KEYS, "response", "resourceSpans", "custom_llm_provider", "tokens", "type"]
     )
-    envelope_shapes = (
-        "openai_chat",
-        "openai_responses",
-        "openai_realtime",
-        "anthropic_messages",
-        "gemini",
-        "bedrock_converse",
-    )
-    envelope_branches = []
-    for shape in envelope_shapes:
+    identifiers = {f: f"t.{f}" for f in _IDENTIFIERS}
+    envelope_known = (*WIRE_FIELDS, "response")
+    envelope_metadata = _metadata(envelope_known)
+    envelope_branches = {field: [] for field in (*TOKEN_FIELDS, *MODALITY_COUNTS, "metadata")}
+    for shape in DEFAULT_PROVIDERS:
         fields = _envelope_fields(shape)
-        patch = {
-            "response": "null",
-            "provider": f"coalesce(j->>'provider', {_quote(DEFAULT_PROVIDERS[shape])})",
-            "model": "coalesce(j->>'model', j->>'$.response.model', j->>'$.response.modelVersion')",
-            **fields,
-        }
-        line = _patch("j", patch)
-        if shape == "anthropic_messages":
-            tools = _patch(
-                "coalesce(j->'$.metadata', '{}')",
-                {
-                    "anthropic.web_search_requests": "u->>'$.server_tool_use.web_search_requests'",
-                    "anthropic.web_fetch_requests": "u->>'$.server_tool_use.web_fetch_requests'",
-                },
-            )
-            line = (
-                f"case when json_type(u, '$.server_tool_use') = 'OBJECT' "
-                f"then json_merge_patch({line}, json_object('metadata', {tools})) else {line} end"
-            )
-        envelope_branches.append(f"when {_quote(shape)} then {line}")
+        for field in envelope_branches:
+            if field == "metadata":
+                value = envelope_metadata
+                if shape == "anthropic_messages":
+                    tools = (
+                        "json_object('anthropic.web_search_requests', "
+                        "u.server_tool_use.web_search_requests, 'anthropic.web_fetch_requests', "
+                        "u.server_tool_use.web_fetch_requests)"
+                    )
+                    value = (
+                        f"case when u.server_tool_use is not null and coalesce(json_type("
+                        f"{envelope_metadata}), 'OBJECT') = 'OBJECT' then json_merge_patch("
+                        f"coalesce({envelope_metadata}, '{{}}'), {tools}) else "
+                        f"{envelope_metadata} end"
+                    )
+            else:
+                value = fields.get(field)
+            if value is not None:
+                envelope_branches[field].append(f"when {_quote(shape)} then {value}")
+    envelope_values = {
+        **identifiers,
+        "provider": "coalesce(t.provider, case sub "
+        + " ".join(f"when {_quote(s)} then {_quote(p)}" for s, p in DEFAULT_PROVIDERS.items())
+        + " end)",
+        "model": "coalesce(t.model, t.response.model, t.response.modelVersion)",
+        **{
+            field: f"case sub {' '.join(branches)} end"
+            for field, branches in envelope_branches.items()
+            if branches
+        },
+    }
 
     def first_attr(keys: list[str]) -> str:
         terms = [f"tb_attr(span_attrs, {_quote(k)})" for k in keys]
         terms += [f"tb_attr(res_attrs, {_quote(k)})" for k in keys]
         return "coalesce(" + ", ".join(terms) + ")"
 
-    otlp_counts = {
+    otlp_values = {
         field: f"tb_attr(span_attrs, {_quote(attr)})" for field, attr in MAPPINGS["otlp"].items()
     }
-    otlp_counts["input_tokens"] = (
-        "coalesce(tb_attr(span_attrs, 'gen_ai.usage.input_tokens'), "
-        "tb_attr(span_attrs, 'gen_ai.usage.prompt_tokens'))"
-    )
-    otlp_counts["output_tokens"] = (
-        "coalesce(tb_attr(span_attrs, 'gen_ai.usage.output_tokens'), "
-        "tb_attr(span_attrs, 'gen_ai.usage.completion_tokens'))"
-    )
-    otlp_line = _patch(
-        "'{}'",
-        {
-            "event_id": "(span->>'traceId') || '/' || (span->>'spanId')",
-            "trace_id": "span->>'traceId'",
-            "timestamp": f"strftime(make_timestamp(try_cast(span->>'endTimeUnixNano' as bigint)"
-            f" // 1000), {_TS})",
-            "customer_id": first_attr(otlp_customer_keys),
-            "feature": first_attr(otlp_feature_keys),
-            "provider": "coalesce(tb_attr(span_attrs, 'gen_ai.provider.name'), "
-            "tb_attr(span_attrs, 'gen_ai.system'))",
-            "model": "coalesce(tb_attr(span_attrs, 'gen_ai.request.model'), "
-            "tb_attr(span_attrs, 'gen_ai.response.model'))",
-            "environment": first_attr(["deployment.environment.name", "deployment.environment"]),
-            "status": "case when span->>'$.status.code' in ('2', 'STATUS_CODE_ERROR') "
-            "then 'failed' else 'success' end",
-            **otlp_counts,
-        },
-    )
-    uo = "j->'$.metadata.usage_object'"
-    litellm_customer = (
-        "coalesce("
-        + ", ".join(f"nullif(trim(j->>{_quote('$.' + f)}), '')" for f in litellm_customer_fields)
-        + ")"
-    )
-    litellm_line = _patch(
-        "'{}'",
-        {
-            "event_id": "j->>'id'",
-            # Epoch seconds as LiteLLM writes them; beyond year 5000 it is left for the
-            # contract to reject as unparseable.
-            "timestamp": "case when json_type(j, '$.endTime') in ('DOUBLE', 'UBIGINT', 'BIGINT') "
-            "and (j->>'endTime')::double between 0 and 1e11 "
-            "then strftime(make_timestamp(round((j->>'endTime')::double * 1000000)::bigint), "
-            f"{_TS}) else j->>'endTime' end",
-            "customer_id": litellm_customer,
-            "provider": "j->>'custom_llm_provider'",
-            "model": "j->>'model'",
-            "status": "case j->>'status' when 'success' then 'success' when 'failure' "
-            "then 'failed' else j->>'status' end",
-            "trace_id": "j->>'trace_id'",
-            "request_group_id": "coalesce(j->>'session_id', j->>'$.metadata.session_id')",
-            "input_tokens": "j->>'prompt_tokens'",
-            "output_tokens": "j->>'completion_tokens'",
-            "cached_input_tokens": f"coalesce({uo}->>'$.prompt_tokens_details.cached_tokens', "
-            f"{uo}->>'$.cache_read_input_tokens')",
-            "cache_write_tokens": f"coalesce({uo}->>'$.cache_creation_input_tokens', "
-            f"{uo}->>'$.prompt_tokens_details.cache_write_tokens')",
-            "reasoning_tokens": f"{uo}->>'$.completion_tokens_details.reasoning_tokens'",
-        },
-    )
-    token_kind = "lower(j->>'type')"
+    otlp_values |= {
+        "input_tokens": "coalesce(tb_attr(span_attrs, 'gen_ai.usage.input_tokens'), "
+        "tb_attr(span_attrs, 'gen_ai.usage.prompt_tokens'))",
+        "output_tokens": "coalesce(tb_attr(span_attrs, 'gen_ai.usage.output_tokens'), "
+        "tb_attr(span_attrs, 'gen_ai.usage.completion_tokens'))",
+        "event_id": "span.traceId || '/' || span.spanId",
+        "trace_id": "span.traceId",
+        "timestamp": "strftime(make_timestamp(try_cast(span.endTimeUnixNano as bigint) "
+        f"// 1000), {_TS})",
+        "customer_id": first_attr(otlp_customer_keys),
+        "feature": first_attr(otlp_feature_keys),
+        "provider": "coalesce(tb_attr(span_attrs, 'gen_ai.provider.name'), "
+        "tb_attr(span_attrs, 'gen_ai.system'))",
+        "model": "coalesce(tb_attr(span_attrs, 'gen_ai.request.model'), "
+        "tb_attr(span_attrs, 'gen_ai.response.model'))",
+        "environment": first_attr(["deployment.environment.name", "deployment.environment"]),
+        "status": "case when span.status.code in ('2', 'STATUS_CODE_ERROR') "
+        "then 'failed' else 'success' end",
+    }
+    # LiteLLM's nested fields, read from the line in one pass (one list of paths).
+    litellm_paths = [f"$.{f}" for f in litellm_customer_fields] + [
+        "$.metadata.session_id",
+        "$.metadata.usage_object.prompt_tokens_details.cached_tokens",
+        "$.metadata.usage_object.cache_read_input_tokens",
+        "$.metadata.usage_object.cache_creation_input_tokens",
+        "$.metadata.usage_object.prompt_tokens_details.cache_write_tokens",
+        "$.metadata.usage_object.completion_tokens_details.reasoning_tokens",
+    ]
+    n = len(litellm_customer_fields)
+
+    def x(i: int) -> str:
+        return f"x[{n + i}]"
+
+    litellm_values = {
+        "event_id": "t.id",
+        # Epoch seconds as LiteLLM writes them (else RFC 3339 text); beyond year 5000 it is
+        # left for the contract to reject as unparseable.
+        "timestamp": "case when try_cast(t.endTime as double) between 0 and 1e11 "
+        "then strftime(make_timestamp(round(t.endTime::double * 1000000)::bigint), "
+        f"{_TS}) else t.endTime end",
+        "customer_id": "coalesce("
+        + ", ".join(f"nullif(trim(x[{i + 1}]), '')" for i in range(n))
+        + ")",
+        "provider": "t.custom_llm_provider",
+        "model": "t.model",
+        "status": "case t.status when 'success' then 'success' when 'failure' "
+        "then 'failed' else t.status end",
+        "trace_id": "t.trace_id",
+        "request_group_id": f"coalesce(t.session_id, {x(1)})",
+        "input_tokens": "t.prompt_tokens",
+        "output_tokens": "t.completion_tokens",
+        "cached_input_tokens": f"coalesce({x(2)}, {x(3)})",
+        "cache_write_tokens": f"coalesce({x(4)}, {x(5)})",
+        "reasoning_tokens": x(6),
+    }
+    token_kind = "lower(t.type)"
     bad_token_kind = f"coalesce({token_kind}, '') not in {tuple(_INPUT_TYPES + _OUTPUT_TYPES)}"
-    token_line = _patch(
-        "j",
-        {
-            "tokens": "null",
-            "type": "null",
-            "request_id": "null",
-            "requestId": "null",
-            "request_group_id": "coalesce(j->>'request_id', j->>'requestId', "
-            "j->>'request_group_id')",
-            "input_tokens": f"case when {token_kind} in {tuple(_INPUT_TYPES)} "
-            "then j->>'tokens' else '0' end",
-            "output_tokens": f"case when {token_kind} in {tuple(_OUTPUT_TYPES)} "
-            "then j->>'tokens' else '0' end",
-        },
+    token_values = {
+        **identifiers,
+        "request_group_id": "coalesce(t.request_id, t.requestId, t.request_group_id)",
+        "input_tokens": f"case when {token_kind} in {tuple(_INPUT_TYPES)} "
+        "then t.tokens else '0' end",
+        "output_tokens": f"case when {token_kind} in {tuple(_OUTPUT_TYPES)} "
+        "then t.tokens else '0' end",
+        "metadata": _metadata((*WIRE_FIELDS, "tokens", "type", "request_id", "requestId")),
+        "reason_code": f"case when {bad_token_kind} then 'unknown_token_type' end",
+        "reason_detail": f"case when {bad_token_kind} then 'data.type=' || "
+        "coalesce('\"' || t.type || '\"', 'null') || ': unknown_token_type, expected one of "
+        + ", ".join(_INPUT_TYPES + _OUTPUT_TYPES)
+        + "' end",
+    }
+    c = f"from_json(raw_line, '{SCHEMAS['cloudevents']}')"
+    ce_data = "case when json_type({c}.data) = 'OBJECT' then {patch} end".format(
+        c=c,
+        patch=_patch(
+            f"{c}.data",
+            {
+                "event_id": f"{c}.source || '/' || {c}.id",
+                "timestamp": f"coalesce({c}.data->>'timestamp', {c}.time)",
+                "customer_id": f"coalesce({c}.data->>'customer_id', {c}.subject)",
+            },
+        ),
+    )
+    usage_keys = "array_to_string(coalesce(json_keys(j, '$.response.usage'), []), ', ')"
+    envelope_values |= {
+        "reason_code": """case sub
+            when 'ambiguous' then 'ambiguous_format'
+            when 'unrecognized' then 'unrecognized_format'
+            when 'unreported' then 'usage_not_reported'
+        end""",
+        "reason_detail": f"""case sub
+            when 'ambiguous' then
+                'response.usage keys [' || {usage_keys} || '] with provider '
+                || coalesce('"' || t.provider || '"', 'absent')
+                || ' fit more than one provider shape: ambiguous_format, expected one usage '
+                || 'object and, for input_tokens/output_tokens alone, provider anthropic or openai'
+            when 'unrecognized' then
+                case
+                    when json_type(j, '$.response') not in ('OBJECT', 'NULL')
+                        then 'response is ' || json_type(j, '$.response')
+                    when json_type(j, '$.response.usageMetadata') not in ('OBJECT', 'NULL')
+                        then 'response.usageMetadata is '
+                        || json_type(j, '$.response.usageMetadata')
+                    when json_type(j, '$.response.usage') not in ('OBJECT', 'NULL')
+                        then 'response.usage is ' || json_type(j, '$.response.usage')
+                    else 'response.usage keys [' || {usage_keys} || ']'
+                end
+                || ': unrecognized_format, expected the usage object of a supported provider'
+            when 'unreported' then
+                'response has no usage or usageMetadata (status '
+                || coalesce('"' || t.status || '"', 'absent')
+                || '): usage_not_reported, its usage is unknown, not zero'
+        end""",
+    }
+    unrecognized_detail = f"""case
+            when is_ce and j is null then
+                'CloudEvent data is ' || coalesce(json_type(raw_line, '$.data'), 'absent')
+                || ' (keys [' || array_to_string(json_keys(raw_line), ', ') || ']): '
+                || 'unrecognized_format, expected data to be a JSON object'
+            when shape = 'unrecognized' then
+                'keys [' || array_to_string(k[:20], ', ') || ']'
+                || case when len(k) > 20 then ' and ' || (len(k) - 20) || ' more' else '' end
+                || case when is_ce then ' (in CloudEvent data)' else '' end
+                || ': unrecognized_format, expected a canonical event, an envelope with a '
+                || 'provider response, OTLP JSON (not in a CloudEvent), a LiteLLM spend log or '
+                || 'a per-token-type event'
+            else
+                'keys ['
+                || array_to_string(list_filter(k, lambda x: list_contains({marker_keys}, x)), ', ')
+                || '] belong to '
+                || array_to_string(list_filter([
+                    case when m_canonical then 'canonical' end,
+                    case when m_envelope then 'envelope (response)' end,
+                    case when m_otlp then 'otlp' end,
+                    case when m_litellm then 'litellm' end,
+                    case when m_token_type then 'token_type' end
+                ], lambda x: x is not null), ' and ')
+                || ': ambiguous_format, expected the keys of one shape'
+        end"""
+    fallback_event_id = (
+        "case when is_ce then (raw_line->>'source') || '/' || (raw_line->>'id') "
+        "else raw_line->>'event_id' end"
     )
     return f"""
 with
+keyed as (
+    select line_idx, raw_line, json_keys(raw_line) as k
+    from candidates
+    where starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{') and json_valid(raw_line)
+),
+-- A CloudEvent is replaced by its data (with the envelope's id, time and subject); one CASE,
+-- not a union of two filters, so the keys are listed once per line.
 unwrapped as (
     select
         line_idx,
         raw_line,
-        json_exists(raw_line, '$.specversion') as is_ce,
-        case
-            when not json_exists(raw_line, '$.specversion') then raw_line::json
-            when json_type(raw_line, '$.data') = 'OBJECT' then {
-        _patch(
-            "raw_line->'$.data'",
-            {
-                "event_id": "(raw_line->>'source') || '/' || (raw_line->>'id')",
-                "timestamp": "coalesce(raw_line->>'$.data.timestamp', raw_line->>'time')",
-                "customer_id": "coalesce(raw_line->>'$.data.customer_id', raw_line->>'subject')",
-            },
-        )
-    }
-        end as j
-    from candidates
-    where json_valid(raw_line) and json_type(raw_line) = 'OBJECT'
+        list_contains(k, 'specversion') as is_ce,
+        case when not is_ce then raw_line else {ce_data}::varchar end as j,
+        k
+    from keyed
 ),
-keyed as (
-    select *, coalesce(json_keys(j), []) as k from unwrapped
+lines as (
+    select line_idx, raw_line, is_ce, j, case when is_ce then json_keys(j) else k end as k
+    from unwrapped
 ),
-marked as (
+shaped as materialized (
     select
         *,
         list_has_any(k, {_keys_list(_CANONICAL_KEYS)}) as m_canonical,
@@ -546,12 +790,6 @@ marked as (
         list_contains(k, 'resourceSpans') as m_otlp,
         list_contains(k, 'custom_llm_provider') as m_litellm,
         list_contains(k, 'tokens') and list_contains(k, 'type') as m_token_type,
-        list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model']) as has_ids
-    from keyed
-),
-shaped as (
-    select
-        *,
         m_canonical::int + m_envelope::int + m_otlp::int + m_litellm::int + m_token_type::int
             as markers,
         case
@@ -559,49 +797,50 @@ shaped as (
             when markers > 1 then 'ambiguous'
             when m_canonical then 'canonical'
             when m_envelope then 'envelope'
-            when m_otlp and (is_ce or json_type(j, '$.resourceSpans') != 'ARRAY')
+            when m_otlp and (is_ce or coalesce(json_type(j, '$.resourceSpans'), '') != 'ARRAY')
                 then 'unrecognized'
             when m_otlp then 'otlp'
             when m_litellm then 'litellm'
             when m_token_type then 'token_type'
-            when has_ids then 'canonical'
+            when list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model'])
+                then 'canonical'
             else 'unrecognized'
         end as shape
-    from marked
+    from lines
 ),
 envelopes as (
     select
         *,
-        j->'$.response.usage' as u,
-        j->'$.response.usageMetadata' as um,
-        case when json_type(j, '$.response.usage') = 'OBJECT'
-            then json_keys(j, '$.response.usage') else [] end as uk,
-        lower(j->>'provider') as provider_name
-    from shaped
-    where shape = 'envelope'
+        t.response.usage as u,
+        t.response.usageMetadata as um,
+        lower(t.provider) as provider_name
+    from (
+        select *, from_json(j, '{SCHEMAS["envelope"]}') as t from shaped where shape = 'envelope'
+    )
 ),
 families as (
     select
         *,
-        json_type(um) = 'OBJECT' as f_gemini,
-        list_has_any(uk, ['inputTokens', 'outputTokens']) as f_bedrock,
-        list_has_any(uk, ['prompt_tokens', 'completion_tokens']) as f_chat,
-        list_has_any(uk, ['input_tokens', 'output_tokens']) as f_io,
-        list_has_any(uk, ['input_token_details', 'output_token_details']) as s_realtime,
-        list_contains(uk, 'input_tokens_details')
-            or json_exists(u, '$.output_tokens_details.reasoning_tokens') as s_responses,
-        list_has_any(uk, ['cache_read_input_tokens', 'cache_creation_input_tokens',
-            'cache_creation', 'server_tool_use'])
-            or json_exists(u, '$.output_tokens_details.thinking_tokens') as s_anthropic
+        coalesce(um.promptTokenCount, um.candidatesTokenCount, um.responseTokenCount,
+            um.totalTokenCount, um.thoughtsTokenCount, um.cachedContentTokenCount,
+            um.toolUsePromptTokenCount) is not null as f_gemini,
+        coalesce(u.inputTokens, u.outputTokens) is not null as f_bedrock,
+        coalesce(u.prompt_tokens, u.completion_tokens) is not null as f_chat,
+        coalesce(u.input_tokens, u.output_tokens) is not null as f_io,
+        u.input_token_details is not null or u.output_token_details is not null as s_realtime,
+        u.input_tokens_details is not null
+            or u.output_tokens_details.reasoning_tokens is not null as s_responses,
+        coalesce(u.cache_read_input_tokens, u.cache_creation_input_tokens) is not null
+            or u.cache_creation is not null
+            or u.server_tool_use is not null
+            or u.output_tokens_details.thinking_tokens is not null as s_anthropic
     from envelopes
 ),
 subshaped as (
     select
         *,
         case
-            when json_type(j, '$.response') not in ('OBJECT', 'NULL') then 'unrecognized'
-            when coalesce(f_gemini, false)::int + f_bedrock::int + f_chat::int + f_io::int > 1
-                then 'ambiguous'
+            when f_gemini::int + f_bedrock::int + f_chat::int + f_io::int > 1 then 'ambiguous'
             when f_gemini then 'gemini'
             when f_bedrock then 'bedrock_converse'
             when f_chat then 'openai_chat'
@@ -612,47 +851,20 @@ subshaped as (
             when f_io and s_anthropic then 'anthropic_messages'
             when f_io and provider_name = 'anthropic' then 'anthropic_messages'
             when f_io and provider_name in ('openai', 'azure.ai.openai') then 'openai_responses'
-            when f_io and list_contains(uk, 'total_tokens') then 'openai_responses'
+            when f_io and u.total_tokens is not null then 'openai_responses'
             when f_io then 'ambiguous'
-            when coalesce(json_type(u), 'NULL') = 'NULL'
-                and coalesce(json_type(um), 'NULL') = 'NULL' then 'unreported'
+            when coalesce(json_type(j, '$.response'), 'NULL') not in ('OBJECT', 'NULL')
+                then 'unrecognized'
+            when coalesce(json_type(j, '$.response.usage'), 'NULL') = 'NULL'
+                and coalesce(json_type(j, '$.response.usageMetadata'), 'NULL') = 'NULL'
+                then 'unreported'
             else 'unrecognized'
         end as sub
     from families
 ),
 envelope_records as (
     select
-        line_idx,
-        0 as sub,
-        case sub {" ".join(envelope_branches)} end::varchar as raw_line,
-        sub as source_format,
-        case sub
-            when 'ambiguous' then 'ambiguous_format'
-            when 'unrecognized' then 'unrecognized_format'
-            when 'unreported' then 'usage_not_reported'
-        end as reason_code,
-        case sub
-            when 'ambiguous' then
-                'response.usage keys [' || array_to_string(uk, ', ') || '] with provider '
-                || coalesce('"' || (j->>'provider') || '"', 'absent')
-                || ' fit more than one provider shape: ambiguous_format, expected one usage '
-                || 'object and, for input_tokens/output_tokens alone, provider anthropic or openai'
-            when 'unrecognized' then
-                case
-                    when json_type(j, '$.response') not in ('OBJECT', 'NULL')
-                        then 'response is ' || json_type(j, '$.response')
-                    when json_type(um) is not null and json_type(um) != 'OBJECT'
-                        then 'response.usageMetadata is ' || json_type(um)
-                    when json_type(u) != 'OBJECT' then 'response.usage is ' || json_type(u)
-                    else 'response.usage keys [' || array_to_string(uk, ', ') || ']'
-                end
-                || ': unrecognized_format, expected the usage object of a supported provider'
-            when 'unreported' then
-                'response has no usage or usageMetadata (status '
-                || coalesce('"' || (j->>'status') || '"', 'absent')
-                || '): usage_not_reported, its usage is unknown, not zero'
-        end as reason_detail,
-        j->>'event_id' as event_id,
+        {_select({"line_idx": "line_idx", "sub": "0", "source_format": "sub", **envelope_values})},
         is_ce
     from subshaped
 ),
@@ -663,14 +875,17 @@ spans as (
             line_idx,
             is_ce,
             flatten(list_transform(
-                coalesce(json_extract(j, '$.resourceSpans[*]'), []),
+                coalesce(t.resourceSpans, []),
                 lambda rs: list_transform(
-                    coalesce(json_extract(rs, '$.scopeSpans[*].spans[*]'), []),
-                    lambda sp: {{'res': rs->'$.resource', 'span': sp}}
+                    flatten(list_transform(
+                        coalesce(rs.scopeSpans, []), lambda ss: coalesce(ss.spans, [])
+                    )),
+                    lambda sp: {{'res': rs.resource.attributes, 'span': sp}}
                 )
             )) as spans
-        from shaped
-        where shape = 'otlp'
+        from (
+            select *, from_json(j, '{SCHEMAS["otlp"]}') as t from shaped where shape = 'otlp'
+        )
     )
 ),
 span_attributes as (
@@ -679,7 +894,7 @@ span_attributes as (
         is_ce,
         span_no,
         s.span as span,
-        tb_attrs(s.span) as span_attrs,
+        tb_attrs(s.span.attributes) as span_attrs,
         tb_attrs(s.res) as res_attrs
     from spans
 ),
@@ -696,108 +911,110 @@ genai as (
 ),
 otlp_records as (
     select
-        line_idx,
-        span_no as sub,
-        {otlp_line}::varchar as raw_line,
-        'otlp' as source_format,
-        null as reason_code,
-        null as reason_detail,
-        null as event_id,
+        {
+        _select(
+            {"line_idx": "line_idx", "sub": "span_no", "source_format": "'otlp'", **otlp_values}
+        )
+    },
         is_ce
     from genai
     where is_genai
 ),
 -- Every OTLP line, its GenAI spans or not (a line with none yields no record).
 otlp_skipped as (
-    select shaped.line_idx, count(genai.line_idx) filter (where not genai.is_genai) as skipped
+    select
+        {
+        _select(
+            {
+                "line_idx": "shaped.line_idx",
+                "source_format": "'otlp'",
+                "skipped": "count(genai.line_idx) filter (where not genai.is_genai)",
+            }
+        )
+    },
+        false as is_ce
     from shaped
     left join genai on shaped.line_idx = genai.line_idx
     where shaped.shape = 'otlp'
     group by shaped.line_idx
 ),
+litellm_records as (
+    select
+        {
+        _select(
+            {"line_idx": "line_idx", "sub": "0", "source_format": "'litellm'", **litellm_values}
+        )
+    },
+        is_ce
+    from (
+        select
+            *,
+            from_json(j, '{SCHEMAS["litellm"]}') as t,
+            json_extract_string(j, {_keys_list(litellm_paths)}) as x
+        from shaped
+        where shape = 'litellm'
+    )
+),
+token_records as (
+    select
+        {
+        _select(
+            {"line_idx": "line_idx", "sub": "0", "source_format": "'token_type'", **token_values}
+        )
+    },
+        is_ce
+    from (
+        select *, from_json(j, '{SCHEMAS["token_type"]}') as t
+        from shaped
+        where shape = 'token_type'
+    )
+),
 other_records as (
     select
-        line_idx,
-        0 as sub,
-        case shape
-            when 'canonical' then j::varchar
-            when 'litellm' then {litellm_line}::varchar
-            when 'token_type' then {token_line}::varchar
-        end as raw_line,
-        shape as source_format,
-        case
-            when shape = 'ambiguous' then 'ambiguous_format'
-            when shape = 'unrecognized' then 'unrecognized_format'
-            when shape = 'token_type'
-                and {bad_token_kind}
-                then 'unknown_token_type'
-        end as reason_code,
-        case
-            when shape = 'ambiguous' then
-                'keys [' || array_to_string(list_filter(k, lambda x: list_contains({
-        marker_keys
-    }, x)), ', ')
-                || '] belong to '
-                || array_to_string(list_filter([
-                    case when m_canonical then 'canonical' end,
-                    case when m_envelope then 'envelope (response)' end,
-                    case when m_otlp then 'otlp' end,
-                    case when m_litellm then 'litellm' end,
-                    case when m_token_type then 'token_type' end
-                ], lambda x: x is not null), ' and ')
-                || ': ambiguous_format, expected the keys of one shape'
-            when shape = 'unrecognized' and is_ce and j is null then
-                'CloudEvent data is ' || coalesce(json_type(raw_line, '$.data'), 'absent')
-                || ' (keys [' || array_to_string(json_keys(raw_line), ', ') || ']): '
-                || 'unrecognized_format, expected data to be a JSON object'
-            when shape = 'unrecognized' then
-                'keys [' || array_to_string(k[:20], ', ') || ']'
-                || case when len(k) > 20 then ' and ' || (len(k) - 20) || ' more' else '' end
-                || case when is_ce then ' (in CloudEvent data)' else '' end
-                || ': unrecognized_format, expected a canonical event, an envelope with a '
-                || 'provider response, OTLP JSON (not in a CloudEvent), a LiteLLM spend log or '
-                || 'a per-token-type event'
-            when shape = 'token_type' and {bad_token_kind} then
-                'data.type=' || coalesce('"' || (j->>'type') || '"', 'null')
-                || ': unknown_token_type, expected one of '
-                || {_quote(", ".join(_INPUT_TYPES + _OUTPUT_TYPES))}
-        end as reason_detail,
-        coalesce(
-            j->>'event_id',
-            case when is_ce then (raw_line->>'source') || '/' || (raw_line->>'id') end
-        ) as event_id,
+        {
+        _select(
+            {
+                "line_idx": "line_idx",
+                "sub": "0",
+                "raw_line": "case when shape = 'canonical' then j::varchar end",
+                "source_format": "shape",
+                "reason_code": "case shape when 'ambiguous' then 'ambiguous_format' "
+                "when 'unrecognized' then 'unrecognized_format' end",
+                "reason_detail": f"case when shape != 'canonical' then {unrecognized_detail} end",
+                "event_id": f"case when shape != 'canonical' then {fallback_event_id} end",
+            }
+        )
+    },
         is_ce
     from shaped
-    where shape in ('canonical', 'litellm', 'token_type', 'ambiguous', 'unrecognized')
+    where shape in ('canonical', 'ambiguous', 'unrecognized')
 )
 select
-    line_idx,
-    sub,
-    case when reason_code is null then raw_line end as raw_line,
-    case when is_ce then 'cloudevents:' || source_format else source_format end as source_format,
-    reason_code,
-    reason_detail,
-    event_id,
-    null::bigint as skipped
+    * exclude (source_format, is_ce),
+    case when is_ce then 'cloudevents:' || source_format else source_format end as source_format
 from (
     select * from envelope_records
     union all select * from otlp_records
+    union all select * from otlp_skipped
+    union all select * from litellm_records
+    union all select * from token_records
     union all select * from other_records
 )
-union all
-select line_idx, null, null, 'otlp', null, null, null, skipped from otlp_skipped
 """
 
 
 @dataclass
 class MappedLines:
-    """Lines made records: ``records`` (``obj``, ``line_number``, ``raw_line`` canonical JSON,
-    ``native_line`` the line as sent where it was mapped, ``source_format``), in line then
-    record order; ``rejected``, lines quarantined for their shape (``reason_code``,
-    ``reason_detail``, ``event_id``, ``raw_line`` as sent, ``source_format``); ``skipped``,
-    the non-GenAI OTLP spans per object (``obj``, ``skipped``)."""
+    """Lines made records. ``records``: every record (``obj``, ``line_number``, ``raw_line``
+    the canonical JSON text the extraction reads, null for a record mapped to its wire
+    fields here, ``native_line`` the line as sent where it was mapped, ``source_format``), in
+    line then record order. ``wired``: the wire fields of the records mapped here, with their
+    position ``rec_idx`` in ``records``. ``rejected``: lines quarantined for their shape
+    (``reason_codes``, ``reason_detail``, ``event_id``, ``raw_line`` as sent,
+    ``source_format``). ``skipped``: the non-GenAI OTLP spans per object."""
 
     records: pl.DataFrame
+    wired: pl.DataFrame
     rejected: pl.DataFrame
     skipped: pl.DataFrame
 
@@ -819,14 +1036,17 @@ def map_lines(lines: pl.DataFrame, con: duckdb.DuckDBPyConnection) -> MappedLine
     )
     indexed = lines.with_row_index("line_idx")
     mask = indexed.select(candidate.alias("m"))["m"]
-    empty_rejected = pl.DataFrame(schema=REJECTED_SCHEMA)
-    empty_skipped = pl.DataFrame(schema={"obj": pl.UInt32, "skipped": pl.Int64})
     as_canonical = {
         "native_line": pl.lit(None, pl.String),
         "source_format": pl.lit("canonical"),
     }
     if not mask.any():
-        return MappedLines(lines.with_columns(**as_canonical), empty_rejected, empty_skipped)
+        return MappedLines(
+            lines.with_columns(**as_canonical),
+            pl.DataFrame(schema={"rec_idx": pl.UInt32, **dict.fromkeys(WIRE_FIELDS, pl.String)}),
+            pl.DataFrame(schema=REJECTED_SCHEMA),
+            pl.DataFrame(schema={"obj": pl.UInt32, "skipped": pl.Int64}),
+        )
     con.execute(MACROS)
     con.register("candidates", indexed.filter(mask).select("line_idx", "raw_line").to_arrow())
     sql = mapping_sql(
@@ -834,38 +1054,42 @@ def map_lines(lines: pl.DataFrame, con: duckdb.DuckDBPyConnection) -> MappedLine
         _settings_list("TOKENBILL_OTLP_FEATURE_KEYS"),
         _settings_list("TOKENBILL_LITELLM_CUSTOMER_FIELDS"),
     )
-    result = con.sql(sql).pl().with_columns(pl.col("line_idx").cast(pl.UInt32))
+    result = (
+        con.sql(sql)
+        .pl()
+        .with_columns(pl.col("line_idx").cast(pl.UInt32), pl.col("sub").cast(pl.Int64))
+    )
     con.unregister("candidates")
     seen = result["line_idx"].unique()
-    passed = indexed.filter(~pl.col("line_idx").is_in(seen.implode())).with_columns(
-        sub=pl.lit(0, pl.Int64), **as_canonical
+    place = indexed.select("line_idx", "obj", "line_number", pl.col("raw_line").alias("sent"))
+    kept = result.filter(pl.col("reason_code").is_null() & pl.col("skipped").is_null())
+    passed = indexed.filter(~pl.col("line_idx").is_in(seen.implode())).select(
+        "line_idx", pl.lit(0, pl.Int64).alias("sub"), "obj", "line_number", "raw_line",
+        **as_canonical,
+    )  # fmt: skip
+    mapped = kept.join(place, on="line_idx").select(
+        "line_idx",
+        "sub",
+        "obj",
+        "line_number",
+        "raw_line",
+        pl.when(pl.col("raw_line").is_null() | (pl.col("raw_line") != pl.col("sent")))
+        .then("sent")
+        .alias("native_line"),
+        "source_format",
+        *WIRE_FIELDS,
     )
-    mapped = (
-        result.filter(pl.col("raw_line").is_not_null())
-        .select("line_idx", "sub", "raw_line", "source_format")
-        .join(
-            indexed.select("line_idx", "obj", "line_number", pl.col("raw_line").alias("native")),
-            on="line_idx",
-        )
-        .select(
-            "line_idx",
-            "obj",
-            "line_number",
-            "raw_line",
-            pl.when(pl.col("raw_line") != pl.col("native")).then("native").alias("native_line"),
-            "source_format",
-            pl.col("sub").cast(pl.Int64),
-        )
-    )
-    records = (
-        pl.concat([passed.select(mapped.columns), mapped])
+    everything = (
+        pl.concat([passed, mapped], how="diagonal")
         .sort("line_idx", "sub")
-        .select("obj", "line_number", "raw_line", "native_line", "source_format")
+        .with_row_index("rec_idx")
     )
+    records = everything.select("obj", "line_number", "raw_line", "native_line", "source_format")
+    wired = everything.filter(pl.col("raw_line").is_null()).select("rec_idx", *WIRE_FIELDS)
     rejected = (
         result.filter(pl.col("reason_code").is_not_null())
         .drop("raw_line")
-        .join(indexed.select("line_idx", "obj", "line_number", "raw_line"), on="line_idx")
+        .join(place, on="line_idx")
         .sort("line_idx")
         .select(
             "obj",
@@ -873,17 +1097,17 @@ def map_lines(lines: pl.DataFrame, con: duckdb.DuckDBPyConnection) -> MappedLine
             "event_id",
             pl.concat_list("reason_code").alias("reason_codes"),
             "reason_detail",
-            "raw_line",
+            pl.col("sent").alias("raw_line"),
             "source_format",
         )
     )
     skipped = (
         result.filter(pl.col("skipped").is_not_null())
-        .join(indexed.select("line_idx", "obj"), on="line_idx")
+        .join(place, on="line_idx")
         .group_by("obj")
         .agg(pl.col("skipped").sum().cast(pl.Int64))
     )
-    return MappedLines(records, rejected.cast(REJECTED_SCHEMA), skipped)
+    return MappedLines(records, wired, rejected.cast(REJECTED_SCHEMA), skipped)
 
 
 REJECTED_SCHEMA = {

@@ -602,6 +602,7 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
     timers: dict[str, float] = defaultdict(float)
     names = {
         "split_lines": "split lines",
+        "map_lines": "producer shapes: detection + mapping (DuckDB)",
         "extract_wire_fields": "JSON extraction (DuckDB)",
         "validate_wire_events": "contract validation (pandera/polars)",
         "_deduplicate": "deduplication",

@@ -488,3 +488,23 @@ def test_malformed_native_values_are_quarantined_never_crash_and_always_reconcil
     ]
     audit = audit_of(batch)
     assert audit["lines_read"] == audit["quarantined_count"] == len(lines)
+
+
+def test_a_cloudevent_wrapping_a_litellm_log_takes_its_key_from_the_envelope():
+    (log, _) = (FIXTURES / "litellm.jsonl").read_text().splitlines()
+    wrapped = (
+        '{"specversion":"1.0","id":"42","source":"litellm-proxy","type":"litellm.spend",'
+        f'"subject":"globex","time":"2026-10-05T07:21:00Z","data":{log}}}'
+    )
+    unattributed = (
+        wrapped.replace('"end_user":"acme"', '"end_user":""')
+        .replace('"user_api_key_team_id":"team-acme",', "")
+        .replace('"id":"42"', '"id":"43"')
+    )
+    batch = route({"usage/x.jsonl": f"{wrapped}\n{unattributed}".encode()})
+    assert batch.valid.select(
+        "event_id", "customer_id", "source_format", "input_tokens"
+    ).rows() == [
+        ("litellm-proxy/42", "acme", "cloudevents:litellm", 23_500),
+        ("litellm-proxy/43", "globex", "cloudevents:litellm", 23_500),
+    ]

@@ -32,6 +32,8 @@ import functools
 import numpy as np
 import polars as pl
 
+from contracts.usage_event import SHAPE_REASONS
+
 CANONICAL = "canonical"
 OPENAI_CHAT = "openai_chat"
 OPENAI_RESPONSES = "openai_responses"
@@ -62,10 +64,8 @@ S = {name: i for i, name in enumerate(SHAPES)}
 NATIVE = (OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_REALTIME, ANTHROPIC, GEMINI, BEDROCK)
 #: Shapes that write one line per attempt (a resend is the same line again).
 ONE_LINE = (CANONICAL, *NATIVE, LITELLM, CLOUDEVENTS)
-#: Line-level quarantine reasons only a producer shape can have (one line each; the month
-#: holds a few of each, see SHAPE_BAD_RATE).
-SHAPE_REASONS = ("ambiguous_format", "unrecognized_format", "usage_not_reported",
-                 "unknown_token_type")  # fmt: skip
+#: Lines per event of each reason only a producer shape can have (contracts' SHAPE_REASONS;
+#: a mixed month holds at least two of each).
 SHAPE_BAD_RATE = 0.0002
 
 #: Share of attempts per family in a mixed month (before eligibility falls back to native).

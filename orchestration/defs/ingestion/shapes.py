@@ -13,7 +13,8 @@ Detection (deterministic; the first matching rule decides; ``record`` = what one
    ``event_id = <source>/<id>`` (the idempotency key), ``timestamp = data.timestamp`` else
    ``time``, ``customer_id = data.customer_id`` else ``subject`` are filled in. The shape is
    then reported as ``cloudevents:<inner shape>``. ``data`` absent or not an object
-   (``data_base64``): ``unrecognized_format``.
+   (``data_base64``): ``unrecognized_format``. LiteLLM data keeps ``<source>/<id>`` as its
+   event id too; its own customer fields come first, then ``subject``.
 2. Otherwise the *shape markers* of the line are counted:
 
    =================  =========================================================
@@ -410,6 +411,8 @@ SCHEMAS = {
         {
             k: V
             for k in (
+                "event_id",
+                "customer_id",
                 "id",
                 "custom_llm_provider",
                 "model",
@@ -651,7 +654,9 @@ def mapping_sql(
         return f"x[{n + i}]"
 
     litellm_values = {
-        "event_id": "t.id",
+        # In a CloudEvent, the envelope's source/id and subject (filled in as event_id and
+        # customer_id) as for every shape; the customer fields of the log still come first.
+        "event_id": "case when is_ce then t.event_id else t.id end",
         # Epoch seconds as LiteLLM writes them (else RFC 3339 text); beyond year 5000 it is
         # left for the contract to reject as unparseable.
         "timestamp": "case when try_cast(t.endTime as double) between 0 and 1e11 "
@@ -659,7 +664,7 @@ def mapping_sql(
         f"{_TS}) else t.endTime end",
         "customer_id": "coalesce("
         + ", ".join(f"nullif(trim(x[{i + 1}]), '')" for i in range(n))
-        + ")",
+        + ", case when is_ce then t.customer_id end)",
         "provider": "t.custom_llm_provider",
         "model": "t.model",
         "status": "case t.status when 'success' then 'success' when 'failure' "

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--month", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--shapes", choices=("mixed", "canonical"), default="mixed")
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--cache", required=True, help="directory of the generated objects")
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest_file.unlink(missing_ok=True)
             shutil.rmtree(cache / "objects", ignore_errors=True)
-            month = generate_month(args.month, args.events, args.seed)
+            month = generate_month(args.month, args.events, args.seed, args.shapes)
             stats = upload(client, args.bucket, args.prefix, _kept(month, cache / "objects"))
             manifest = month.manifest
             manifest_file.write_text(json.dumps(manifest))

@@ -747,7 +747,11 @@ def json_schema() -> dict:
 
 
 def render_json_schema() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+    """The published schema: the canonical event (above) and every producer shape around
+    it (``contracts/shapes_schema.py``)."""
+    from contracts.shapes_schema import with_producer_shapes
+
+    return json.dumps(with_producer_shapes(json_schema()), indent=2, sort_keys=False) + "\n"
 
 
 if __name__ == "__main__":

@@ -451,6 +451,17 @@ def summary(
             "from raw.ingestion_audit where partition_hour >= ? and partition_hour < ?",
             params,
         ).fetchone()
+        shapes = con.execute(
+            "select source_format, sum(records_read), sum(valid_count), sum(duplicate_count), "
+            "sum(quarantined_count) from raw.ingestion_format_audit "
+            "where partition_hour >= ? and partition_hour < ? group by 1 order by 2 desc, 1",
+            params,
+        ).fetchall()
+        otlp_skipped, unreported = con.execute(
+            "select sum(otlp_spans_skipped), sum(unreported_usage_count) "
+            "from raw.ingestion_audit where partition_hour >= ? and partition_hour < ?",
+            params,
+        ).fetchone()
         reasons = con.execute(
             "select reason, count(*) from raw.usage_event_quarantine, "
             "unnest(reason_codes) as r(reason) "
@@ -530,6 +541,13 @@ def summary(
         f"  reconciles           {'yes' if lines == valid + dups + quarantined else 'NO'}",
         "  quarantined by reason:",
         *(f"    {code:<26}{n:>10,}" for code, n in reasons),
+        "  records by producer shape:        read      valid  duplicate  quarantined",
+        *(
+            f"    {name:<30}{read:>9,}{ok:>11,}{dup:>11,}{bad:>13,}"
+            for name, read, ok, dup, bad in shapes
+        ),
+        f"  OTLP spans skipped (not GenAI inference): {int(otlp_skipped or 0):,}; "
+        f"usage not reported (quarantined, never billed as 0): {int(unreported or 0):,}",
         "  tokens (month): input {:,} (cached {:,}, cache write {:,}), output {:,} "
         "(reasoning {:,})".format(*(int(v or 0) for v in totals)),
     ]
@@ -561,7 +579,9 @@ def summary(
     out += _invoice_table(invoices)
     out += agents
     if manifest:
-        out.append("  matches the generator's manifest: " + _compare(manifest, audit, totals))
+        out.append(
+            "  matches the generator's manifest: " + _compare(manifest, audit, totals, shapes)
+        )
     if exported:
         folder, feeds, statements = exported
         out.append(
@@ -707,8 +727,9 @@ def _minimum_note(minimum, subtotal, total_due) -> str:
     return " (charges differ: top-ups or adjustments)"
 
 
-def _compare(manifest: dict, audit, totals) -> str:
-    """The pipeline's counts against what the generator says it wrote."""
+def _compare(manifest: dict, audit, totals, shapes=()) -> str:
+    """The pipeline's counts against what the generator says it wrote (and, for a month in
+    producers' shapes, its records per shape)."""
     lines, tokens = manifest["lines"], manifest["tokens"]
     pairs = {
         "valid": (int(audit[3] or 0), lines["valid_unique"]),
@@ -721,7 +742,17 @@ def _compare(manifest: dict, audit, totals) -> str:
         "reasoning_tokens": (int(totals[4] or 0), tokens["reasoning_tokens"]),
     }
     diffs = [f"{k} {got:,} != {want:,}" for k, (got, want) in pairs.items() if got != want]
-    return "yes (counts and token sums)" if not diffs else "NO: " + "; ".join(diffs)
+    if "shapes" in manifest:
+        got = {name: (int(v), int(d), int(q)) for name, _, v, d, q in shapes}
+        want = {
+            n: (c["valid"], c["duplicate"], c["quarantined"]) for n, c in manifest["shapes"].items()
+        }
+        diffs += [f"shape {n} {got.get(n)} != {want.get(n)}" for n in sorted(set(got) | set(want))
+                  if got.get(n) != want.get(n)]  # fmt: skip
+        what = "counts, token sums and records per shape"
+    else:
+        what = "counts and token sums"
+    return f"yes ({what})" if not diffs else "NO: " + "; ".join(diffs)
 
 
 def warehouse_fingerprint(con: duckdb.DuckDBPyConnection) -> str:

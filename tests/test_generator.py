@@ -18,7 +18,6 @@ import pytest
 from contracts.usage_event import (
     OBJECT_REASONS,
     REASONS,
-    SHAPE_REASONS,
     SOURCE_HOUR,
     STATUSES,
     WIRE_FIELDS,
@@ -32,9 +31,7 @@ from tools.generator import (
     generation_manifest,
     upload,
 )
-
-# The counts the generator writes (not the TTL and modality subsets of issue #14).
-from tools.generator.generate import TOKEN_FIELDS
+from tools.generator.generate import CANONICAL_LINE_REASONS, LINE_REASONS, TOKEN_FIELDS
 
 MONTH, EVENTS, SEED = "2026-10", 3000, 7
 KEY_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+)$")
@@ -43,7 +40,7 @@ PRICES = Path(__file__).resolve().parents[2] / "shared/reference/litellm_model_p
 
 @pytest.fixture(scope="module")
 def month() -> tuple[list[GeneratedObject], dict]:
-    generated = generate_month(MONTH, EVENTS, SEED)
+    generated = generate_month(MONTH, EVENTS, SEED, shapes="canonical")
     objects = list(generated)
     return objects, generated.manifest
 
@@ -131,16 +128,16 @@ def _count(value) -> int:
 
 def test_same_month_events_and_seed_give_the_same_keys_and_bytes(month):
     objects, manifest = month
-    again = generate_month(MONTH, EVENTS, SEED)
+    again = generate_month(MONTH, EVENTS, SEED, shapes="canonical")
     assert [(o.key, o.body) for o in again] == [(o.key, o.body) for o in objects]
     assert again.manifest == manifest
-    other_seed = [o.body for o in generate_month(MONTH, EVENTS, SEED + 1)]
+    other_seed = [o.body for o in generate_month(MONTH, EVENTS, SEED + 1, shapes="canonical")]
     assert other_seed != [o.body for o in objects]
 
 
 def test_manifest_is_known_without_rendering_and_only_after_generation(month):
     _, manifest = month
-    assert generation_manifest(MONTH, EVENTS, SEED) == manifest
+    assert generation_manifest(MONTH, EVENTS, SEED, shapes="canonical") == manifest
     with pytest.raises(RuntimeError):
         generate_month(MONTH, EVENTS, SEED).manifest  # noqa: B018
 
@@ -160,19 +157,19 @@ def test_manifest_counts_every_line_category_exactly(month, lines):
     assert manifest["lines"]["duplicate"] == 24
     reasons = Counter(why for why in lines["reasons"] if why)
     assert manifest["malformed_by_reason"] == {
-        code: reasons[code]
-        for code in REASONS
-        if code not in OBJECT_REASONS and code not in SHAPE_REASONS
+        code: reasons[code] for code in CANONICAL_LINE_REASONS
     }
 
 
 def test_every_line_level_reason_appears_at_least_once(month):
     _, manifest = month
-    # The producer-shape reasons are made by the shape fixtures (test_shapes.py), not here.
-    expected = [c for c in REASONS if c not in OBJECT_REASONS and c not in SHAPE_REASONS]
-    assert list(manifest["malformed_by_reason"]) == expected
+    assert list(manifest["malformed_by_reason"]) == list(CANONICAL_LINE_REASONS)
     assert all(n >= 1 for n in manifest["malformed_by_reason"].values())
-    big = generation_manifest(MONTH, 200_000, SEED)
+    line_reasons = set(REASONS) - set(OBJECT_REASONS)
+    assert set(CANONICAL_LINE_REASONS) <= line_reasons
+    if "usage_not_reported" in REASONS:  # the producer shapes' reasons (issue 14)
+        assert set(LINE_REASONS) == line_reasons
+    big = generation_manifest(MONTH, 200_000, SEED, shapes="canonical")
     assert big["lines"]["malformed"] == 600  # 0.3% of the events
     assert big["lines"]["valid_unique"] == 200_000
 
@@ -344,9 +341,9 @@ def test_cli_creates_the_bucket_uploads_and_writes_the_manifest(s3, tmp_path, ca
     manifest_path = tmp_path / "manifest.json"
     argv = ["--month", "2026-02", "--events", "50", "--seed", "3", "--bucket", "fresh"]
     argv += ["--prefix", "raw", "--endpoint-url", endpoint, "--manifest", str(manifest_path)]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--shapes", "canonical"]) == 0
     manifest = json.loads(manifest_path.read_text())
-    assert manifest == generation_manifest("2026-02", 50, 3)
+    assert manifest == generation_manifest("2026-02", 50, 3, shapes="canonical")
     keys = _listed(client, "fresh", "raw/")
     assert len(keys) == manifest["objects"]["total"]
     assert all(KEY_RE.match(k.removeprefix("raw/")) for k in keys)
@@ -364,9 +361,13 @@ def test_cli_writes_files_under_out_dir(tmp_path):
 def test_every_malformation_variant_triggers_exactly_its_own_reason():
     from tools.generator import generate as g
 
-    mp, customers = g._plan_month(MONTH, 50_000, SEED), g._customers(SEED)
+    mp, customers = g._plan_month(MONTH, 50_000, SEED, "canonical"), g._customers(SEED)
     hp = g._plan_hour(customers, mp, 14)
-    pairs = [(r, v) for r, code in enumerate(g.LINE_REASONS) for v in range(len(g._VARIANTS[code]))]
+    pairs = [
+        (r, v)
+        for r, code in enumerate(CANONICAL_LINE_REASONS)
+        for v in range(len(g._VARIANTS[code]))
+    ]
     hp.bad_reason[:] = -1
     hp.bad_reason[: len(pairs)] = [r for r, _ in pairs]
     hp.bad_variant[: len(pairs)] = [v for _, v in pairs]
@@ -377,3 +378,76 @@ def test_every_malformation_variant_triggers_exactly_its_own_reason():
     expected = Counter(g.LINE_REASONS[r] for r, _ in pairs)
     assert reasons == {None: len(hp.bad_reason) - len(pairs), **expected}
     assert len(pairs) == 27
+
+
+# ---------------------------------------------------------------------------------------------
+# Producer shapes (issue 14): a mixed month, read by ingestion's own routing.
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
+
+    generated = generate_month(MONTH, EVENTS, SEED)
+    hours: dict[datetime, list[GeneratedObject]] = {}
+    for obj in generated:
+        day, hour, _ = KEY_RE.match(obj.key).groups()
+        hours.setdefault(datetime.fromisoformat(f"{day}T{hour}:00:00+00:00"), []).append(obj)
+    inputs = [
+        HourInput(h, [S3Object(o.key, "etag", len(o.body)) for o in objs], [o.body for o in objs])
+        for h, objs in sorted(hours.items())
+    ]
+    return generated.manifest, route_hours(inputs)
+
+
+def test_a_mixed_month_writes_every_shape_and_a_few_quarantine_cases_of_each(mixed):
+    from tools.generator import shapes
+
+    manifest, _ = mixed
+    assert manifest["shapes_mode"] == "mixed"
+    assert set(manifest["shapes"]) == set(shapes.REPORTED)
+    canonical = manifest["shapes"]["canonical"]["valid"]
+    assert 0.35 < canonical / manifest["lines"]["valid_unique"] < 0.55
+    for name in ("usage_not_reported", "ambiguous_format", "unrecognized_format",
+                 "unknown_token_type"):  # fmt: skip
+        assert manifest["malformed_by_reason"][name] >= 2
+    shaped_bad = (
+        sum(
+            c["quarantined"] for n, c in manifest["shapes"].items() if n not in shapes.REPORTED[-4:]
+        )
+        - manifest["shapes"]["canonical"]["quarantined"]
+    )
+    assert shaped_bad >= 5  # contract faults sent in native fields
+    # One attempt per per-token-type pair of lines: it lands as two events, nothing else does.
+    assert (
+        manifest["lines"]["valid_unique"]
+        == EVENTS + manifest["shapes"]["cloudevents:token_type"]["valid"] // 2
+    )
+
+
+def test_a_mixed_month_lands_through_ingestion_exactly_as_its_manifest_says(mixed):
+    manifest, batch = mixed
+    lines = batch.quarantine.filter(pl.col("line_number").is_not_null())
+    assert batch.valid.height == manifest["lines"]["valid_unique"]
+    assert batch.duplicates.height == manifest["lines"]["duplicate"]
+    assert lines.height == manifest["lines"]["malformed"]
+    assert (lines["reason_codes"].list.len() == 1).all()  # one reason per malformed line
+    reasons = Counter(codes[0] for codes in lines["reason_codes"])
+    assert dict(reasons) == {k: v for k, v in manifest["malformed_by_reason"].items() if v}
+    for field, total in {**manifest["tokens"], **manifest["subset_tokens"]}.items():
+        assert int(batch.valid[field].fill_null(0).sum()) == total, field
+    formats = batch.formats.group_by("source_format").agg(
+        pl.col("valid_count", "duplicate_count", "quarantined_count").sum()
+    )
+    assert {name: (v, d, q) for name, v, d, q in formats.rows()} == {
+        name: (c["valid"], c["duplicate"], c["quarantined"])
+        for name, c in manifest["shapes"].items()
+    }
+    assert int(batch.skipped["skipped"].sum()) == manifest["otlp_spans_skipped"]
+    assert dict(batch.valid.group_by("status").len().rows()) == {
+        s: n for s, n in manifest["valid_by_status"].items() if n
+    }
+    by_customer = batch.valid.group_by("customer_id").agg(pl.len(), pl.col("input_tokens").sum())
+    assert {c: (n, i) for c, n, i in by_customer.rows()} == {
+        c: (v["events"], v["input_tokens"]) for c, v in manifest["by_customer"].items()
+    }

@@ -2,6 +2,7 @@
 
     tokenbill-generate --month 2026-10 --events 200000 --seed 7 --bucket B --prefix usage
     tokenbill-generate --month 2026-10 --out-dir /tmp/usage --manifest /tmp/manifest.json
+    tokenbill-generate --month 2026-10 --shapes canonical ...   (no producer-native shapes)
 
 The S3 endpoint comes from ``--endpoint-url`` or boto3's usual configuration
 (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credential chain). The bucket is created if
@@ -27,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--month", required=True, help="month to generate, e.g. 2026-10")
     p.add_argument("--events", type=int, default=200_000, help="valid unique events (exact)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--shapes",
+        choices=("mixed", "canonical"),
+        default="mixed",
+        help="mixed (default): ~60%% of the events in producers' own shapes (provider "
+        "responses, OTLP spans, LiteLLM logs, CloudEvents); canonical: every event canonical",
+    )
     p.add_argument("--bucket", help="S3 bucket (created if missing); required without --out-dir")
     p.add_argument("--prefix", default="usage", help="key prefix (default: usage)")
     p.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:5000")
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out_dir and not args.bucket:
         _parser().error("give --bucket (upload to S3) or --out-dir (write files)")
     started = time.perf_counter()
-    month = generate_month(args.month, args.events, args.seed)
+    month = generate_month(args.month, args.events, args.seed, args.shapes)
     prefix = args.prefix.strip("/")
     if args.out_dir:
         target = str(Path(args.out_dir) / prefix) if prefix else args.out_dir

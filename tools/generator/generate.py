@@ -49,18 +49,11 @@ import pyarrow.parquet as pq
 
 from contracts.usage_event import (
     MAX_COUNT,
-    MODALITY_COUNTS,
     OBJECT_REASONS,
-    REASONS,
-    SHAPE_REASONS,
     STATUSES,
+    WIRE_FIELDS,
 )
-from contracts.usage_event import TOKEN_FIELDS as _CONTRACT_TOKEN_FIELDS
-from contracts.usage_event import WIRE_FIELDS as _CONTRACT_WIRE_FIELDS
-
-#: The counts the generator writes: the TTL and modality subsets (issue #14) are not made here.
-TOKEN_FIELDS = tuple(f for f in _CONTRACT_TOKEN_FIELDS if f not in MODALITY_COUNTS)
-WIRE_FIELDS = tuple(f for f in _CONTRACT_WIRE_FIELDS if f not in MODALITY_COUNTS)
+from tools.generator import shapes as sh
 
 # ---------------------------------------------------------------------------------------------
 # Model of the world.
@@ -83,10 +76,24 @@ PLANS = ("starter", "pro", "enterprise")
 ENVIRONMENTS = ("production", "staging")
 APPS = ("web", "mobile", "api", "batch")
 N_CUSTOMERS = 40
-#: The faults of a canonical line (the producer-shape reasons, issue #14, are not made here).
-LINE_REASONS = tuple(
-    code for code in REASONS if code not in OBJECT_REASONS and code not in SHAPE_REASONS
+#: The canonical counts the generator simulates. The contract's other (optional) subsets
+#: come from producer shapes only (see shapes.ADDED_COUNTS).
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+                "reasoning_tokens")  # fmt: skip
+_WIRE = tuple(f for f in WIRE_FIELDS if f in TOKEN_FIELDS or not f.endswith("_tokens"))
+#: Line-level reasons of canonical lines, then those only producer shapes have (mixed months).
+CANONICAL_LINE_REASONS = (
+    "invalid_json",
+    "missing_required_field",
+    "wrong_type",
+    "negative_count",
+    "count_out_of_range",
+    "subset_invariant_broken",
+    "unparseable_timestamp",
+    "timestamp_outside_hour",
+    "unknown_status",
 )
+LINE_REASONS = CANONICAL_LINE_REASONS + sh.SHAPE_REASONS
 
 _AGENT = FEATURES.index("agent")
 _MODEL_PROVIDER = np.array([PROVIDERS.index(p) for p, _ in MODELS])
@@ -213,10 +220,10 @@ def _hex16(x: np.ndarray) -> pl.Series:
 class _Ids:
     """Identifier streams: ``prefix + hex(mix(counter ^ key))``, one key per stream and seed."""
 
-    EVENT, REQUEST, TRACE_A, TRACE_B, SUB = 1, 2, 3, 4, 5
+    EVENT, REQUEST, TRACE_A, TRACE_B, SUB, SHAPE_A, SHAPE_B = 1, 2, 3, 4, 5, 6, 7
 
     def __init__(self, seed: int):
-        self.keys = {s: _mix64(np.array([seed * 16 + s], dtype=np.uint64))[0] for s in range(1, 6)}
+        self.keys = {s: _mix64(np.array([seed * 16 + s], dtype=np.uint64))[0] for s in range(1, 8)}
 
     def hex(self, stream: int, counters: np.ndarray) -> pl.Series:
         return _hex16(_mix64(counters.astype(np.uint64) ^ self.keys[stream]))
@@ -337,6 +344,7 @@ class _MonthPlan:
     n_valid: np.ndarray  # valid unique events per hour
     bad_reasons: list[np.ndarray]  # reason indices (into LINE_REASONS) of malformed lines
     specials: dict[int, list[tuple[str, str, bytes]]]  # hour -> [(suffix, reason, body)]
+    shapes: str = "mixed"  # "mixed": re-shape attempts on the wire; "canonical": never
 
 
 def _parse_month(month: str) -> tuple[int, int]:
@@ -355,7 +363,12 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
+SHAPE_MODES = ("mixed", "canonical")
+
+
+def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _MonthPlan:
+    if shapes not in SHAPE_MODES:
+        raise ValueError(f"shapes must be one of {', '.join(SHAPE_MODES)}, got {shapes!r}")
     if events < 0:
         raise ValueError("events must be >= 0")
     if seed < 0:
@@ -377,16 +390,24 @@ def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
     w *= rng.lognormal(0.0, 0.12, hours)
     n_valid = _largest_remainder(w, events)
 
-    n_bad = max(len(LINE_REASONS), round(events * MALFORMED_RATE))
+    n_reasons = len(CANONICAL_LINE_REASONS)
+    n_bad = max(n_reasons, round(events * MALFORMED_RATE))
     extra = _largest_remainder(
-        np.array([_REASON_WEIGHTS[r] for r in LINE_REASONS], dtype=float),
-        n_bad - len(LINE_REASONS),
+        np.array([_REASON_WEIGHTS[r] for r in CANONICAL_LINE_REASONS], dtype=float),
+        n_bad - n_reasons,
     )
-    reasons = np.repeat(np.arange(len(LINE_REASONS)), extra + 1)
+    reasons = np.repeat(np.arange(n_reasons), extra + 1)
     bad_hour = rng.choice(hours, size=n_bad, p=w / w.sum())
     order = np.argsort(bad_hour, kind="stable")
     bounds = np.searchsorted(bad_hour[order], np.arange(hours + 1))
     bad_reasons = [reasons[order[bounds[h] : bounds[h + 1]]] for h in range(hours)]
+    if shapes == "mixed":  # a few lines of each shape-only reason, on a stream of their own
+        srng = _rng(seed, year, mon, 0x1708)
+        each = max(2, round(events * sh.SHAPE_BAD_RATE))
+        codes = np.repeat(np.arange(n_reasons, len(LINE_REASONS)), each)
+        at = srng.choice(hours, size=len(codes), p=w / w.sum())
+        for h in np.unique(at):
+            bad_reasons[h] = np.concatenate([bad_reasons[h], codes[at == h]])
 
     special_hours = rng.choice(hours, size=3, replace=False, p=w / w.sum())
     garbage = rng.integers(0, 256, size=3000, dtype=np.uint8)
@@ -421,6 +442,7 @@ def _plan_month(month: str, events: int, seed: int) -> _MonthPlan:
         n_valid=n_valid,
         bad_reasons=bad_reasons,
         specials=specials,
+        shapes=shapes,
     )
 
 
@@ -439,6 +461,7 @@ class _HourPlan:
     dup_obj: np.ndarray
     dup_delay: np.ndarray
     formats: list[int] = field(default_factory=list)  # per object, index into FORMATS
+    otlp_batches: int = 0  # OTLP lines of the hour (each holds one batch of spans)
 
 
 def _draw_units(c: _Customers, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -588,7 +611,7 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
     bad_reason = np.full(n, -1, dtype=np.int64)
     bad_rows = np.sort(rng.choice(n, size=n_bad, replace=False))
     bad_reason[bad_rows] = rng.permutation(reasons)
-    n_variants = np.array([len(_VARIANTS[r]) for r in LINE_REASONS])
+    n_variants = np.array([len(_VARIANTS.get(r, [{}])) for r in LINE_REASONS])
     bad_variant = np.zeros(n, dtype=np.int64)
     bad_variant[bad_rows] = np.floor(rng.random(n_bad) * n_variants[bad_reason[bad_rows]]).astype(
         np.int64
@@ -619,6 +642,7 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
     used = np.unique(np.concatenate([obj, dup_obj]))  # drop objects that got no line
     remap = np.full(k, -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
+    otlp_batches = _assign_shapes(mp, hour, rows, bad_reason, formats[obj], remap[obj], dup_src)
     return _HourPlan(
         hour=hour,
         rows=rows,
@@ -629,7 +653,61 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
         dup_obj=remap[dup_obj],
         dup_delay=dup_delay,
         formats=[int(formats[i]) for i in used],
+        otlp_batches=otlp_batches,
     )
+
+
+def _assign_shapes(
+    mp: _MonthPlan,
+    hour: int,
+    rows: dict[str, np.ndarray],
+    bad_reason: np.ndarray,
+    row_format: np.ndarray,
+    obj: np.ndarray,
+    dup_src: np.ndarray,
+) -> int:
+    """Add each attempt's wire shape to ``rows`` (see ``shapes.assign``) and its OTLP batch
+    (``otlp_batch``: -1, or the hour's OTLP line holding its span). Returns the OTLP lines.
+
+    Drawn on an hour stream of its own, after everything else: a canonical month is the same
+    month without this step, byte for byte. Parquet rows stay canonical; a resent attempt is
+    in a one-line shape (a resend is the same line again)."""
+    n = len(bad_reason)
+    if mp.shapes == "canonical":
+        rows["shape"] = np.zeros(n, dtype=np.int64)
+        rows["ce_inner"] = np.full(n, -1, dtype=np.int64)
+        rows["shape_u"] = np.zeros(n)
+        rows |= {name: np.zeros(n, dtype=np.int64) for name in sh.ADDED_COUNTS}
+        rows["otlp_batch"] = np.full(n, -1, dtype=np.int64)
+        return 0
+    rng = _rng(mp.seed, mp.year, mp.mon, 0x5000 + hour)
+    one_line = np.zeros(n, dtype=bool)
+    one_line[dup_src] = True
+    rows |= sh.assign(rows, bad_reason, LINE_REASONS, row_format == _PARQUET, one_line, rng)
+    # OTLP batches: the spans of one object, customer, app and environment, in time order,
+    # at most OTLP_BATCH per line.
+    batch = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(rows["shape"] == sh.S[sh.OTLP])
+    if len(idx):
+        keys = (
+            rows["ts"][idx],
+            rows["staging"][idx],
+            rows["app"][idx],
+            rows["cust"][idx],
+            obj[idx],
+        )
+        order = idx[np.lexsort(keys)]
+        group = np.stack([obj[order], rows["cust"][order], rows["app"][order],
+                          rows["staging"][order]], axis=1)  # fmt: skip
+        new = np.ones(len(order), dtype=bool)
+        new[1:] = (group[1:] != group[:-1]).any(axis=1)
+        group_id = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        rank = np.arange(len(order)) - starts[group_id]
+        _, dense = np.unique(group_id * (n + 1) + rank // sh.OTLP_BATCH, return_inverse=True)
+        batch[order] = dense
+    rows["otlp_batch"] = batch
+    return int(batch.max(initial=-1)) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,7 +802,7 @@ _VARIANTS: dict[str, list[dict[str, pl.Expr | None]]] = {
     ],
 }
 _JSON_FIELDS = (
-    *(f for f in WIRE_FIELDS if f not in TOKEN_FIELDS and f != "metadata"),
+    *(f for f in _WIRE if f not in TOKEN_FIELDS and f != "metadata"),
     *TOKEN_FIELDS,
     "metadata",
     "sdk_version",
@@ -741,6 +819,9 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
     bad_reason = np.concatenate([hp.bad_reason for hp in hps])
     hour = np.concatenate([np.full(len(hp.bad_reason), hp.hour, dtype=np.int64) for hp in hps])
     idx = np.concatenate([_row_counters(hp.bad_reason) for hp in hps])
+    hp_pos = np.concatenate(
+        [np.full(len(hp.bad_reason), i, dtype=np.int64) for i, hp in enumerate(hps)]
+    )
     cust = r["cust"]
     omit = c.omit_defaults[cust]
     ts_ms = mp.start_ms + hour * _HOUR_MS + r["ts"]
@@ -778,6 +859,18 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
             "_strings": c.counts_as_strings[cust],
             "_reason": bad_reason,
             "_variant": np.concatenate([hp.bad_variant for hp in hps]),
+            "_hp": hp_pos,
+            "_obj": np.concatenate([hp.obj for hp in hps]),
+            "_shape": r["shape"],
+            "_shape_u": r["shape_u"],
+            "_ce_inner": r["ce_inner"],
+            "_no_usage": np.zeros(len(cust), dtype=bool),
+            **{f: r[f] for f in sh.ADDED_COUNTS},
+            "_otlp_batch": r["otlp_batch"],
+            "_h1": ids.hex(_Ids.SHAPE_A, _counters(mp.month_ord, hour, idx)),
+            "_h2": ids.hex(_Ids.SHAPE_B, _counters(mp.month_ord, hour, idx)),
+            "_latency_ms": 200 + np.floor(r["shape_u"] * 1e7 % 1.0 * 20_000).astype(np.int64),
+            "_customer_on_span": cust % 10 >= 7,
         }
     )
     return df.with_columns(_wire_exprs())
@@ -827,6 +920,17 @@ def _wire_exprs() -> list[pl.Expr]:
     return [
         *(pl.when(~pl.col(flag)).then(pl.col(name)).alias(name) for name, flag in null_if.items()),
         pl.when(pl.col("_agent")).then(pl.col("trace_id")).alias("trace_id"),
+        # OTLP: every span has a trace (an agent run's, else one of its own) and ends at the
+        # instant the canonical timestamp text denotes (whole seconds for some producers).
+        pl.when(pl.col("_agent"))
+        .then(pl.col("trace_id"))
+        .otherwise(pl.concat_str([pl.col("_h2"), pl.col("_h1")]))
+        .alias("_otlp_trace"),
+        pl.col("_h1").alias("_span_id"),
+        pl.when(pl.col("_with_ms"))
+        .then(pl.col("_ts_ms"))
+        .otherwise(pl.col("_ts_ms") // 1000 * 1000)
+        .alias("_inst_ms"),
         _ts_text(pl.col("_local_ms"), pl.col("_with_ms"), pl.col("_suffix")).alias("timestamp"),
         metadata.alias("metadata"),  # null where the producer sends no metadata
     ]
@@ -861,7 +965,9 @@ def _line_expr(malformed: bool) -> pl.Expr:
 def _json_lines(wire: pl.DataFrame) -> pl.Series:
     """JSON lines of every row: the variants are only evaluated on the (few) malformed rows."""
     lines = wire.select(_line_expr(malformed=False)).to_series()
-    bad = np.flatnonzero(wire.get_column("_reason").to_numpy() >= 0)
+    reason = wire.get_column("_reason").to_numpy()
+    shape = wire.get_column("_shape").to_numpy()
+    bad = np.flatnonzero((reason >= 0) & (shape == sh.S[sh.CANONICAL]))
     if len(bad):
         excl_in = pl.max_horizontal(
             pl.col("input_tokens")
@@ -876,7 +982,67 @@ def _json_lines(wire: pl.DataFrame) -> pl.Series:
             .to_series()
         )
         lines = lines.scatter(bad, bad_lines)
+    for name, expr in sh.one_line_exprs().items():
+        rows = np.flatnonzero((shape == sh.S[name]) & (reason < 0))
+        if len(rows):
+            lines = lines.scatter(rows, wire[pl.Series(rows)].select(expr).to_series())
+        for r in np.unique(reason[(shape == sh.S[name]) & (reason >= 0)]):
+            code = LINE_REASONS[r]
+            rows = np.flatnonzero((shape == sh.S[name]) & (reason == r))
+            faulty = wire[pl.Series(rows)].with_columns(**sh.bad_overrides(name, code))
+            text = faulty.select(sh.bad_line(name, code, expr)).to_series()
+            lines = lines.scatter(rows, text)
     return lines
+
+
+def _multi_lines(wire: pl.DataFrame) -> pl.DataFrame:
+    """The lines of the shapes that are not one line per attempt, with the object and time
+    that place them: OTLP batches (many spans and one non-GenAI span per line) and the two
+    lines (input, output) of each per-token-type attempt. Columns: _hp, obj, key, line."""
+    schema = {"_hp": pl.Int64, "obj": pl.Int64, "key": pl.Int64, "line": pl.String}
+    parts = [pl.DataFrame(schema=schema)]
+    otlp = wire.filter(pl.col("_shape") == sh.S[sh.OTLP])
+    if otlp.height:
+        # A malformed span: its cache read exceeds its input (the only OTLP fault sent).
+        broken = pl.col("_reason") == LINE_REASONS.index("subset_invariant_broken")
+        cached = sh.bad_overrides(sh.OTLP, "subset_invariant_broken")["cached_input_tokens"]
+        otlp = otlp.with_columns(
+            cached_input_tokens=pl.when(broken).then(cached).otherwise("cached_input_tokens")
+        )
+        spans = (
+            otlp.with_columns(_span=sh.otlp_span(), _http=sh.otlp_http_span())
+            .sort("_hp", "_otlp_batch", "_ts_ms", maintain_order=True)
+            .group_by("_hp", "_otlp_batch", maintain_order=True)
+            .agg(
+                pl.col("_obj").first().alias("obj"),
+                (pl.col("_ts_ms").first() % _HOUR_MS).alias("key"),
+                pl.concat_str(
+                    [pl.col("_span").str.join(","), pl.col("_http").first()], separator=","
+                ).alias("_spans"),
+                *(
+                    pl.col(c).first()
+                    for c in ("_app", "customer_id", "environment", "_customer_on_span")
+                ),
+            )  # fmt: skip
+        )
+        parts.append(
+            spans.select("_hp", "obj", "key", sh.otlp_line(pl.col("_spans")).alias("line"))
+        )
+    token = wire.filter(pl.col("_shape") == sh.S[sh.TOKEN_TYPE])
+    if token.height:
+        # A malformed attempt is one line of type total (input + output) instead of two.
+        total = pl.col("_reason") == LINE_REASONS.index("unknown_token_type")
+        kinds = [(~total, line) for line in sh.token_type_lines()]
+        for keep, line in [*kinds, (total, sh.token_type_total_line())]:
+            parts.append(
+                token.filter(keep).select(
+                    "_hp",
+                    pl.col("_obj").alias("obj"),
+                    (pl.col("_ts_ms") % _HOUR_MS).alias("key"),
+                    line.alias("line"),
+                )
+            )
+    return pl.concat(parts).sort("_hp", "obj", "key", maintain_order=True)
 
 
 def _object_rows(hp: _HourPlan, o: int) -> np.ndarray:
@@ -895,25 +1061,59 @@ def _render_chunk(
     """Render the objects of some consecutive hours (one polars pass for all of them)."""
     wire = _wire_frame(c, mp, hps, ids)
     any_jsonl = any(f != _PARQUET for hp in hps for f in hp.formats)
-    lines = _json_lines(wire) if any_jsonl else None
+    bodies = _jsonl_bodies(wire, hps) if any_jsonl else {}
     parquet_rows = wire.select(_PARQUET_FIELDS)
     first = 0
-    for hp in hps:
+    for i, hp in enumerate(hps):
         prefix = _hour_prefix(mp, hp.hour)
         for o, fmt in enumerate(hp.formats):
-            take = pl.Series(first + _object_rows(hp, o))
             key = f"{prefix}part-{o:04d}.{FORMATS[fmt]}"
             if fmt == _PARQUET:
+                take = pl.Series(first + _object_rows(hp, o))
                 buf = io.BytesIO()
                 pq.write_table(parquet_rows[take].to_arrow(), buf, compression="zstd")
                 yield GeneratedObject(key, buf.getvalue())
             else:
-                assert lines is not None
-                body = (lines.gather(take).str.join("\n").item() + "\n").encode()
+                body = (bodies[(i, o)] + "\n").encode()
                 if fmt == 0:
                     body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
                 yield GeneratedObject(key, body)
         first += len(hp.bad_reason)
+
+
+def _jsonl_bodies(wire: pl.DataFrame, hps: list[_HourPlan]) -> dict[tuple[int, int], str]:
+    """(hour position, object) -> the object's lines, in time order (a resend at its delay;
+    an OTLP batch at its first span), for every JSON-lines object of the chunk."""
+    lines = _json_lines(wire)
+    one_line = np.isin(wire.get_column("_shape").to_numpy(), [sh.S[s] for s in sh.ONE_LINE])
+    hp_col, obj_col, key_col, src_col = [], [], [], []
+    first = 0
+    for i, hp in enumerate(hps):
+        rows = np.flatnonzero(one_line[first : first + len(hp.bad_reason)])
+        ts = hp.rows["ts"]
+        hp_col += [np.full(len(rows) + len(hp.dup_src), i, dtype=np.int64)]
+        obj_col += [hp.obj[rows], hp.dup_obj]
+        key_col += [ts[rows], ts[hp.dup_src] + hp.dup_delay]
+        src_col += [first + rows, first + hp.dup_src]
+        first += len(hp.bad_reason)
+    entries = pl.DataFrame(
+        {
+            "_hp": np.concatenate(hp_col),
+            "obj": np.concatenate(obj_col),
+            "key": np.concatenate(key_col),
+            "line": lines.gather(np.concatenate(src_col)),
+        }
+    )
+    multi = _multi_lines(wire)
+    if multi.height:
+        entries = pl.concat([entries, multi]).sort("_hp", "obj", "key", maintain_order=True)
+    else:
+        entries = entries.sort("_hp", "obj", "key", maintain_order=True)
+    joined = entries.group_by("_hp", "obj", maintain_order=True).agg(pl.col("line").str.join("\n"))
+    return {
+        (h, o): text
+        for h, o, text in zip(joined["_hp"], joined["obj"], joined["line"], strict=True)
+    }
 
 
 def _hour_prefix(mp: _MonthPlan, hour: int) -> str:
@@ -935,23 +1135,42 @@ class _Manifest:
         shape = (len(TOKEN_FIELDS) + 1,)
         self.by_customer = np.zeros((N_CUSTOMERS, *shape), dtype=np.int64)
         self.by_model = np.zeros((len(MODELS), *shape), dtype=np.int64)
+        k = len(sh.REPORTED)
+        # per reported shape: valid records, duplicate records, quarantined records, lines
+        self.by_shape = np.zeros((k, 4), dtype=np.int64)
+        self.added = np.zeros(len(sh.ADDED_COUNTS), dtype=np.int64)
+        self.otlp_lines = 0
 
     def add_hour(self, hp: _HourPlan | None, hour: int) -> None:
         if hp is not None:
             r, valid = hp.rows, hp.bad_reason < 0
-            self.valid += int(valid.sum())
+            # A per-token-type attempt lands as two events (its input row, its output row).
+            weight = np.where(r["shape"] == sh.S[sh.TOKEN_TYPE], 2, 1)
+            weight = np.where(valid, weight, 0)
+            self.valid += int(weight.sum())
             self.dups += len(hp.dup_src)
             self.by_reason += np.bincount(hp.bad_reason[~valid], minlength=len(LINE_REASONS))
-            self.by_status += np.bincount(r["status"][valid], minlength=len(STATUSES))
+            self.by_status += _int_bincount(r["status"], weight, len(STATUSES))
             for fmt in hp.formats:
                 self.objects[FORMATS[fmt]] += 1
-            values = [np.ones(int(valid.sum()), dtype=np.int64)] + [
-                np.where(r.get(f"{f}_null", np.zeros_like(valid))[valid], 0, r[f][valid])
+            values = [weight] + [
+                np.where(valid & ~r.get(f"{f}_null", np.zeros_like(valid)), r[f], 0)
                 for f in TOKEN_FIELDS
             ]
             for j, v in enumerate(values):
-                self.by_customer[:, j] += _int_bincount(r["cust"][valid], v, N_CUSTOMERS)
-                self.by_model[:, j] += _int_bincount(r["model"][valid], v, len(MODELS))
+                self.by_customer[:, j] += _int_bincount(r["cust"], v, N_CUSTOMERS)
+                self.by_model[:, j] += _int_bincount(r["model"], v, len(MODELS))
+            self.added += [int(r[f][valid].sum()) for f in sh.ADDED_COUNTS]
+            named = sh.reported(r["shape"], r["ce_inner"], hp.bad_reason, LINE_REASONS)
+            k = len(sh.REPORTED)
+            self.by_shape[:, 0] += _int_bincount(named, weight, k)
+            self.by_shape[:, 1] += np.bincount(named[hp.dup_src], minlength=k)
+            self.by_shape[:, 2] += np.bincount(named[~valid], minlength=k)
+            lines = np.where(r["shape"] == sh.S[sh.OTLP], 0, np.where(valid, weight, 1))
+            self.by_shape[:, 3] += _int_bincount(named, lines, k)
+            self.by_shape[:, 3] += np.bincount(named[hp.dup_src], minlength=k)
+            self.by_shape[sh.REPORTED.index(sh.OTLP), 3] += hp.otlp_batches
+            self.otlp_lines += hp.otlp_batches
             first_special = len(hp.formats)
         else:
             first_special = 0
@@ -967,10 +1186,12 @@ class _Manifest:
         object_reasons = {code: 0 for code in OBJECT_REASONS}
         for s in self.specials:
             object_reasons[s["reason"]] += 1
+        reasons = LINE_REASONS if mp.shapes == "mixed" else CANONICAL_LINE_REASONS
         return {
             "month": mp.month,
             "events": mp.events,
             "seed": mp.seed,
+            "shapes_mode": mp.shapes,
             "lines": {
                 "total": self.valid + self.dups + malformed,
                 "valid_unique": self.valid,
@@ -978,7 +1199,9 @@ class _Manifest:
                 "malformed": malformed,
             },
             "malformed_by_reason": {
-                code: int(n) for code, n in zip(LINE_REASONS, self.by_reason, strict=True)
+                code: int(n)
+                for code, n in zip(LINE_REASONS, self.by_reason, strict=True)
+                if code in reasons
             },
             "objects": {
                 "total": sum(self.objects.values()) + len(self.specials),
@@ -989,7 +1212,16 @@ class _Manifest:
             "tokens": {
                 f: int(self.by_customer[:, j + 1].sum()) for j, f in enumerate(TOKEN_FIELDS)
             },
+            "subset_tokens": dict(zip(sh.ADDED_COUNTS, map(int, self.added), strict=True)),
             "valid_by_status": {s: int(n) for s, n in zip(STATUSES, self.by_status, strict=True)},
+            "shapes": {
+                name: dict(
+                    zip(("valid", "duplicate", "quarantined", "lines"), map(int, row), strict=True)
+                )  # fmt: skip
+                for name, row in zip(sh.REPORTED, self.by_shape, strict=True)
+                if row.any()
+            },
+            "otlp_spans_skipped": self.otlp_lines,
             "by_customer": {
                 cid: dict(zip(columns, map(int, row), strict=True))
                 for cid, row in zip(self.c.ids.to_list(), self.by_customer, strict=True)
@@ -1022,8 +1254,8 @@ def _special_key(mp: _MonthPlan, hour: int, index: int, suffix: str) -> str:
 class GeneratedMonth(Iterator[GeneratedObject]):
     """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted."""
 
-    def __init__(self, month: str, events: int, seed: int = 7):
-        self._plan = _plan_month(month, events, seed)
+    def __init__(self, month: str, events: int, seed: int = 7, shapes: str = "mixed"):
+        self._plan = _plan_month(month, events, seed, shapes)
         self._customers = _customers(seed)
         self._acc = _Manifest(self._plan, self._customers)
         self._ids = _Ids(seed)
@@ -1068,27 +1300,44 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         return self._manifest
 
 
-def generate_month(month: str, events: int, seed: int = 7) -> GeneratedMonth:
+def generate_month(month: str, events: int, seed: int = 7, shapes: str = "mixed") -> GeneratedMonth:
     """The objects of ``month`` ("2026-10") holding exactly ``events`` valid unique events.
 
-    Same (month, events, seed) -> same keys and bytes. The returned iterator carries the
-    manifest (see :func:`generation_manifest`) in ``.manifest`` once exhausted.
+    ``shapes="mixed"`` sends about 60% of the attempts in producers' own shapes (see
+    ``tools.generator.shapes``); ``"canonical"`` sends every one as a canonical
+    event (the same events: only the wire form differs). Same (month, events, seed, shapes)
+    -> same keys and bytes. The returned iterator carries the manifest (see
+    :func:`generation_manifest`) in ``.manifest`` once exhausted.
     """
-    return GeneratedMonth(month, events, seed)
+    return GeneratedMonth(month, events, seed, shapes)
 
 
-def generation_manifest(month: str, events: int, seed: int = 7) -> dict:
+def generation_manifest(
+    month: str,
+    events: int,
+    seed: int = 7,
+    shapes: str = "mixed",
+    hours: Iterable[int] | None = None,
+) -> dict:
     """What :func:`generate_month` writes, computed without rendering any object.
 
-    Keys: ``lines`` (``total`` lines/rows in readable objects = ``valid_unique`` +
-    ``duplicate`` + ``malformed``), ``malformed_by_reason`` (every line-level reason code),
-    ``objects`` (``total``, per format, ``unreadable_object``, ``unsupported_format``),
-    ``special_objects`` (their keys), ``tokens`` (sums over valid unique events, null as 0),
-    ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token sums).
+    Keys: ``lines`` (``total`` records in readable objects = ``valid_unique`` +
+    ``duplicate`` + ``malformed``; a record is a line or Parquet row, except that an OTLP
+    line holds one per GenAI span), ``malformed_by_reason`` (every line-level reason code
+    of the month's mode), ``objects`` (``total``, per format, ``unreadable_object``,
+    ``unsupported_format``), ``special_objects`` (their keys), ``tokens`` (sums over valid
+    unique events, null as 0), ``subset_tokens`` (the TTL and audio subsets the producer
+    shapes report), ``valid_by_status``, ``by_customer`` and ``by_model`` (events and token
+    sums), ``shapes`` (per ``source_format`` of ingestion's format audit: valid, duplicate
+    and quarantined records, and physical lines) and ``otlp_spans_skipped`` (the non-GenAI
+    spans of the OTLP lines). A per-token-type attempt lands as two events.
+
+    ``hours`` (indices from the month's first hour) restricts every count to those hours'
+    objects (each hour is planned on its own, so this is what uploading only them writes).
     """
-    mp, c = _plan_month(month, events, seed), _customers(seed)
+    mp, c = _plan_month(month, events, seed, shapes), _customers(seed)
     acc = _Manifest(mp, c)
-    for hour in range(mp.hours):
+    for hour in range(mp.hours) if hours is None else sorted(set(hours)):
         acc.add_hour(_plan_hour(c, mp, hour), hour)
     return acc.result()
 

@@ -166,17 +166,19 @@ def explains_s3_errors(fn: F) -> F:
 
 
 def explain_dagster_home(exc: BaseException | None = None) -> str | None:
-    """One line for a missing or unusable ``DAGSTER_HOME``; None for anything else."""
-    from dagster._core.errors import DagsterHomeNotSetError
+    """One line for a missing or unusable ``DAGSTER_HOME``; None for anything else.
 
+    Dagster's own error for an unset ``DAGSTER_HOME`` is not exported, so an error is told by
+    what it says (its text names ``DAGSTER_HOME``) and the environment, not by its class.
+    """
     home = os.environ.get("DAGSTER_HOME")
-    if isinstance(exc, DagsterHomeNotSetError) or (exc is None and not home):
+    if exc is not None and "DAGSTER_HOME" not in str(exc):
+        return None
+    if not home:
         return (
             f"DAGSTER_HOME is not set: {ENV_FILE_HINT}, or export DAGSTER_HOME=<a "
             "persistent directory> holding a dagster.yaml like orchestration/dagster.yaml"
         )
-    if exc is not None and "DAGSTER_HOME" not in str(exc):
-        return None
     return (
         f"DAGSTER_HOME={home} is not an existing directory: create it with a dagster.yaml "
         f"like orchestration/dagster.yaml, or {ENV_FILE_HINT}"
@@ -185,12 +187,11 @@ def explain_dagster_home(exc: BaseException | None = None) -> str | None:
 
 def dagster_instance():
     """``DagsterInstance.get()`` (the instance of ``DAGSTER_HOME``), explained if it fails."""
-    from dagster import DagsterInstance, DagsterInvariantViolationError
-    from dagster._core.errors import DagsterHomeNotSetError  # not exported by Dagster
+    from dagster import DagsterError, DagsterInstance
 
     try:
         return DagsterInstance.get()
-    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
+    except DagsterError as exc:
         message = explain_dagster_home(exc)
         if message is None:
             raise

@@ -23,9 +23,20 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 
 # Not exported by Dagster: the types a run launcher's health check returns, and the run tag
-# that says where its code server runs. Nothing else here is private.
+# that says where its code server runs. Nothing else here is private. The second deliberate
+# user of Dagster internals after orchestration/storage.py (a health check cannot be written
+# without them): INTERNALS lists them and tests/test_storage.py fails, naming them, when an
+# upgrade changes them.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
+
+#: The Dagster internals this module uses -> their parameters (None: only that they exist).
+INTERNALS: dict[str, str | None] = {
+    "dagster._core.launcher:CheckRunHealthResult": "status, msg, transient, run_worker_id",
+    "dagster._core.launcher:WorkerStatus.RUNNING": None,
+    "dagster._core.launcher:WorkerStatus.FAILED": None,
+    "dagster._core.storage.tags:GRPC_INFO_TAG": None,
+}
 
 #: Hosts of a code server that runs on this machine (``dagster dev``, ``dagster-daemon`` and
 #: ``dagster-webserver`` start theirs on localhost or a unix socket).

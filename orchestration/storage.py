@@ -214,15 +214,20 @@ def source_hash(name: str) -> str:
     return hashlib.sha256(inspect.getsource(_resolve(name)).encode()).hexdigest()
 
 
-def internals_problems() -> list[str]:
-    """What changed, in the installed dagster, among the internals this module relies on."""
+def internals_problems(
+    internals: dict[str, str | None] | None = None, mirrored: dict[str, str] | None = None
+) -> list[str]:
+    """What changed, in the installed dagster, among the internals this module relies on
+    (or those given: ``orchestration/run_launcher.py`` lists its own)."""
+    internals = INTERNALS if internals is None else internals
+    mirrored = MIRRORED if mirrored is None else mirrored
     problems = []
     installed = package_version("dagster")
     if installed != TESTED_DAGSTER:
         problems.append(
             f"dagster {installed} is installed, this storage was tested on {TESTED_DAGSTER}"
         )
-    for name, params in INTERNALS.items():
+    for name, params in internals.items():
         try:
             target = _resolve(name)
         except (ImportError, AttributeError):
@@ -232,7 +237,7 @@ def internals_problems() -> list[str]:
             found = ", ".join(inspect.signature(target).parameters)
             if found != params:
                 problems.append(f"{name} now takes ({found}), not ({params})")
-    for name, expected in MIRRORED.items():
+    for name, expected in mirrored.items():
         try:
             found = source_hash(name)
         except (ImportError, AttributeError, OSError, TypeError):

@@ -147,6 +147,22 @@ def test_the_dagster_internals_the_storage_relies_on_are_unchanged():
         assert package_version(name) == pinned, name
 
 
+def test_the_dagster_internals_the_run_launcher_relies_on_are_unchanged():
+    """The run launcher's health check (orchestration/run_launcher.py) is the other user of
+    Dagster internals: its result types and the code server's run tag."""
+    from dagster._core.storage.tags import GRPC_INFO_TAG
+
+    from orchestration import run_launcher
+
+    problems = internals_problems(run_launcher.INTERNALS, {})
+    assert not problems, (
+        "orchestration/run_launcher.py relies on Dagster internals that changed: "
+        + "; ".join(problems)
+        + ". Adjust TokenbillRunLauncher.check_run_worker_health and its INTERNALS"
+    )
+    assert GRPC_INFO_TAG == ".dagster/grpc_info"
+
+
 def test_a_changed_internal_is_named(monkeypatch):
     name = next(iter(storage_module.MIRRORED))
     monkeypatch.setitem(storage_module.MIRRORED, name, "0" * 64)

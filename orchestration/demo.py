@@ -273,9 +273,9 @@ def _backfill_grain(services, month: str, job_name: str, first_key: str, last_ke
         partitioned_job_assets,
         run_tags,
     )
-    from orchestration.runner import GRAIN_JOBS
+    from orchestration.defs.operations.jobs import GRAIN_JOBS
 
-    partitions_def = dict(GRAIN_JOBS)[job_name]
+    partitions_def = {job.name: job.partitions_def for job in GRAIN_JOBS}[job_name]
     names = partitions_def.get_partition_keys_in_range(PartitionKeyRange(first_key, last_key))
     assets = partitioned_job_assets(services, job_name)
     backfill_id = launch_asset_backfill(

@@ -202,8 +202,8 @@ def _backfill(services, month: str) -> None:
     *Backfills*: on the demo's ``dagster-webserver`` and ``dagster-daemon``, the catalog as
     one run, then per grain (hours, days, the month) one asset backfill of the grain's job's
     partitioned assets over the month, each launched when the previous grain's run succeeded
-    (one ranged run each: single-run backfill policies), and the analysts' copy published
-    last. The runs' progress lines are echoed (``start_services``)."""
+    (one ranged run each: single-run backfill policies), and the alerts feed and the
+    analysts' copy published last. The runs' progress lines are echoed (``start_services``)."""
     from orchestration.dagster_services import launch_run
     from orchestration.runner import CATALOG_JOB, plan_period
 
@@ -224,14 +224,19 @@ def _backfill(services, month: str) -> None:
         backfill_ids.append(backfill_id)
         span = f"{first_key}..{last_key}"
         _print_run(run, job_name, span, time.monotonic() - began, backfill_id)
-    # The analysts' copy, as every job's last step publishes it: after the month.
+    # The unpartitioned steps of the grain jobs, outside the backfills (which take their
+    # partitioned assets): the new billing alerts exported, then the analysts' copy, as the
+    # jobs' last steps publish them: after the month.
     began = time.monotonic()
     run_id = launch_run(
-        services, job_name, run_config=RUN_CONFIG, asset_selection=[["analyst_snapshot"]]
+        services,
+        job_name,
+        run_config=RUN_CONFIG,
+        asset_selection=[["alerts", "alerts_feed"], ["analyst_snapshot"]],
     )
     for backfill_id in backfill_ids:
         _await_backfill_completed(services, backfill_id)
-    _print_run(_await_run(services, run_id), "analyst_snapshot", "", time.monotonic() - began)
+    _print_run(_await_run(services, run_id), "alerts+snapshot", "", time.monotonic() - began)
 
 
 def _backfill_in_process(month: str) -> None:

@@ -150,6 +150,38 @@ def test_litellm_customer_falls_back_to_the_configured_fields(monkeypatch):
     ]
 
 
+def test_litellm_provider_names_become_the_cost_cards():
+    """LiteLLM's ``custom_llm_provider`` (bedrock, gemini, vertex_ai-*, azure) is spelled as the
+    cost card spells providers, so its usage finds its provider cost; names the card already
+    uses, and unknown ones, pass unchanged."""
+    line = (FIXTURES / "litellm.jsonl").read_text().splitlines()[0]
+    names = [
+        "bedrock",
+        "gemini",
+        "vertex_ai-anthropic_models",
+        "azure",
+        "anthropic",
+        "gcp.gemini",
+        "acme_llm",
+    ]
+    body = "\n".join(
+        line.replace(
+            '"custom_llm_provider":"anthropic"', f'"custom_llm_provider":"{name}"'
+        ).replace('"id":"chatcmpl-3f9a', f'"id":"{i}-chatcmpl-3f9a')
+        for i, name in enumerate(names)
+    )
+    batch = route({"usage/l.jsonl": body.encode()})
+    assert batch.valid.sort("line_number")["provider"].to_list() == [
+        "aws.bedrock",
+        "gcp.gemini",
+        "gcp.vertex_ai",
+        "azure.ai.openai",
+        "anthropic",
+        "gcp.gemini",
+        "acme_llm",
+    ]
+
+
 ENVELOPE = (
     '{{"event_id":"{id}","timestamp":"2026-10-05T07:30:00Z","customer_id":"acme",'
     '"model":"m"{extra},"response":{response}}}'

@@ -90,7 +90,9 @@ from typing import Any
 from orchestration.defs.rating.provider_card import (
     CARD_COLUMNS,
     PRICE_COLUMNS,
+    PROVIDERS,
     card_problems,
+    card_provider,
     read_card,
     row_names,
 )
@@ -114,36 +116,6 @@ DEFAULT_SOURCE_LABEL = "litellm 1.110.2 model_prices_and_context_window_backup.j
 #: LiteLLM modes of the entries on the card (per-token text generation).
 MODES = ("chat", "completion", "responses")
 
-#: LiteLLM provider -> card provider (OpenTelemetry ``gen_ai.provider.name`` where the
-#: conventions name one), in order of preference when two entries claim one name (the
-#: provider's own API first). LiteLLM providers not listed keep their name; ``vertex_ai-*``
-#: (Vertex AI's model gardens) map to ``gcp.vertex_ai``.
-PROVIDERS: tuple[tuple[str, str], ...] = (
-    ("openai", "openai"),
-    ("text-completion-openai", "openai"),
-    ("anthropic", "anthropic"),
-    ("gemini", "gcp.gemini"),
-    ("vertex_ai", "gcp.vertex_ai"),
-    ("vertex_ai-language-models", "gcp.vertex_ai"),
-    ("bedrock_converse", "aws.bedrock"),
-    ("bedrock", "aws.bedrock"),
-    ("bedrock_mantle", "aws.bedrock"),
-    ("azure", "azure.ai.openai"),
-    ("azure_text", "azure.ai.openai"),
-    ("azure_ai", "azure.ai.inference"),
-    ("cohere_chat", "cohere"),
-    ("cohere", "cohere"),
-    ("deepseek", "deepseek"),
-    ("groq", "groq"),
-    ("watsonx", "ibm.watsonx.ai"),
-    ("mistral", "mistral_ai"),
-    ("codestral", "mistral_ai"),
-    ("text-completion-codestral", "mistral_ai"),
-    ("perplexity", "perplexity"),
-    ("xai", "x_ai"),
-    ("moonshot", "moonshot_ai"),
-)
-_PROVIDER_NAMES = dict(PROVIDERS)
 _PROVIDER_RANK = {litellm: rank for rank, (litellm, _) in enumerate(PROVIDERS)}
 
 #: Route segments LiteLLM puts after a Bedrock prefix to pick the API (same model, same price).
@@ -189,15 +161,6 @@ def price_str(value: Any) -> str:
     if dec == 0:
         return "0"
     return format(dec.normalize(), "f")
-
-
-def card_provider(litellm_provider: str) -> str:
-    """The card's provider for a LiteLLM provider (see :data:`PROVIDERS`)."""
-    if litellm_provider in _PROVIDER_NAMES:
-        return _PROVIDER_NAMES[litellm_provider]
-    if litellm_provider.startswith("vertex_ai-"):
-        return "gcp.vertex_ai"
-    return litellm_provider
 
 
 def _is_route(segment: str, litellm_provider: str) -> bool:

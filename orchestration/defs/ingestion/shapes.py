@@ -75,9 +75,10 @@ Detection (deterministic; the first matching rule decides; ``record`` = what one
 5. **LiteLLM** ``StandardLoggingPayload``: ``event_id = id``, ``timestamp = endTime`` (epoch
    seconds as LiteLLM's loggers write it, or RFC 3339), customer = the first non-blank of
    ``TOKENBILL_LITELLM_CUSTOMER_FIELDS`` (default ``end_user,metadata.user_api_key_team_id``),
-   ``provider = custom_llm_provider``, ``model``, ``status`` success -> success, failure ->
-   failed, ``trace_id = trace_id``, ``request_group_id = session_id`` (else
-   ``metadata.session_id``). Tokens: ``prompt_tokens`` / ``completion_tokens`` (LiteLLM's are
+   ``provider = custom_llm_provider`` as the cost card names providers (``bedrock`` ->
+   ``aws.bedrock``, ``gemini`` -> ``gcp.gemini``: ``card_provider``), ``model``, ``status``
+   success -> success, failure -> failed, ``trace_id = trace_id``,
+   ``request_group_id = session_id`` (else ``metadata.session_id``). Tokens: ``prompt_tokens`` / ``completion_tokens`` (LiteLLM's are
    inclusive: it adds Anthropic's cache reads and writes to the prompt), cached =
    ``metadata.usage_object.prompt_tokens_details.cached_tokens`` else
    ``...cache_read_input_tokens``, cache writes = ``...cache_creation_input_tokens`` else
@@ -120,6 +121,7 @@ import duckdb
 import polars as pl
 
 from contracts.usage_event import MODALITY_COUNTS, TOKEN_FIELDS, WIRE_FIELDS
+from orchestration.defs.rating.provider_card import card_provider_sql
 from orchestration.settings import setting
 
 #: Shapes a record is reported under (CloudEvents wrap one of the others: ``cloudevents:<shape>``).
@@ -665,7 +667,9 @@ def mapping_sql(
         "customer_id": "coalesce("
         + ", ".join(f"nullif(trim(x[{i + 1}]), '')" for i in range(n))
         + ", case when is_ce then t.customer_id end)",
-        "provider": "t.custom_llm_provider",
+        # LiteLLM's provider names (gemini, bedrock, vertex_ai...) as the cost card spells
+        # providers (gcp.gemini, aws.bedrock, gcp.vertex_ai...): one rule, the card's.
+        "provider": card_provider_sql("t.custom_llm_provider"),
         "model": "t.model",
         "status": "case t.status when 'success' then 'success' when 'failure' "
         "then 'failed' else t.status end",

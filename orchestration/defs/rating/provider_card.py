@@ -64,6 +64,57 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("aliases",)
 PRICE_COLUMNS: tuple[str, ...] = tuple(c for c in CARD_COLUMNS if c.endswith("_per_token"))
 
 
+#: LiteLLM provider -> card provider (OpenTelemetry ``gen_ai.provider.name`` where the
+#: conventions name one), in order of preference when two entries claim one name (the
+#: provider's own API first). LiteLLM providers not listed keep their name; ``vertex_ai-*``
+#: (Vertex AI's model gardens) map to ``gcp.vertex_ai``.
+PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("openai", "openai"),
+    ("text-completion-openai", "openai"),
+    ("anthropic", "anthropic"),
+    ("gemini", "gcp.gemini"),
+    ("vertex_ai", "gcp.vertex_ai"),
+    ("vertex_ai-language-models", "gcp.vertex_ai"),
+    ("bedrock_converse", "aws.bedrock"),
+    ("bedrock", "aws.bedrock"),
+    ("bedrock_mantle", "aws.bedrock"),
+    ("azure", "azure.ai.openai"),
+    ("azure_text", "azure.ai.openai"),
+    ("azure_ai", "azure.ai.inference"),
+    ("cohere_chat", "cohere"),
+    ("cohere", "cohere"),
+    ("deepseek", "deepseek"),
+    ("groq", "groq"),
+    ("watsonx", "ibm.watsonx.ai"),
+    ("mistral", "mistral_ai"),
+    ("codestral", "mistral_ai"),
+    ("text-completion-codestral", "mistral_ai"),
+    ("perplexity", "perplexity"),
+    ("xai", "x_ai"),
+    ("moonshot", "moonshot_ai"),
+)
+_PROVIDER_NAMES = dict(PROVIDERS)
+
+
+def card_provider(litellm_provider: str) -> str:
+    """The card's provider for a LiteLLM provider (see :data:`PROVIDERS`): the card's rows and
+    the ``custom_llm_provider`` of LiteLLM's spend logs (ingestion) both go through it."""
+    if litellm_provider in _PROVIDER_NAMES:
+        return _PROVIDER_NAMES[litellm_provider]
+    if litellm_provider.startswith("vertex_ai-"):
+        return "gcp.vertex_ai"
+    return litellm_provider
+
+
+def card_provider_sql(column: str) -> str:
+    """:func:`card_provider` as a SQL expression of ``column`` (for ingestion's DuckDB)."""
+    cases = " ".join(f"when '{litellm}' then '{card}'" for litellm, card in PROVIDERS)
+    return (
+        f"case {column} {cases} else case when starts_with({column}, 'vertex_ai-') "
+        f"then 'gcp.vertex_ai' else {column} end end"
+    )
+
+
 def read_card(path: str | Path) -> list[dict[str, str]]:
     """The rows of a card CSV (all values strings, ``""`` when empty): the one reader of the
     file. The header is :data:`CARD_COLUMNS`, in order; the :data:`OPTIONAL_COLUMNS` may be

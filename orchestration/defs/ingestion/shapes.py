@@ -79,7 +79,8 @@ Detection (deterministic; the first matching rule decides; ``record`` = what one
    ``aws.bedrock``, ``gemini`` -> ``gcp.gemini``: ``card_provider``), ``model``, ``status``
    success -> success, failure -> failed, ``trace_id = trace_id``,
    ``request_group_id = session_id`` (else ``metadata.session_id``). Tokens:
-   ``prompt_tokens`` / ``completion_tokens`` (LiteLLM's are inclusive: it adds Anthropic's cache reads and writes to the prompt), cached =
+   ``prompt_tokens`` / ``completion_tokens`` (LiteLLM's are inclusive: it adds Anthropic's
+   cache reads and writes to the prompt), cached =
    ``metadata.usage_object.prompt_tokens_details.cached_tokens`` else
    ``...cache_read_input_tokens``, cache writes = ``...cache_creation_input_tokens`` else
    ``...prompt_tokens_details.cache_write_tokens``, reasoning =

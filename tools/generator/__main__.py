@@ -1,4 +1,4 @@
-"""``python -m tools.generator``: the same as ``tokenbill-generate``."""
+"""``python -m tools.generator`` (from the checkout): see ``tools/generator/cli.py``."""
 
 import sys
 

@@ -1,8 +1,8 @@
-"""``tokenbill-generate``: write one month of demo usage events to S3 or a local folder.
+"""``python -m tools.generator``: write one month of demo usage events to S3 or a local folder.
 
-    tokenbill-generate --month 2026-10 --events 200000 --seed 7 --bucket B --prefix usage
-    tokenbill-generate --month 2026-10 --out-dir /tmp/usage --manifest /tmp/manifest.json
-    tokenbill-generate --month 2026-10 --shapes canonical ...   (no producer-native shapes)
+    python -m tools.generator --month 2026-10 --events 200000 --seed 7 --bucket B --prefix usage
+    python -m tools.generator --month 2026-10 --out-dir /tmp/usage --manifest /tmp/manifest.json
+    python -m tools.generator --month 2026-10 --shapes canonical ...   (no producer-native shapes)
 
 The S3 endpoint comes from ``--endpoint-url`` or boto3's usual configuration
 (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credential chain). The bucket is created if
@@ -22,7 +22,7 @@ from tools.generator.generate import generate_month, upload, write_local
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tokenbill-generate",
+        prog="python -m tools.generator",
         description="Generate one month of deterministic demo LLM usage events.",
     )
     p.add_argument("--month", required=True, help="month to generate, e.g. 2026-10")

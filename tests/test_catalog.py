@@ -82,10 +82,11 @@ def test_every_problem_is_listed_with_file_entry_field_and_expectation():
         ],
     )  # fmt: skip
     assert problems_of(docs) == [
-        "plans.yml: plans[0] (plan_id=p1): prices.0.meter: Input should be 'uncached_input', "
-        "'cached_input', 'cache_write', 'output', 'reasoning' or 'requests' "
-        "(expected: 'uncached_input', 'cached_input', 'cache_write', 'output', 'reasoning' or "
-        "'requests')",
+        "plans.yml: plans[0] (plan_id=p1): prices.0.meter: Input should be {m} (expected: {m})".format(
+            m="'uncached_input', 'cached_input', 'cache_write', 'output', 'reasoning', "
+            "'requests', 'cache_write_5m', 'cache_write_1h', 'audio_input', 'image_input', "
+            "'audio_output' or 'image_output'"
+        ),
         "plans.yml: plans[0] (plan_id=p1): prices.1: Value error, versions[0]: a graduated "
         "price needs tiers",
         "subscriptions.yml: subscriptions[1] (subscription_id=s2): colour: Extra inputs are not "

@@ -211,6 +211,9 @@ def warehouse(tmp_path_factory):
         "fct_subscription_fees",
         "fct_wallet_ledger",
         "fct_wallet_credits",
+        # The alerts read the runway and the spikes too.
+        "fct_wallet_runway",
+        "fct_usage_spikes",
         "fct_billing_alerts",
         "models/invoicing",
         settings={"as_of": "2026-11-10T00:00:00", "invoice_grace_days": "3"},

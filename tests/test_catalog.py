@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parent.parent
 D = Decimal
 
 
+#: The meters as a catalog error lists them.
+METER_CHOICES = (
+    "'uncached_input', 'cached_input', 'cache_write', 'output', 'reasoning', 'requests', "
+    "'cache_write_5m', 'cache_write_1h', 'audio_input', 'image_input', 'audio_output' or "
+    "'image_output'"
+)
+
+
 def price(price_id: str, **spec) -> dict:
     base = {
         "price_id": price_id,
@@ -82,11 +90,8 @@ def test_every_problem_is_listed_with_file_entry_field_and_expectation():
         ],
     )  # fmt: skip
     assert problems_of(docs) == [
-        "plans.yml: plans[0] (plan_id=p1): prices.0.meter: Input should be {m} (expected: {m})".format(
-            m="'uncached_input', 'cached_input', 'cache_write', 'output', 'reasoning', "
-            "'requests', 'cache_write_5m', 'cache_write_1h', 'audio_input', 'image_input', "
-            "'audio_output' or 'image_output'"
-        ),
+        f"plans.yml: plans[0] (plan_id=p1): prices.0.meter: Input should be {METER_CHOICES} "
+        f"(expected: {METER_CHOICES})",
         "plans.yml: plans[0] (plan_id=p1): prices.1: Value error, versions[0]: a graduated "
         "price needs tiers",
         "subscriptions.yml: subscriptions[1] (subscription_id=s2): colour: Extra inputs are not "

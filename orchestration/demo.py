@@ -244,12 +244,15 @@ def _backfill_in_process(month: str) -> None:
     under the UI's Backfills, and none of their start-up and polling latency."""
     from dagster import DagsterInstance
 
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_defs
     from orchestration.runner import CATALOG_JOB, plan_period, run_job_range
 
     start, end = _month_bounds(month)
     log_path = STATE_DIR / "demo-runs.log"
     print(f"backfilling {month} in process: one run per grain (dbt output in {log_path})")
+    # The code location as the demo's settings say now (a module-level ``defs`` imported
+    # earlier in this process would keep the settings of that moment).
+    defs = build_defs()
     with DagsterInstance.get() as instance, open(log_path, "w") as log:
         progress = ProgressTee(log, sys.stdout)
         for job_name, first_key, last_key in [(CATALOG_JOB, None, None), *plan_period(start, end)]:

@@ -211,7 +211,8 @@ def warehouse(tmp_path_factory):
         "fct_subscription_fees",
         "fct_wallet_ledger",
         "fct_wallet_credits",
-        # The alerts read the runway and the spikes too.
+        # The alerts read the runway (from the balances) and the spikes too.
+        "fct_wallet_balances",
         "fct_wallet_runway",
         "fct_usage_spikes",
         "fct_billing_alerts",

@@ -31,7 +31,7 @@ test: $(STAMP) manifest chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: every test not marked `slow` (real services, whole periods, kills).
-test-fast: $(STAMP) manifest
+test-fast: $(STAMP) manifest chromium
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: $(STAMP) manifest

@@ -101,3 +101,30 @@ def landing_tables(warehouse: str) -> None:
         write_catalog(con, {name: frame.clear() for name, frame in tables.items()})
         write_catalog(con, wallet_tables([]))
         con.execute(LEDGER_DDL)
+
+
+def raw_events(events):
+    """raw.usage_events rows for hand-made scenarios: ``events`` is (customer, event time,
+    output tokens, extra columns); provider p, model m, successful first attempts, no input."""
+    import polars as pl
+
+    rows = []
+    for i, (customer, ts, output, extra) in enumerate(events):
+        row = {
+            "partition_hour": ts.replace(minute=0),
+            "source_key": "k",
+            "line_number": i + 1,
+            "event_id": f"e{i}",
+            "event_ts": ts,
+            "customer_id": customer,
+            "provider": "p",
+            "model": "m",
+            "feature": None,
+            "status": "success",
+            "attempt": 1,
+            "input_tokens": 0,
+            "output_tokens": output,
+        }
+        row.update(extra)
+        rows.append(row)
+    return pl.DataFrame(rows)

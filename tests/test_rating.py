@@ -31,7 +31,7 @@ from orchestration.defs.rating.catalog import (
 )
 from orchestration.defs.wallets.catalog import wallet_tables
 from orchestration.defs.wallets.ledger_table import LEDGER_DDL
-from tests.dbt_support import dbt_build, query
+from tests.dbt_support import dbt_build, query, raw_events
 
 D = Decimal
 CARD = (
@@ -243,28 +243,11 @@ def _catalog_documents() -> dict[str, dict]:
 
 
 def _events_frame() -> pl.DataFrame:
-    rows = []
-    for i, (customer, when, output, extra) in enumerate(EVENTS):
+    def at(when: str) -> datetime:
         day, hour = (int(x) for x in when.split())
-        ts = datetime(2026, 10, day, hour, 30)
-        row = {
-            "partition_hour": ts.replace(minute=0),
-            "source_key": "k",
-            "line_number": i + 1,
-            "event_id": f"e{i}",
-            "event_ts": ts,
-            "customer_id": customer,
-            "provider": "p",
-            "model": "m",
-            "feature": None,
-            "status": "success",
-            "attempt": 1,
-            "input_tokens": 0,
-            "output_tokens": output,
-        }
-        row.update(extra)
-        rows.append(row)
-    return pl.DataFrame(rows)
+        return datetime(2026, 10, day, hour, 30)
+
+    return raw_events([(c, at(when), output, extra) for c, when, output, extra in EVENTS])
 
 
 @pytest.fixture(scope="module")

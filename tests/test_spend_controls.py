@@ -20,7 +20,7 @@ from dagster import TimeWindow
 from orchestration.defs.ingestion.landing import ensure_raw_schema
 from orchestration.defs.rating.catalog import load_catalog_dir, write_catalog
 from orchestration.defs.wallets.ledger_asset import LEDGER_DDL
-from tests.dbt_support import dbt_build, query
+from tests.dbt_support import dbt_build, query, raw_events
 
 D = Decimal
 CARD_HEADER = (
@@ -158,29 +158,12 @@ def _catalog_dir(root) -> str:
 
 
 def _events() -> pl.DataFrame:
-    rows = []
-    for i, (customer, when, output, extra) in enumerate(EVENTS):
+    def at(when: str) -> datetime:
         day, hour = when.split()
         month, dom = (int(x) for x in day.split("-"))
-        ts = datetime(2026, month, dom, int(hour), 30)
-        row = {
-            "partition_hour": ts.replace(minute=0),
-            "source_key": "k",
-            "line_number": i + 1,
-            "event_id": f"e{i}",
-            "event_ts": ts,
-            "customer_id": customer,
-            "provider": "p",
-            "model": "m",
-            "feature": None,
-            "status": "success",
-            "attempt": 1,
-            "input_tokens": 0,
-            "output_tokens": output,
-        }
-        row.update(extra)
-        rows.append(row)
-    return pl.DataFrame(rows)
+        return datetime(2026, month, dom, int(hour), 30)
+
+    return raw_events([(c, at(when), output, extra) for c, when, output, extra in EVENTS])
 
 
 @pytest.fixture(scope="module")

@@ -562,6 +562,75 @@ def _metadata(known: tuple[str, ...]) -> str:
         end"""
 
 
+def detection_sql() -> str:
+    """The query giving each line of table ``candidates`` (``line_idx``, ``raw_line``) that is
+    a JSON object its shape: ``is_ce``, ``j`` (the line, or a CloudEvent's data with the
+    envelope's id, time and subject filled in), ``k`` (the keys of ``j``), the shape markers
+    ``m_*`` and ``shape`` (canonical, envelope, otlp, litellm, token_type, ambiguous or
+    unrecognized). Its result is a table of its own (``tb_shaped``) that :func:`mapping_sql`
+    reads: as a CTE read by one branch per shape, DuckDB pushes each branch's filter into it
+    and evaluates the detection once per branch."""
+    c = f"from_json(raw_line, '{SCHEMAS['cloudevents']}')"
+    ce_data = "case when json_type({c}.data) = 'OBJECT' then {patch} end".format(
+        c=c,
+        patch=_patch(
+            f"{c}.data",
+            {
+                "event_id": f"{c}.source || '/' || {c}.id",
+                "timestamp": f"coalesce({c}.data->>'timestamp', {c}.time)",
+                "customer_id": f"coalesce({c}.data->>'customer_id', {c}.subject)",
+            },
+        ),
+    )
+    return f"""
+with
+keyed as (
+    select line_idx, raw_line, json_keys(raw_line) as k
+    from candidates
+    where starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{') and json_valid(raw_line)
+),
+-- A CloudEvent is replaced by its data (with the envelope's id, time and subject); one CASE,
+-- not a union of two filters, so the keys are listed once per line.
+unwrapped as (
+    select
+        line_idx,
+        raw_line,
+        list_contains(k, 'specversion') as is_ce,
+        case when not is_ce then raw_line else {ce_data}::varchar end as j,
+        k
+    from keyed
+),
+lines as (
+    select line_idx, raw_line, is_ce, j, case when is_ce then json_keys(j) else k end as k
+    from unwrapped
+)
+select
+        *,
+        list_has_any(k, {_keys_list(_CANONICAL_KEYS)}) as m_canonical,
+        list_contains(k, 'response') and not list_contains(k, 'custom_llm_provider') as m_envelope,
+        list_contains(k, 'resourceSpans') as m_otlp,
+        list_contains(k, 'custom_llm_provider') as m_litellm,
+        list_contains(k, 'tokens') and list_contains(k, 'type') as m_token_type,
+        m_canonical::int + m_envelope::int + m_otlp::int + m_litellm::int + m_token_type::int
+            as markers,
+        case
+            when j is null then 'unrecognized'
+            when markers > 1 then 'ambiguous'
+            when m_canonical then 'canonical'
+            when m_envelope then 'envelope'
+            when m_otlp and (is_ce or coalesce(json_type(j, '$.resourceSpans'), '') != 'ARRAY')
+                then 'unrecognized'
+            when m_otlp then 'otlp'
+            when m_litellm then 'litellm'
+            when m_token_type then 'token_type'
+            when list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model'])
+                then 'canonical'
+            else 'unrecognized'
+        end as shape
+    from lines
+"""
+
+
 def mapping_sql(
     otlp_customer_keys: list[str], otlp_feature_keys: list[str], litellm_customer_fields: list[str]
 ) -> str:
@@ -698,18 +767,6 @@ def mapping_sql(
         + ", ".join(_INPUT_TYPES + _OUTPUT_TYPES)
         + "' end",
     }
-    c = f"from_json(raw_line, '{SCHEMAS['cloudevents']}')"
-    ce_data = "case when json_type({c}.data) = 'OBJECT' then {patch} end".format(
-        c=c,
-        patch=_patch(
-            f"{c}.data",
-            {
-                "event_id": f"{c}.source || '/' || {c}.id",
-                "timestamp": f"coalesce({c}.data->>'timestamp', {c}.time)",
-                "customer_id": f"coalesce({c}.data->>'customer_id', {c}.subject)",
-            },
-        ),
-    )
     usage_keys = "array_to_string(coalesce(json_keys(j, '$.response.usage'), []), ', ')"
     envelope_values |= {
         "reason_code": """case sub
@@ -772,52 +829,7 @@ def mapping_sql(
     )
     return f"""
 with
-keyed as (
-    select line_idx, raw_line, json_keys(raw_line) as k
-    from candidates
-    where starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{') and json_valid(raw_line)
-),
--- A CloudEvent is replaced by its data (with the envelope's id, time and subject); one CASE,
--- not a union of two filters, so the keys are listed once per line.
-unwrapped as (
-    select
-        line_idx,
-        raw_line,
-        list_contains(k, 'specversion') as is_ce,
-        case when not is_ce then raw_line else {ce_data}::varchar end as j,
-        k
-    from keyed
-),
-lines as (
-    select line_idx, raw_line, is_ce, j, case when is_ce then json_keys(j) else k end as k
-    from unwrapped
-),
-shaped as materialized (
-    select
-        *,
-        list_has_any(k, {_keys_list(_CANONICAL_KEYS)}) as m_canonical,
-        list_contains(k, 'response') and not list_contains(k, 'custom_llm_provider') as m_envelope,
-        list_contains(k, 'resourceSpans') as m_otlp,
-        list_contains(k, 'custom_llm_provider') as m_litellm,
-        list_contains(k, 'tokens') and list_contains(k, 'type') as m_token_type,
-        m_canonical::int + m_envelope::int + m_otlp::int + m_litellm::int + m_token_type::int
-            as markers,
-        case
-            when j is null then 'unrecognized'
-            when markers > 1 then 'ambiguous'
-            when m_canonical then 'canonical'
-            when m_envelope then 'envelope'
-            when m_otlp and (is_ce or coalesce(json_type(j, '$.resourceSpans'), '') != 'ARRAY')
-                then 'unrecognized'
-            when m_otlp then 'otlp'
-            when m_litellm then 'litellm'
-            when m_token_type then 'token_type'
-            when list_has_any(k, ['event_id', 'timestamp', 'customer_id', 'model'])
-                then 'canonical'
-            else 'unrecognized'
-        end as shape
-    from lines
-),
+shaped as (select * replace (case when is_ce then j else raw_line end as j) from tb_shaped),
 envelopes as (
     select
         *,
@@ -1064,12 +1076,20 @@ def map_lines(lines: pl.DataFrame, con: duckdb.DuckDBPyConnection) -> MappedLine
         _settings_list("TOKENBILL_OTLP_FEATURE_KEYS"),
         _settings_list("TOKENBILL_LITELLM_CUSTOMER_FIELDS"),
     )
-    result = (
-        con.sql(sql)
-        .pl()
-        .with_columns(pl.col("line_idx").cast(pl.UInt32), pl.col("sub").cast(pl.Int64))
+    # A line's ``j`` is kept only for a CloudEvent (its data); any other line's is the line.
+    con.execute(
+        "create or replace temp table tb_shaped as select * replace "
+        f"(case when is_ce then j end as j) from ({detection_sql()})"
     )
-    con.unregister("candidates")
+    try:
+        result = (
+            con.sql(sql)
+            .pl()
+            .with_columns(pl.col("line_idx").cast(pl.UInt32), pl.col("sub").cast(pl.Int64))
+        )
+    finally:
+        con.execute("drop table if exists tb_shaped")
+        con.unregister("candidates")
     seen = result["line_idx"].unique()
     place = indexed.select("line_idx", "obj", "line_number", pl.col("raw_line").alias("sent"))
     kept = result.filter(pl.col("reason_code").is_null() & pl.col("skipped").is_null())

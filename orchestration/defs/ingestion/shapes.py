@@ -648,7 +648,8 @@ def mapping_sql(
     )
     identifiers = {f: f"t.{f}" for f in _IDENTIFIERS}
     envelope_known = (*WIRE_FIELDS, "response")
-    envelope_metadata = _metadata(envelope_known)
+    # Computed once per envelope line (``md`` in ``envelopes``), not once per sub-shape branch.
+    envelope_metadata = "md"
     envelope_branches = {field: [] for field in (*TOKEN_FIELDS, *MODALITY_COUNTS, "metadata")}
     for shape in DEFAULT_PROVIDERS:
         fields = _envelope_fields(shape)
@@ -835,7 +836,8 @@ envelopes as (
         *,
         t.response.usage as u,
         t.response.usageMetadata as um,
-        lower(t.provider) as provider_name
+        lower(t.provider) as provider_name,
+        {_metadata(envelope_known)} as md
     from (
         select *, from_json(j, '{SCHEMAS["envelope"]}') as t from shaped where shape = 'envelope'
     )

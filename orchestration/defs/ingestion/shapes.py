@@ -570,7 +570,7 @@ def detection_sql() -> str:
     unrecognized). Its result is a table of its own (``tb_shaped``) that :func:`mapping_sql`
     reads: as a CTE read by one branch per shape, DuckDB pushes each branch's filter into it
     and evaluates the detection once per branch."""
-    c = f"from_json(raw_line, '{SCHEMAS['cloudevents']}')"
+    c = "c"  # the CloudEvent envelope, parsed once (``parsed``)
     ce_data = "case when json_type({c}.data) = 'OBJECT' then {patch} end".format(
         c=c,
         patch=_patch(
@@ -589,6 +589,13 @@ keyed as (
     from candidates
     where starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{') and json_valid(raw_line)
 ),
+parsed as (
+    select
+        *,
+        case when list_contains(k, 'specversion')
+            then from_json(raw_line, '{SCHEMAS["cloudevents"]}') end as c
+    from keyed
+),
 -- A CloudEvent is replaced by its data (with the envelope's id, time and subject); one CASE,
 -- not a union of two filters, so the keys are listed once per line.
 unwrapped as (
@@ -598,7 +605,7 @@ unwrapped as (
         list_contains(k, 'specversion') as is_ce,
         case when not is_ce then raw_line else {ce_data}::varchar end as j,
         k
-    from keyed
+    from parsed
 ),
 lines as (
     select line_idx, raw_line, is_ce, j, case when is_ce then json_keys(j) else k end as k

@@ -3,8 +3,9 @@
 tokenbill reads usage as producers already write it. Each JSON line (or Parquet row, encoded
 as a JSON object) is recognised from its *keys* and mapped to the canonical usage event
 (``contracts/usage_event.py``), which then passes the same contract as a canonical line. The
-mapping is one DuckDB query over all the lines of a batch (no Python per event); lines that
-can only be canonical skip it.
+mapping is two DuckDB statements over all the lines of a batch (shape detection into a
+table, then the mapping of every shape; no Python per event); lines that can only be
+canonical skip it.
 
 Detection (deterministic; the first matching rule decides; ``record`` = what one line yields)
 -----------------------------------------------------------------------------------------------
@@ -641,7 +642,7 @@ select
 def mapping_sql(
     otlp_customer_keys: list[str], otlp_feature_keys: list[str], litellm_customer_fields: list[str]
 ) -> str:
-    """The query mapping the lines of table ``candidates`` (``line_idx``, ``raw_line``) to
+    """The query mapping the lines of table ``tb_shaped`` (:func:`detection_sql`'s result) to
     records (:data:`RESULT_COLUMNS`): ``sub`` is the record's place in its line; a record is
     either its wire fields (mapped here) or ``raw_line``, canonical JSON text the extraction
     reads like any canonical line; a line quarantined here has ``reason_code`` and
@@ -1059,7 +1060,8 @@ def map_lines(lines: pl.DataFrame, con: duckdb.DuckDBPyConnection) -> MappedLine
 
     A line without a marker of another shape (:data:`MARKER_TEXTS`) and with a canonical key
     is canonical: it is passed on as it is, without a parse here (the common case). The others
-    go through :func:`mapping_sql` in one query. A line that is not a JSON object is passed
+    go through :func:`detection_sql` (into the temporary table ``tb_shaped``, dropped after)
+    and :func:`mapping_sql`. A line that is not a JSON object is passed
     on too (extraction quarantines it as invalid JSON)."""
     raw = pl.col("raw_line")
     candidate = pl.any_horizontal(raw.str.contains(t, literal=True) for t in MARKER_TEXTS) | ~(

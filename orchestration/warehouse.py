@@ -106,4 +106,14 @@ class SparkWarehouse:
         merged.write.mode("overwrite").saveAsTable(table)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        return self.spark.sql(sql, args=list(params)).toArrow()
+        return naive_utc_timestamps(self.spark.sql(sql, args=list(params)).toArrow())
+
+
+def naive_utc_timestamps(table: pa.Table) -> pa.Table:
+    """Spark's timestamps (instants, UTC in this session) as the naive UTC timestamps DuckDB's
+    ``timestamp`` columns give, so both engines return the same types and values."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            naive = pa.timestamp(field.type.unit)
+            table = table.set_column(index, field.with_type(naive), table.column(index).cast(naive))
+    return table

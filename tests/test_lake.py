@@ -242,10 +242,11 @@ def test_the_warehouse_interface_agrees_on_duckdb_and_spark(spark):
         },
     ]
     assert spark_rows == duck_rows
-    assert spark_types[:3] == duck_types[:3] == [
+    assert spark_types == duck_types == [
         pa.string(),
         pa.int64(),
         pa.decimal128(38, 12),
+        pa.timestamp("us"),
     ]
 
 

@@ -94,7 +94,7 @@ def test_a_batch_of_three_hours_lands_one_file_per_table_and_hour(tmp_path):
         files = [str(p.parent.relative_to(root)) for p in lake_files(root, table)]
         assert files == [hour_path(table, h) for h in (H7, H8, H9)], table
     assert hour_path("raw.usage_events", H7) == (
-        "raw_usage_events/event_date=2026-10-05/event_hour=07"
+        "raw/usage_events/event_date=2026-10-05/event_hour=07"
     )
     assert rows_by_hour(root, "raw.usage_events") == {H7: 2, H8: 1}
     assert rows_by_hour(root, "raw.usage_event_duplicates") == {H7: 1}
@@ -269,3 +269,33 @@ def test_spark_reads_the_lake_as_a_partitioned_table(spark, tmp_path):
     ) == [("2026-10-05", 7, "a", 5), ("2026-10-05", 7, "b", 6), ("2026-10-05", 8, "c", 7)]
     audit = spark.read.parquet(str(root / lake_name("raw.ingestion_audit")))
     assert audit.groupBy().sum("lines_read", "valid_count").first()[:] == (5, 3)
+
+
+@pytest.mark.slow
+def test_spark_sources_over_the_lake_read_each_row_once_and_skip_a_crashed_write(spark, tmp_path):
+    """The source tables the dbt project declares on Spark (a Parquet table over
+    ``{root}/raw/<table>/``, every file below it): naive UTC hours read as they were written,
+    and a crashed run's hidden leftover is not read."""
+    root = tmp_path / "lake"
+    sink = LakeSink(str(root))
+    sink(three_hours())
+    schema = read_lake_table(root, "raw.usage_events").schema
+    sink._stage(hour_path("raw.usage_events", H7), "crashed", pa.Table.from_pylist([], schema))
+    spark.sql("create database if not exists lake_raw")
+    for name, columns in {
+        "usage_events": "partition_hour timestamp, event_id string, input_tokens bigint",
+        "usage_event_quarantine": "partition_hour timestamp, reason_codes array<string>",
+    }.items():
+        spark.sql(f"drop table if exists lake_raw.{name}")
+        spark.sql(
+            f"create table lake_raw.{name} ({columns}) using parquet "
+            f"options (recursiveFileLookup 'true') location '{root / 'raw' / name}'"
+        )
+    events = spark.sql("select * from lake_raw.usage_events order by event_id").collect()
+    assert [(r.partition_hour, r.event_id, r.input_tokens) for r in events] == [
+        (H7, "a", 5),
+        (H7, "b", 6),
+        (H8, "c", 7),
+    ]
+    (quarantined,) = spark.sql("select * from lake_raw.usage_event_quarantine").collect()
+    assert (quarantined.partition_hour, quarantined.reason_codes) == (H7, ["invalid_json"])

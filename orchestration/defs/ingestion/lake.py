@@ -4,10 +4,14 @@ The sink takes the same routed batches ``land_batch`` takes (validation, quarant
 audit are the same code for both engines) and writes every raw table of every hour as one
 Parquet file, in the layout Spark (and dbt's Spark sources) read as a partitioned table::
 
-    {root}/raw_usage_events/event_date=2026-10-05/event_hour=13/part-<run id>.parquet
-    {root}/raw_usage_event_duplicates/...   {root}/raw_usage_event_quarantine/...
-    {root}/raw_ingested_objects/...         {root}/raw_ingestion_audit/...
-    {root}/raw_ingestion_format_audit/...
+    {root}/raw/usage_events/event_date=2026-10-05/event_hour=13/part-<run id>.parquet
+    {root}/raw/usage_event_duplicates/...   {root}/raw/usage_event_quarantine/...
+    {root}/raw/ingested_objects/...         {root}/raw/ingestion_audit/...
+    {root}/raw/ingestion_format_audit/...
+
+``{root}/{schema}/{table}/`` is where the dbt project's Spark sources read each raw table
+(``macros/portable/lake_sources.sql``: a Parquet table over every file below it; Spark skips
+names starting with ``.`` or ``_``).
 
 Columns and types are the DuckDB raw tables' (``RAW_DDL``): each frame goes through those very
 tables in an in-memory DuckDB (defaults, ``not null`` and casts applied as ``land_batch``
@@ -69,8 +73,8 @@ PART_SUFFIX = ".parquet"
 
 
 def lake_name(table: str) -> str:
-    """``raw.usage_events`` -> ``raw_usage_events``, the table's directory under the root."""
-    return table.replace(".", "_")
+    """``raw.usage_events`` -> ``raw/usage_events``, the table's directory under the root."""
+    return table.replace(".", "/")
 
 
 def hour_path(table: str, hour: datetime) -> str:

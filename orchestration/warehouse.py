@@ -12,6 +12,10 @@ transaction). ``SparkWarehouse`` runs the same operations in a ``SparkSession``'
 (tables in its warehouse directory or metastore): Spark has no multi-statement transaction,
 so each table is replaced on its own (``insert overwrite``, which a failed write leaves as it
 was), the catalog's tables one after the other.
+
+``lake_replace_tables`` is how a table reaches the dbt project's Spark sources, which are
+Parquet tables over ``{lake root}/{schema}/{table}/`` (``macros/portable/lake_sources.sql``):
+the catalog loader's tables, written beside the raw events (``defs/ingestion/lake.py``).
 """
 
 from __future__ import annotations
@@ -117,3 +121,14 @@ def naive_utc_timestamps(table: pa.Table) -> pa.Table:
             naive = pa.timestamp(field.type.unit)
             table = table.set_column(index, field.with_type(naive), table.column(index).cast(naive))
     return table
+
+
+def lake_replace_tables(root: str, schema: str, tables: Mapping[str, pa.Table]) -> None:
+    """Replace ``{root}/{schema}/{name}/`` with one Parquet file of each table's rows, each
+    directory swapped atomically (a local root; ``lake.py`` for the choice on S3)."""
+    from orchestration.defs.ingestion.lake import LakeSink, new_run_id
+
+    sink, run_id = LakeSink(root), new_run_id()
+    swaps = [sink.stage(f"{schema}/{name}", run_id, table) for name, table in tables.items()]
+    for swap in swaps:  # every file written before any table is swapped
+        swap()

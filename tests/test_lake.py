@@ -24,7 +24,7 @@ from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_sc
 from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
 from orchestration.defs.ingestion.resources import IngestionSettings
 from orchestration.settings import SettingError, engine_setting
-from orchestration.warehouse import DuckDBWarehouse, SparkWarehouse
+from orchestration.warehouse import DuckDBWarehouse, SparkWarehouse, lake_replace_tables
 
 H7, H8, H9 = (datetime(2026, 10, 5, h) for h in (7, 8, 9))
 LINE = (
@@ -121,7 +121,7 @@ def test_a_crash_between_write_and_swap_leaves_the_old_hour(tmp_path):
     sink(three_hours(input_tokens=5))
     # A second run writes its 07:00 file and dies before swapping it in.
     new_rows = pa.Table.from_pylist([], schema=read_lake_table(root, "raw.usage_events").schema)
-    sink._stage(hour_path("raw.usage_events", H7), "crashed", new_rows)
+    sink.stage(hour_path("raw.usage_events", H7), "crashed", new_rows)
     assert any(".event_hour=07.crashed.tmp" in e for e in every_entry(root))
     tokens = read_lake_table(root, "raw.usage_events").column("input_tokens").to_pylist()
     assert sorted(tokens) == [5, 6, 7]  # the old hour, whole
@@ -280,7 +280,7 @@ def test_spark_sources_over_the_lake_read_each_row_once_and_skip_a_crashed_write
     sink = LakeSink(str(root))
     sink(three_hours())
     schema = read_lake_table(root, "raw.usage_events").schema
-    sink._stage(hour_path("raw.usage_events", H7), "crashed", pa.Table.from_pylist([], schema))
+    sink.stage(hour_path("raw.usage_events", H7), "crashed", pa.Table.from_pylist([], schema))
     spark.sql("create database if not exists lake_raw")
     for name, columns in {
         "usage_events": "partition_hour timestamp, event_id string, input_tokens bigint",
@@ -299,3 +299,23 @@ def test_spark_sources_over_the_lake_read_each_row_once_and_skip_a_crashed_write
     ]
     (quarantined,) = spark.sql("select * from lake_raw.usage_event_quarantine").collect()
     assert (quarantined.partition_hour, quarantined.reason_codes) == (H7, ["invalid_json"])
+
+
+def test_catalog_tables_replace_their_lake_directory_whole(tmp_path):
+    root = tmp_path / "lake"
+    lake_replace_tables(str(root), "catalog", {"prices": CATALOG.slice(0, 1)})
+    lake_replace_tables(str(root), "catalog", {"prices": CATALOG})
+    (part,) = lake_files(root, "catalog.prices")
+    assert part.parent == root / "catalog" / "prices"
+    assert pq.read_table(part).equals(CATALOG)
+    assert not [e for e in every_entry(root) if "/." in f"/{e}"]
+
+
+@pytest.mark.slow
+def test_spark_reads_the_catalog_the_lake_holds_with_exact_decimals(spark, tmp_path):
+    root = tmp_path / "lake"
+    lake_replace_tables(str(root), "catalog", {"prices": CATALOG})
+    prices = SparkWarehouse(spark).query(
+        f"select * from parquet.`{root / 'catalog' / 'prices'}` order by price_id"
+    )
+    assert prices.equals(CATALOG)

@@ -47,7 +47,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -143,13 +143,15 @@ class LakeSink:
         staged = []
         for table, rows in tables.items():  # every file first...
             for hour, part in hour_slices(rows, hours):
-                staged.append(self._stage(hour_path(table, hour), run_id, part))
+                staged.append(self.stage(hour_path(table, hour), run_id, part))
         for stage in staged:  # ...then every hour, its audit last
             stage()
         return audit
 
     # -- local directory: write hidden, exchange atomically ---------------------------------
-    def _stage(self, relative: str, run_id: str, part: pa.Table):
+    def stage(self, relative: str, run_id: str, part: pa.Table) -> Callable[[], None]:
+        """Write ``part`` as the next content of the directory ``relative`` (to the root);
+        the function returned puts it in place of what the directory holds."""
         if self.is_s3:
             return self._stage_s3(relative, run_id, part)
         final = Path(self.root) / relative

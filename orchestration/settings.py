@@ -90,6 +90,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "0.01",
         "Quarantined share of lines above which the quarantine_rate check warns.",
     ),
+    "TOKENBILL_ENGINE": (
+        "duckdb",
+        "The warehouse engine: duckdb (one file, the default) or spark (raw events land as "
+        "Parquet under TOKENBILL_LAKE_ROOT; dbt runs its spark target).",
+    ),
+    "TOKENBILL_LAKE_ROOT": (
+        str(REPO_ROOT / ".tokenbill" / "lake"),
+        "Root of the Parquet lake raw events land in with TOKENBILL_ENGINE=spark: a local "
+        "directory or an s3:// URL.",
+    ),
 }
 
 
@@ -122,6 +132,24 @@ def share_setting(name: str, raw: str | None = None) -> float:
             f"{SETTINGS[name][0]} (the default), or unset it"
         )
     return value
+
+
+#: The engines tokenbill runs on -> the dbt target (profiles.yml) each one builds.
+ENGINES: dict[str, str] = {"duckdb": "local", "spark": "spark"}
+
+
+def engine_setting(raw: str | None = None) -> str:
+    """``TOKENBILL_ENGINE``: ``raw`` (a resource field bound to it), or the environment's value
+    when ``raw`` is None; a value that is not an engine fails with one line saying what to set."""
+    raw = setting("TOKENBILL_ENGINE") if raw is None else raw
+    engine = raw.strip().lower()
+    if engine not in ENGINES:
+        raise SettingError(
+            f"TOKENBILL_ENGINE={raw!r} is not an engine: set it to "
+            + " or ".join(ENGINES)
+            + " (duckdb, the default, when unset)"
+        )
+    return engine
 
 
 #: name -> (minimum, maximum) of the integer operations settings (the schedules' and sensors').

@@ -117,8 +117,12 @@ BOUND_SETTINGS = {
         "analyst_dir": "TOKENBILL_ANALYST_DIR",
     },
     "catalog_dir": {"path": "TOKENBILL_CATALOG_DIR"},
-    "ingestion": {"quarantine_warn_rate": "TOKENBILL_QUARANTINE_WARN_RATE"},
-    "dbt": {"invoice_grace_days": "TOKENBILL_INVOICE_GRACE_DAYS"},
+    "ingestion": {
+        "quarantine_warn_rate": "TOKENBILL_QUARANTINE_WARN_RATE",
+        "engine": "TOKENBILL_ENGINE",
+        "lake_root": "TOKENBILL_LAKE_ROOT",
+    },
+    "dbt": {"invoice_grace_days": "TOKENBILL_INVOICE_GRACE_DAYS", "engine": "TOKENBILL_ENGINE"},
 }
 
 
@@ -163,7 +167,7 @@ def test_every_resource_field_is_bound_to_its_setting(monkeypatch):
             assert isinstance(value, EnvVar) and value.env_var_name == name, (key, field)
     for fields in BOUND_SETTINGS.values():
         for name in fields.values():
-            monkeypatch.delenv(name)
+            monkeypatch.delenv(name, raising=False)  # a setting may bind two fields
     defaults = build_defs().resources
     for key, fields in BOUND_SETTINGS.items():
         for field, name in fields.items():

@@ -115,6 +115,7 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             # dbt's profile reads them from the environment of the dbt process.
             "TOKENBILL_WAREHOUSE_PATH": warehouse.path,
             "TOKENBILL_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit,
+            "TOKENBILL_DBT_TARGET": dbt.dbt_target(),  # the engine's (TOKENBILL_ENGINE)
             **dbt_build_env(window, invoice_vars(context.run.tags, dbt.invoice_grace_days)),
             PARENT_PID_ENV: str(os.getpid()),  # dbt dies with this process (child.py)
         }

@@ -23,6 +23,7 @@ def build_defs() -> Definitions:
                 # that dies with the run worker (child.py).
                 dbt_executable=dbt_executable(),
                 invoice_grace_days=env_or_default("TOKENBILL_INVOICE_GRACE_DAYS"),
+                engine=env_or_default("TOKENBILL_ENGINE"),
             )
         },
     )

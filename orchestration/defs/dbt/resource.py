@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
-from orchestration.settings import SETTINGS
+from orchestration.settings import ENGINES, SETTINGS, engine_setting
 
 
 class TokenbillDbtCliResource(DbtCliResource):
@@ -22,3 +22,13 @@ class TokenbillDbtCliResource(DbtCliResource):
         description="Days after a billing period during which its invoices stay drafts "
         "(TOKENBILL_INVOICE_GRACE_DAYS), passed to the invoicing models.",
     )
+    engine: str = Field(
+        default=SETTINGS["TOKENBILL_ENGINE"][0],
+        description="The engine dbt builds on (TOKENBILL_ENGINE): duckdb runs the profile's "
+        "local target, spark its spark target.",
+    )
+
+    def dbt_target(self) -> str:
+        """The profile target of the engine (``TOKENBILL_DBT_TARGET`` of the dbt process); a
+        wrong engine fails the step with one line naming the setting."""
+        return ENGINES[engine_setting(self.engine)]

@@ -121,7 +121,9 @@ def raw_usage_events(
     )
     # The warehouse is opened by the lander for each batch it writes, and only then: S3 is
     # read and lines are parsed with the file free for analysts and the late-data sensor.
-    with BackgroundLander(lambda: warehouse.connect(memory_limit=LANDING_MEMORY_LIMIT)) as lander:
+    with BackgroundLander(
+        lambda: warehouse.connect(memory_limit=LANDING_MEMORY_LIMIT), sink=ingestion.lake_sink()
+    ) as lander:
 
         def observed(items: Iterator[HourInput]) -> Iterator[HourInput]:
             for item in items:

@@ -14,7 +14,9 @@ def build_defs() -> Definitions:
         assets=[raw_usage_events],
         resources={
             "ingestion": IngestionSettings(
-                quarantine_warn_rate=env_or_default(QUARANTINE_WARN_RATE)
+                quarantine_warn_rate=env_or_default(QUARANTINE_WARN_RATE),
+                engine=env_or_default("TOKENBILL_ENGINE"),
+                lake_root=env_or_default("TOKENBILL_LAKE_ROOT"),
             )
         },
     )

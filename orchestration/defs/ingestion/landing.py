@@ -170,8 +170,13 @@ class BackgroundLander:
     analysts, the late-data sensor and other processes open the file in between.
     """
 
-    def __init__(self, connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]):
+    def __init__(
+        self,
+        connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+        sink: Callable[[RoutedBatch], pl.DataFrame] | None = None,
+    ):
         self._connect = connect
+        self._sink = sink  # instead of the warehouse, e.g. the Parquet lake (lake.py)
         self._queue: queue.Queue[RoutedBatch | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self.audits: list[pl.DataFrame] = []
@@ -181,9 +186,12 @@ class BackgroundLander:
         while (batch := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    with self._connect() as con:
-                        ensure_raw_schema(con)
-                        audit = land_batch(con, batch)
+                    if self._sink is not None:
+                        audit = self._sink(batch)
+                    else:
+                        with self._connect() as con:
+                            ensure_raw_schema(con)
+                            audit = land_batch(con, batch)
                     self.audits.append(audit)  # committed and the file released
                 except BaseException as exc:  # re-raised in the routing thread
                     self._error = exc

@@ -25,6 +25,8 @@ from decimal import Decimal
 
 import duckdb
 
+from orchestration.warehouse import DuckDBWarehouse, WarehouseTables
+
 EXPORT_SQL = """
 select
     lines.invoice_id, lines.customer_id, customers.stripe_customer_id, lines.subscription_id,
@@ -47,15 +49,14 @@ _UNIT_SIZES = {"1": 1, "1K": 1_000, "1M": 1_000_000, "1B": 1_000_000_000}
 
 
 def invoice_items(
-    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+    con: duckdb.DuckDBPyConnection | WarehouseTables, start: datetime, end: datetime
 ) -> list[tuple[str, datetime, dict]]:
     """(invoice id, period start, invoice item) for every line of the finalized invoices of
-    periods starting in [start, end), in invoice and line-key order."""
-    rows = con.execute(EXPORT_SQL, [start, end]).fetchall()
-    columns = [d[0] for d in con.description]
+    periods starting in [start, end), in invoice and line-key order, on either engine (a
+    DuckDB connection or a ``WarehouseTables``, orchestration/warehouse.py)."""
+    source = DuckDBWarehouse(con) if isinstance(con, duckdb.DuckDBPyConnection) else con
     items = []
-    for values in rows:
-        row = dict(zip(columns, values, strict=True))
+    for row in source.query(EXPORT_SQL, [start, end]).to_pylist():
         exponent = row["minor_unit_exponent"]
         metadata = {
             "invoice_id": row["invoice_id"],
@@ -95,7 +96,7 @@ def invoice_items(
 
 
 def invoice_documents(
-    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, prefix: str
+    con: duckdb.DuckDBPyConnection | WarehouseTables, start: datetime, end: datetime, prefix: str
 ) -> dict[str, bytes]:
     """S3 key -> JSON Lines bytes, for the finalized invoices of periods in [start, end)."""
     documents: dict[str, list[str]] = {}

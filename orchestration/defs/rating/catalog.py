@@ -42,6 +42,7 @@ from orchestration.defs.rating.provider_card import (
 )
 from orchestration.defs.tables import MONEY, typed_frames
 from orchestration.defs.wallets.catalog import wallet_tables
+from orchestration.warehouse import DuckDBWarehouse, WarehouseTables
 
 PROVIDER_COSTS_FILE = "provider_costs.csv"
 #: Files a catalog directory may lack: no overrides, no wallets.
@@ -453,16 +454,10 @@ def catalog_tables(catalog: Catalog, provider_costs: pl.DataFrame) -> dict[str, 
     return tables
 
 
-def write_catalog(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace every ``catalog.*`` table in one transaction."""
-    con.execute("begin transaction")
-    try:
-        con.execute("create schema if not exists catalog")
-        for name, frame in tables.items():
-            con.register("incoming", frame.to_arrow())
-            con.execute(f"create or replace table catalog.{name} as select * from incoming")
-            con.unregister("incoming")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+def write_catalog(
+    con: duckdb.DuckDBPyConnection | WarehouseTables, tables: dict[str, pl.DataFrame]
+) -> None:
+    """Replace every ``catalog.*`` table (in one transaction on DuckDB), on either engine:
+    a DuckDB connection or a ``WarehouseTables`` (orchestration/warehouse.py)."""
+    target = DuckDBWarehouse(con) if isinstance(con, duckdb.DuckDBPyConnection) else con
+    target.replace_tables("catalog", {name: frame.to_arrow() for name, frame in tables.items()})

@@ -73,6 +73,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "72",
         "How far back late_data_sensor compares S3 with what was ingested.",
     ),
+    "TOKENBILL_RUN_WATCHDOG_SECONDS": (
+        "30",
+        "How often run_worker_watchdog fails started runs whose worker process is gone (1-600).",
+    ),
     "TOKENBILL_OTLP_CUSTOMER_KEYS": (
         "tokenbill.customer_id,user.id,enduser.id",
         "OTLP spans: attribute keys naming the customer, first found wins (span, then its "
@@ -158,6 +162,7 @@ OPERATIONS_SETTINGS: dict[str, tuple[int, int]] = {
     "TOKENBILL_INVOICE_GRACE_DAYS": (0, 27),
     "TOKENBILL_RECLOSE_DAYS": (1, 31),
     "TOKENBILL_SENSOR_LOOKBACK_HOURS": (1, 24 * 62),
+    "TOKENBILL_RUN_WATCHDOG_SECONDS": (1, 600),
 }
 
 

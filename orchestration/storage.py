@@ -218,7 +218,7 @@ def internals_problems(
     internals: dict[str, str | None] | None = None, mirrored: dict[str, str] | None = None
 ) -> list[str]:
     """What changed, in the installed dagster, among the internals this module relies on
-    (or those given: ``orchestration/run_launcher.py`` lists its own)."""
+    (or those given)."""
     internals = INTERNALS if internals is None else internals
     mirrored = MIRRORED if mirrored is None else mirrored
     problems = []

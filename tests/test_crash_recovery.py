@@ -17,8 +17,8 @@ run workers the daemon's code server starts. Each test:
 During ingestion the worker is killed while it reads S3 (a proxy holds S3's traffic, so the
 moment is certain) and its code server is left alone: the code server sees its child die. In
 the dbt build the code server is killed first and the worker with it, as a node restart or the
-OOM killer would: nothing is left to report the run, and only the monitoring daemon's health
-check (``orchestration/run_launcher.py``) can fail it.
+OOM killer would: nothing is left to report the run, and only the ``run_worker_watchdog``
+sensor (``orchestration/defs/operations/watchdog.py``) can fail it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,11 +36,27 @@ from pathlib import Path
 import boto3
 import duckdb
 import pytest
-from dagster import DagsterEventType, DagsterInstance
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    RunsFilter,
+    build_sensor_context,
+)
 
 from orchestration.definitions import build_defs
+from orchestration.defs.operations.watchdog import (
+    check_run_workers,
+    fail_if_worker_dead,
+    run_worker_watchdog,
+    runs_on_this_host,
+    watchdog_applies,
+    worker_alive,
+    worker_start,
+)
 from orchestration.defs.resources import WAREHOUSE_POOL
-from orchestration.run_launcher import worker_start
 from orchestration.runner import CATALOG_JOB, run_job_range
 from tests import pipeline_data as data
 from tests.ui_support import (
@@ -91,7 +109,7 @@ class Deployment:
         self.instance = DagsterInstance.from_config(str(home))
 
     def worker_pid(self, run_id: str) -> int | None:
-        """The pid the run's worker reported, as the launcher's health check reads it."""
+        """The pid the run's worker reported, as the watchdog reads it."""
         found = worker_start(self.instance, run_id)
         return found[0] if found else None
 
@@ -161,6 +179,7 @@ def deployment(
         "TOKENBILL_WAREHOUSE_PATH": str(warehouse),
         "TOKENBILL_CATALOG_DIR": str(CATALOG_DIR),
         "TOKENBILL_FIRST_PARTITION": "2026-10-01",
+        "TOKENBILL_RUN_WATCHDOG_SECONDS": "1",  # the shipped default is 30
         "DAGSTER_HOME": str(home),
     }
     services = DagsterServices(env, tmp_path / "logs")
@@ -235,8 +254,8 @@ def test_a_run_killed_during_the_dbt_build_with_its_code_server_is_failed_and_th
         os.kill(pid, signal.SIGKILL)
 
         assert_recovered(d, killed, pid, children, following, clean_tables)
-        # The failure names the dead worker: the monitoring daemon's health check ("is gone"),
-        # or the code server if it saw its child die before it was killed itself.
+        # The failure names the dead worker: the watchdog ("is gone"), or the code server if it
+        # saw its child die before it was killed itself.
         detected = [
             m
             for m in d.messages(killed)
@@ -294,10 +313,7 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
     import yaml
 
     config = yaml.safe_load((REPO_ROOT / "orchestration" / "dagster.yaml").read_text())
-    assert config["run_launcher"] == {
-        "module": "orchestration.run_launcher",
-        "class": "TokenbillRunLauncher",
-    }
+    assert "run_launcher" not in config  # Dagster's default; run_worker_watchdog checks it
     assert config["run_monitoring"] == {
         "enabled": True,
         "poll_interval_seconds": 30,
@@ -313,47 +329,131 @@ def test_shipped_monitoring_settings_are_on_and_short_enough():
     }
 
 
-def test_the_launcher_fails_a_run_whose_reported_worker_is_gone(tmp_path: Path):
-    """What monitoring asks the launcher when no code server is left to report the run: the
-    pid the worker logged, alive or not, on this host."""
-    from dagster._core.events import EngineEventData
-    from dagster._core.launcher import WorkerStatus
-    from dagster._core.storage.tags import GRPC_INFO_TAG
-    from dagster._core.test_utils import create_run_for_test
+#: A run that stays in its one step: its worker is this script's process (an in-process run).
+STUCK_RUN = """
+import sys, time
+from dagster import DagsterInstance, job, op
 
-    (tmp_path / "home").mkdir()
-    launcher = {"module": "orchestration.run_launcher", "class": "TokenbillRunLauncher"}
-    with DagsterInstance.local_temp(
-        str(tmp_path / "home"), overrides={"run_launcher": launcher}
-    ) as instance:
+@op
+def wait_forever():
+    time.sleep(600)
 
-        def run_reporting(pid: int):
-            run = create_run_for_test(
-                instance,
-                job_name="hourly_usage_job",
-                tags={GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})},
-            )
-            instance.report_engine_event(
-                f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
-            )
-            return run
+@job
+def stuck_job():
+    wait_forever()
 
-        dead = os.fork()
-        if dead == 0:
-            os._exit(0)
-        os.waitpid(dead, 0)
-        health = instance.run_launcher.check_run_worker_health(run_reporting(dead))
-        assert health.status == WorkerStatus.FAILED
-        assert f"the run worker process (pid {dead}) is gone" in health.msg
-        alive_run = run_reporting(os.getpid())
-        assert instance.run_launcher.check_run_worker_health(alive_run).status == (
-            WorkerStatus.RUNNING
+with DagsterInstance.from_config(sys.argv[1]) as instance:
+    stuck_job.execute_in_process(instance=instance)
+"""
+
+
+class CheckingLauncher(DefaultRunLauncher):
+    """A default launcher that says it checks its workers itself (as container launchers do)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def instance_home(tmp_path: Path) -> Iterator[tuple[DagsterInstance, Path]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home)) as instance:
+        yield instance, home
+
+
+def start_stuck_run(instance: DagsterInstance, home: Path) -> tuple[subprocess.Popen, DagsterRun]:
+    """A real run, STARTED, whose worker (a process of its own) is in its step."""
+    worker = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(home)], cwd=REPO_ROOT)
+
+    def started() -> DagsterRun | None:
+        assert worker.poll() is None, f"the stuck run's process exited ({worker.returncode})"
+        runs = instance.get_runs(RunsFilter(job_name="stuck_job"))
+        if not runs or runs[0].status != DagsterRunStatus.STARTED:
+            return None
+        run = runs[0]
+        in_step = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START)
+        reported = worker_start(instance, run.run_id)
+        return run if in_step.records and reported and reported[0] == worker.pid else None
+
+    return worker, wait_for("the stuck run to be in its step", started, RUN_TIMEOUT, every=0.2)
+
+
+def test_the_watchdog_fails_a_run_whose_reported_worker_is_gone(instance_home):
+    """The check the watchdog makes of each run of this host: the pid the worker logged,
+    alive or not. A real run whose worker is SIGKILLed, through the public API only."""
+    instance, home = instance_home
+    worker, run = start_stuck_run(instance, home)
+    try:
+        assert fail_if_worker_dead(instance, run) is None  # alive: left alone
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    finally:
+        worker.kill()
+        worker.wait()
+
+    message = fail_if_worker_dead(instance, run)
+    assert message is not None
+    assert message.startswith(
+        f"Run {run.run_id} of stuck_job: its run worker process (pid {worker.pid}) is gone: it "
+        "was killed or crashed (e.g. SIGKILL, out of memory, node restart) without reporting "
+        "an outcome; marked FAILURE by run_worker_watchdog."
+    )
+    assert message.endswith("to replace it now, re-run its partitions.")
+    assert "\n" not in message
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+    failures = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.PIPELINE_FAILURE
+    ).records
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [message]
+    # An ended run is not failed twice.
+    assert fail_if_worker_dead(instance, instance.get_run_by_id(run.run_id)) is None
+    again = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.PIPELINE_FAILURE)
+    assert len(again.records) == 1
+
+
+def test_the_watchdog_leaves_runs_no_code_server_of_this_host_started(instance_home):
+    """An in-process run (``execute_in_process``, ``runner.py``) may run on any machine: the
+    sensor itself does not fail it, even with its worker gone."""
+    instance, home = instance_home
+    worker, run = start_stuck_run(instance, home)
+    worker.kill()
+    worker.wait()
+    assert not runs_on_this_host(run)
+    with build_sensor_context(instance=instance) as context:
+        result = run_worker_watchdog(context)
+    assert result.skip_message == (
+        "1 run(s) started, 0 with a worker on this host: every worker checked is alive"
+    )
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    assert check_run_workers(instance) == result.skip_message
+
+
+def test_the_watchdog_checks_the_default_launcher_only(tmp_path: Path):
+    """Dagster's default launcher (also under its earlier name TokenbillRunLauncher) has no
+    worker check: the watchdog's. A launcher with a check of its own is run monitoring's."""
+    cases = [
+        (None, True),
+        (("orchestration.run_launcher", "TokenbillRunLauncher"), True),
+        ((__name__, "CheckingLauncher"), False),
+    ]
+    for i, (launcher, applies) in enumerate(cases):
+        home = tmp_path / str(i)
+        home.mkdir()
+        overrides = (
+            {"run_launcher": {"module": launcher[0], "class": launcher[1]}} if launcher else None
         )
+        with DagsterInstance.local_temp(str(home), overrides=overrides) as instance:
+            assert isinstance(instance.run_launcher, DefaultRunLauncher)
+            assert watchdog_applies(instance) is applies, launcher
+            if not applies:
+                assert check_run_workers(instance) == (
+                    "the run launcher (CheckingLauncher) is not Dagster's default one: run "
+                    "monitoring checks its workers"
+                )
 
 
 def test_health_check_tells_a_live_worker_from_a_dead_one_and_a_reused_pid():
-    from orchestration.run_launcher import worker_alive
-
     me = os.getpid()
     assert worker_alive(me, time.time())
     # A process that started after the pid was reported is another process (pid reuse).

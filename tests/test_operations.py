@@ -110,7 +110,10 @@ def test_reclose_range():
 def test_operations_settings_defaults_overrides_and_bounds(monkeypatch):
     for name in OPERATIONS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    assert [operations_setting(n) for n in OPERATIONS_SETTINGS] == [15, 3, 3, 72]
+    assert [operations_setting(n) for n in OPERATIONS_SETTINGS] == [15, 3, 3, 72, 30]
+    monkeypatch.setenv("TOKENBILL_RUN_WATCHDOG_SECONDS", "0")
+    with pytest.raises(ValueError, match="outside 1..600"):
+        operations_setting("TOKENBILL_RUN_WATCHDOG_SECONDS")
     monkeypatch.setenv("TOKENBILL_RECLOSE_DAYS", "5")
     assert operations_setting("TOKENBILL_RECLOSE_DAYS") == 5
     monkeypatch.setenv("TOKENBILL_HOURLY_LAG_MINUTES", "60")

@@ -147,20 +147,38 @@ def test_the_dagster_internals_the_storage_relies_on_are_unchanged():
         assert package_version(name) == pinned, name
 
 
-def test_the_dagster_internals_the_run_launcher_relies_on_are_unchanged():
-    """The run launcher's health check (orchestration/run_launcher.py) is the other user of
-    Dagster internals: its result types and the code server's run tag."""
-    from dagster._core.storage.tags import GRPC_INFO_TAG
+def test_no_other_module_uses_dagster_internals():
+    """storage.py (and this file, its guard) alone: no other module of the project or test
+    imports a private Dagster module or names one for importing."""
+    import ast
 
-    from orchestration import run_launcher
-
-    problems = internals_problems(run_launcher.INTERNALS, {})
-    assert not problems, (
-        "orchestration/run_launcher.py relies on Dagster internals that changed: "
-        + "; ".join(problems)
-        + ". Adjust TokenbillRunLauncher.check_run_worker_health and its INTERNALS"
+    allowed = {REPO_ROOT / "orchestration" / "storage.py", REPO_ROOT / "tests" / "test_storage.py"}
+    found = []
+    for path in sorted([*REPO_ROOT.glob("orchestration/**/*.py"), *REPO_ROOT.glob("tests/*.py")]):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in {
+                "import_module",
+                "__import__",
+            }:
+                names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(REPO_ROOT)}:{node.lineno} {name}"
+                for name in names
+                if isinstance(name, str) and name.startswith("dagster._")
+            ]
+    assert found == [], (
+        "Dagster internals outside orchestration/storage.py: "
+        + "; ".join(found)
+        + ". Use Dagster's public API (the names `from dagster import ...` offers) instead"
     )
-    assert GRPC_INFO_TAG == ".dagster/grpc_info"
 
 
 def test_a_changed_internal_is_named(monkeypatch):

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.shapes,
                 hot_hours=args.hot_hours,
                 hot_hour_events=args.hot_hour_events,
-                workers=os.cpu_count() or 1,
+                # A hot hour renders in one pass (~4 KB a row: ~8 GB for 2M events): one
+                # process, so two hot hours never render at once.
+                workers=1 if args.hot_hours else (os.cpu_count() or 1),
             )
             stats = upload(client, args.bucket, args.prefix, _kept(month, cache / "objects"))
             manifest = month.manifest

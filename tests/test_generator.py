@@ -538,3 +538,20 @@ def test_processes_render_the_same_keys_bytes_and_manifest():
     )
     assert [(o.key, o.body) for o in two] == [(o.key, o.body) for o in one]
     assert two.manifest == one.manifest
+
+
+def test_a_large_object_is_uploaded_in_parts_whole(s3, monkeypatch):
+    import numpy as np
+
+    from tools.generator import generate
+
+    _, client = s3
+    client.create_bucket(Bucket="usage-large")
+    monkeypatch.setattr(generate, "MULTIPART_BYTES", 5 * 1024 * 1024)  # S3's smallest part
+    body = np.random.default_rng(1).integers(0, 256, 12 * 1024 * 1024, dtype=np.uint8).tobytes()
+    big = GeneratedObject("dt=2026-10-01/hour=00/part-0000.jsonl.gz", body)
+    assert upload(client, "usage-large", "usage", [big]) == {"objects": 1, "bytes": len(body)}
+    got = client.get_object(Bucket="usage-large", Key=f"usage/{big.key}")
+    assert got["ContentType"] == "application/gzip"
+    assert got["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts
+    assert got["Body"].read() == body

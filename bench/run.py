@@ -85,7 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         help="upload the objects kept by an earlier run (same month/events/seed) instead",
     )
     parser.add_argument("--no-record", action="store_true", help="do not append BENCHMARKS.md")
+    parser.add_argument(
+        "--hot-hours",
+        type=int,
+        default=0,
+        help="hours holding --hot-hour-events events each in ONE .jsonl.gz object (of --events)",
+    )
+    parser.add_argument("--hot-hour-events", type=int, default=0, help="valid events per hot hour")
     args = parser.parse_args(argv)
+    if args.hot_hours and args.hot_hours * args.hot_hour_events > args.events:
+        parser.error("--hot-hours x --hot-hour-events must not exceed --events")
+    if args.hot_hours and not args.hot_hour_events:
+        parser.error("--hot-hours needs --hot-hour-events")
 
     _quiet()
     workdir: Path = args.workdir.resolve()
@@ -96,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tokenbill bench: {args.events:,} events, {args.month}, seed {args.seed}, "
         f"{args.shapes} shapes"
+        + (
+            f", {args.hot_hours} hot hours of {args.hot_hour_events:,} events (one object each)"
+            if args.hot_hours
+            else ""
+        )
     )
     print(f"  work dir {workdir}; dbt/Dagster output in {workdir / 'runs.log'}")
 
@@ -118,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             results["incremental"] = incremental(workdir, start, log)
             print_incremental(results["incremental"])
     results["machine"]["loadavg_at_end"] = os.getloadavg()
-    (workdir / f"results-{args.events}-{args.shapes}.json").write_text(
+    hot = f"-hot{args.hot_hours}x{args.hot_hour_events}" if args.hot_hours else ""
+    (workdir / f"results-{args.events}-{args.shapes}{hot}.json").write_text(
         json.dumps(results, indent=2)
     )
     if not args.no_record:
@@ -246,7 +263,8 @@ def cpu_seconds() -> tuple[float, float]:
 
 @contextlib.contextmanager
 def s3_child(args, workdir: Path) -> Iterator[dict]:
-    cache = workdir / "data" / f"{args.month}-{args.events}-s{args.seed}-{args.shapes}"
+    hot = f"-hot{args.hot_hours}x{args.hot_hour_events}" if args.hot_hours else ""
+    cache = workdir / "data" / f"{args.month}-{args.events}-s{args.seed}-{args.shapes}{hot}"
     cache.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -260,6 +278,8 @@ def s3_child(args, workdir: Path) -> Iterator[dict]:
         f"--prefix={PREFIX}",
         f"--cache={cache}",
         *(["--skip-generate"] if args.skip_generate else []),
+        f"--hot-hours={args.hot_hours}",
+        f"--hot-hour-events={args.hot_hour_events}",
     ]
     child = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -948,6 +968,16 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def _hot_title(args: dict) -> str:
+    """The hot-hour part of a record's title (the peak RSS row is then the hot-hour peak)."""
+    if not args.get("hot_hours"):
+        return ""
+    return (
+        f", {args['hot_hours']} hot hours of {args['hot_hour_events']:,} events "
+        "(one .jsonl.gz object each)"
+    )
+
+
 def record(r: dict) -> None:
     b, s, ref, inc, m = (
         r["backfill"],
@@ -1046,7 +1076,8 @@ def record(r: dict) -> None:
     text = [
         "",
         f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {events:,} events, {r['args']['month']}, "
-        f"seed {r['args']['seed']}, {r['args'].get('shapes', 'canonical')} shapes",
+        f"seed {r['args']['seed']}, {r['args'].get('shapes', 'canonical')} shapes"
+        + _hot_title(r["args"]),
         "",
         f"Machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB RAM, Python "
         f"{m['python']}. Load average (1/5/15 min) at start "

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--cache", required=True, help="directory of the generated objects")
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--hot-hours", type=int, default=0)
+    parser.add_argument("--hot-hour-events", type=int, default=0)
     args = parser.parse_args(argv)
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -67,7 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest_file.unlink(missing_ok=True)
             shutil.rmtree(cache / "objects", ignore_errors=True)
-            month = generate_month(args.month, args.events, args.seed, args.shapes)
+            month = generate_month(
+                args.month,
+                args.events,
+                args.seed,
+                args.shapes,
+                hot_hours=args.hot_hours,
+                hot_hour_events=args.hot_hour_events,
+                # A hot hour renders in one pass (~4 KB a row: ~8 GB for 2M events): one
+                # process, so two hot hours never render at once.
+                workers=1 if args.hot_hours else (os.cpu_count() or 1),
+            )
             stats = upload(client, args.bucket, args.prefix, _kept(month, cache / "objects"))
             manifest = month.manifest
             manifest_file.write_text(json.dumps(manifest))

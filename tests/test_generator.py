@@ -451,3 +451,107 @@ def test_a_mixed_month_lands_through_ingestion_exactly_as_its_manifest_says(mixe
     assert {c: (n, i) for c, n, i in by_customer.rows()} == {
         c: (v["events"], v["input_tokens"]) for c, v in manifest["by_customer"].items()
     }
+
+
+HOT_HOURS, HOT_EVENTS = 2, 800
+
+
+@pytest.fixture(scope="module")
+def hot_month() -> tuple[list[GeneratedObject], dict]:
+    generated = generate_month(
+        MONTH, EVENTS, SEED, shapes="canonical", hot_hours=HOT_HOURS, hot_hour_events=HOT_EVENTS
+    )
+    objects = list(generated)
+    return objects, generated.manifest
+
+
+def test_hot_hours_hold_their_events_in_one_gzip_object_each(hot_month):
+    objects, manifest = hot_month
+    assert len(manifest["hot_hours"]) == HOT_HOURS
+    specials = {s["key"] for s in manifest["special_objects"]}
+    for prefix in manifest["hot_hours"]:
+        regular = [o for o in objects if o.key.startswith(prefix + "/") and o.key not in specials]
+        assert [o.key for o in regular] == [f"{prefix}/part-0000.jsonl.gz"]
+        read = _read(regular)
+        reasons = _classify(read["records"])
+        valid = [r for r, why in zip(read["records"], reasons, strict=True) if not why]
+        assert len({r["fields"]["event_id"] for r in valid}) == HOT_EVENTS
+    # The other hours share the rest: the month still holds exactly EVENTS valid events.
+    read = _read(objects)
+    reasons = _classify(read["records"])
+    valid = [r for r, why in zip(read["records"], reasons, strict=True) if not why]
+    ids = Counter(r["fields"]["event_id"] for r in valid)
+    assert manifest["lines"] == {
+        "total": len(read["records"]),
+        "valid_unique": EVENTS,
+        "duplicate": len(valid) - len(ids),
+        "malformed": sum(1 for why in reasons if why),
+    }
+    assert len(ids) == EVENTS
+    assert manifest["tokens"]["input_tokens"] == sum(
+        _count(r["fields"].get("input_tokens"))
+        for r in {r["fields"]["event_id"]: r for r in valid}.values()
+    )
+
+
+def test_hot_hour_manifest_is_known_without_rendering(hot_month):
+    _, manifest = hot_month
+    assert (
+        generation_manifest(
+            MONTH, EVENTS, SEED, "canonical", hot_hours=HOT_HOURS, hot_hour_events=HOT_EVENTS
+        )
+        == manifest
+    )
+    one = generation_manifest(
+        MONTH,
+        EVENTS,
+        SEED,
+        "canonical",
+        hours=[_hour_index(manifest["hot_hours"][0])],
+        hot_hours=HOT_HOURS,
+        hot_hour_events=HOT_EVENTS,
+    )
+    assert one["lines"]["valid_unique"] == HOT_EVENTS
+
+
+def _hour_index(prefix: str) -> int:
+    day, hour = re.match(r"^dt=\d{4}-\d{2}-(\d{2})/hour=(\d{2})$", prefix).groups()
+    return (int(day) - 1) * 24 + int(hour)
+
+
+def test_a_month_without_hot_hours_is_unchanged_by_the_option(month):
+    objects, manifest = month
+    again = generate_month(MONTH, EVENTS, SEED, shapes="canonical", hot_hours=0, hot_hour_events=5)
+    assert [(o.key, o.body) for o in again] == [(o.key, o.body) for o in objects]
+    assert "hot_hours" not in manifest
+
+
+def test_hot_hours_larger_than_the_month_are_refused_with_what_to_do():
+    with pytest.raises(ValueError, match=r"more than the month's 3,000: raise --events"):
+        generate_month(MONTH, EVENTS, SEED, hot_hours=2, hot_hour_events=2000)
+
+
+def test_processes_render_the_same_keys_bytes_and_manifest():
+    one = generate_month(MONTH, 40_000, SEED, shapes="mixed", hot_hours=1, hot_hour_events=9000)
+    two = generate_month(
+        MONTH, 40_000, SEED, shapes="mixed", hot_hours=1, hot_hour_events=9000, workers=2
+    )
+    assert [(o.key, o.body) for o in two] == [(o.key, o.body) for o in one]
+    assert two.manifest == one.manifest
+
+
+def test_a_large_object_is_uploaded_in_parts_whole(s3, monkeypatch):
+    import numpy as np
+
+    from tools.generator import generate
+
+    _, client = s3
+    client.create_bucket(Bucket="usage-large")
+    monkeypatch.setattr(generate, "MULTIPART_BYTES", 5 * 1024 * 1024)  # S3's smallest part
+    body = np.random.default_rng(1).integers(0, 256, 12 * 1024 * 1024, dtype=np.uint8).tobytes()
+    big = GeneratedObject("dt=2026-10-01/hour=00/part-0000.jsonl.gz", body)
+    assert upload(client, "usage-large", "usage", [big]) == {"objects": 1, "bytes": len(body)}
+    got = client.get_object(Bucket="usage-large", Key=f"usage/{big.key}")
+    assert got["ContentType"] == "application/gzip"
+    assert got["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts
+    assert got["Body"].read() == body

@@ -3,6 +3,7 @@
     python -m tools.generator --month 2026-10 --events 200000 --seed 7 --bucket B --prefix usage
     python -m tools.generator --month 2026-10 --out-dir /tmp/usage --manifest /tmp/manifest.json
     python -m tools.generator --month 2026-10 --shapes canonical ...   (no producer-native shapes)
+    python -m tools.generator ... --hot-hours 3 --hot-hour-events 2000000 --processes 2
 
 The S3 endpoint comes from ``--endpoint-url`` or boto3's usual configuration
 (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credential chain). The bucket is created if
@@ -41,6 +42,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="write files under this folder instead of uploading")
     p.add_argument("--manifest", help="also write the manifest as JSON to this path")
     p.add_argument("--workers", type=int, default=8, help="upload threads (default: 8)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes rendering hours (default: 1; same bytes whatever the number)",
+    )
+    p.add_argument(
+        "--hot-hours",
+        type=int,
+        default=0,
+        help="hours holding exactly --hot-hour-events valid events each, in one .jsonl.gz "
+        "object per hour (part of --events)",
+    )
+    p.add_argument("--hot-hour-events", type=int, default=0, help="valid events per hot hour")
     return p
 
 
@@ -74,7 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out_dir and not args.bucket:
         _parser().error("give --bucket (upload to S3) or --out-dir (write files)")
     started = time.perf_counter()
-    month = generate_month(args.month, args.events, args.seed, args.shapes)
+    if args.hot_hours and not args.hot_hour_events:
+        _parser().error("--hot-hours needs --hot-hour-events (valid events per hot hour)")
+    try:
+        month = generate_month(
+            args.month,
+            args.events,
+            args.seed,
+            args.shapes,
+            hot_hours=args.hot_hours,
+            hot_hour_events=args.hot_hour_events,
+            workers=args.processes,
+        )
+    except ValueError as exc:
+        _parser().error(str(exc))
     prefix = args.prefix.strip("/")
     if args.out_dir:
         target = str(Path(args.out_dir) / prefix) if prefix else args.out_dir

@@ -38,8 +38,9 @@ import functools
 import gzip
 import io
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,6 +346,7 @@ class _MonthPlan:
     bad_reasons: list[np.ndarray]  # reason indices (into LINE_REASONS) of malformed lines
     specials: dict[int, list[tuple[str, str, bytes]]]  # hour -> [(suffix, reason, body)]
     shapes: str = "mixed"  # "mixed": re-shape attempts on the wire; "canonical": never
+    hot: frozenset[int] = frozenset()  # hot hours: one .jsonl.gz object each
 
 
 def _parse_month(month: str) -> tuple[int, int]:
@@ -366,7 +368,14 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
 SHAPE_MODES = ("mixed", "canonical")
 
 
-def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _MonthPlan:
+def _plan_month(
+    month: str,
+    events: int,
+    seed: int,
+    shapes: str = "mixed",
+    hot_hours: int = 0,
+    hot_hour_events: int = 0,
+) -> _MonthPlan:
     if shapes not in SHAPE_MODES:
         raise ValueError(f"shapes must be one of {', '.join(SHAPE_MODES)}, got {shapes!r}")
     if events < 0:
@@ -389,6 +398,13 @@ def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _M
     w *= 1.0 + 0.15 * np.arange(hours) / hours  # growth over the month
     w *= rng.lognormal(0.0, 0.12, hours)
     n_valid = _largest_remainder(w, events)
+    hot = _hot_hours(seed, year, mon, w, events, hot_hours, hot_hour_events)
+    if hot:
+        cold = np.ones(hours, dtype=bool)
+        cold[hot] = False
+        n_valid = np.zeros(hours, dtype=np.int64)
+        n_valid[hot] = hot_hour_events
+        n_valid[cold] = _largest_remainder(w[cold], events - len(hot) * hot_hour_events)
 
     n_reasons = len(CANONICAL_LINE_REASONS)
     n_bad = max(n_reasons, round(events * MALFORMED_RATE))
@@ -443,7 +459,27 @@ def _plan_month(month: str, events: int, seed: int, shapes: str = "mixed") -> _M
         bad_reasons=bad_reasons,
         specials=specials,
         shapes=shapes,
+        hot=frozenset(hot),
     )
+
+
+def _hot_hours(
+    seed: int, year: int, mon: int, w: np.ndarray, events: int, n: int, each: int
+) -> list[int]:
+    """The month's hot hours (on a stream of their own: without them a month is unchanged)."""
+    if n < 0 or each < 0:
+        raise ValueError("hot_hours and hot_hour_events must be >= 0")
+    if n == 0:
+        return []
+    if n > len(w):
+        raise ValueError(f"hot_hours {n} exceeds the {len(w)} hours of the month")
+    if n * each > events:
+        raise ValueError(
+            f"hot hours hold {n} x {each:,} = {n * each:,} events, more than the month's "
+            f"{events:,}: raise --events or lower --hot-hour-events"
+        )
+    rng = _rng(seed, year, mon, 0x1709)
+    return sorted(rng.choice(len(w), size=n, replace=False, p=w / w.sum()).tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -620,6 +656,8 @@ def _plan_hour(c: _Customers, mp: _MonthPlan, hour: int) -> _HourPlan | None:
 
     k = int(rng.choice(len(_OBJECTS_P), p=_OBJECTS_P)) + 1
     formats = rng.choice(len(FORMATS), size=k, p=_FORMAT_P)
+    if hour in mp.hot:  # a hot hour is one (large) gzip JSON-lines object
+        k, formats = 1, np.zeros(1, dtype=np.int64)
     if n_bad and (formats == _PARQUET).all():
         formats[0] = 0
     obj = rng.integers(0, k, n)
@@ -1179,6 +1217,24 @@ class _Manifest:
                 {"key": _special_key(self.mp, hour, first_special + i, suffix), "reason": reason}
             )
 
+    _SUMS = ("by_reason", "valid", "dups", "rows_parquet", "by_status", "by_customer",
+             "by_model", "by_shape", "added", "otlp_lines")  # fmt: skip
+
+    def counts(self) -> dict:
+        """What :meth:`merge` adds to another accumulator (picklable, small)."""
+        return {k: getattr(self, k) for k in self._SUMS} | {
+            "objects": self.objects,
+            "specials": self.specials,
+        }
+
+    def merge(self, counts: dict) -> None:
+        """Add the counts of later hours (merged in hour order)."""
+        for k in self._SUMS:
+            setattr(self, k, getattr(self, k) + counts[k])
+        for fmt, n in counts["objects"].items():
+            self.objects[fmt] += n
+        self.specials += counts["specials"]
+
     def result(self) -> dict:
         mp = self.mp
         columns = ("events", *TOKEN_FIELDS)
@@ -1209,6 +1265,11 @@ class _Manifest:
                 **object_reasons,
             },
             "special_objects": self.specials,
+            **(
+                {"hot_hours": [_hour_prefix(mp, h).rstrip("/") for h in sorted(mp.hot)]}
+                if mp.hot
+                else {}
+            ),
             "tokens": {
                 f: int(self.by_customer[:, j + 1].sum()) for j, f in enumerate(TOKEN_FIELDS)
             },
@@ -1252,40 +1313,67 @@ def _special_key(mp: _MonthPlan, hour: int, index: int, suffix: str) -> str:
 
 
 class GeneratedMonth(Iterator[GeneratedObject]):
-    """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted."""
+    """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted.
 
-    def __init__(self, month: str, events: int, seed: int = 7, shapes: str = "mixed"):
-        self._plan = _plan_month(month, events, seed, shapes)
+    ``workers`` > 1 renders chunks of hours in that many processes (hours are independent:
+    the same keys and bytes, in the same order, as one process); at most ``2 * workers``
+    chunks are in flight, so memory stays bounded by about that many chunks."""
+
+    def __init__(
+        self,
+        month: str,
+        events: int,
+        seed: int = 7,
+        shapes: str = "mixed",
+        hot_hours: int = 0,
+        hot_hour_events: int = 0,
+        workers: int = 1,
+    ):
+        self._args = (month, events, seed, shapes, hot_hours, hot_hour_events)
+        self._plan = _plan_month(*self._args)
         self._customers = _customers(seed)
         self._acc = _Manifest(self._plan, self._customers)
-        self._ids = _Ids(seed)
+        self._workers = max(1, int(workers))
         self._manifest: dict | None = None
         self._it = self._objects()
 
-    def _objects(self) -> Iterator[GeneratedObject]:
-        mp, c = self._plan, self._customers
-        chunk: list[tuple[int, _HourPlan | None]] = []
-        rows = 0
+    def _chunks(self) -> list[list[int]]:
+        """Consecutive hours of at least CHUNK_ROWS rows (a hour plans exactly its rows)."""
+        mp = self._plan
+        chunks, chunk, rows = [], [], 0
         for hour in range(mp.hours):
-            hp = _plan_hour(c, mp, hour)
-            self._acc.add_hour(hp, hour)
-            chunk.append((hour, hp))
-            rows += 0 if hp is None else len(hp.bad_reason)
+            chunk.append(hour)
+            rows += int(mp.n_valid[hour]) + len(mp.bad_reasons[hour])
             if rows >= CHUNK_ROWS or hour == mp.hours - 1:
-                yield from self._render(chunk)
+                chunks.append(chunk)
                 chunk, rows = [], 0
+        return chunks
+
+    def _objects(self) -> Iterator[GeneratedObject]:
+        chunks = self._chunks()
+        if self._workers == 1:
+            for hours in chunks:
+                objects, counts = _chunk_objects(self._args, hours)
+                self._acc.merge(counts)
+                yield from objects
+        else:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+            with ProcessPoolExecutor(max_workers=self._workers, mp_context=ctx) as pool:
+                pending: deque = deque()
+                for hours in chunks:
+                    if len(pending) >= 2 * self._workers:
+                        yield from self._collect(pending.popleft())
+                    pending.append(pool.submit(_chunk_objects, self._args, hours))
+                while pending:
+                    yield from self._collect(pending.popleft())
         self._manifest = self._acc.result()
 
-    def _render(self, chunk: list[tuple[int, _HourPlan | None]]) -> Iterator[GeneratedObject]:
-        mp = self._plan
-        plans = [hp for _, hp in chunk if hp is not None]
-        rendered = iter(_render_chunk(self._customers, mp, plans, self._ids) if plans else ())
-        for hour, hp in chunk:
-            n_regular = 0 if hp is None else len(hp.formats)
-            for _ in range(n_regular):
-                yield next(rendered)
-            for i, (suffix, _, body) in enumerate(mp.specials.get(hour, [])):
-                yield GeneratedObject(_special_key(mp, hour, n_regular + i, suffix), body)
+    def _collect(self, future) -> list[GeneratedObject]:
+        objects, counts = future.result()
+        self._acc.merge(counts)
+        return objects
 
     def __iter__(self) -> GeneratedMonth:
         return self
@@ -1300,16 +1388,52 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         return self._manifest
 
 
-def generate_month(month: str, events: int, seed: int = 7, shapes: str = "mixed") -> GeneratedMonth:
+@functools.lru_cache(maxsize=2)
+def _month_context(args: tuple) -> tuple[_MonthPlan, _Customers, _Ids]:
+    return _plan_month(*args), _customers(args[2]), _Ids(args[2])
+
+
+def _chunk_objects(args: tuple, hours: list[int]) -> tuple[list[GeneratedObject], dict]:
+    """The objects of some consecutive hours, in key order, and their manifest counts."""
+    mp, c, ids = _month_context(args)
+    acc = _Manifest(mp, c)
+    chunk = []
+    for hour in hours:
+        hp = _plan_hour(c, mp, hour)
+        acc.add_hour(hp, hour)
+        chunk.append((hour, hp))
+    plans = [hp for _, hp in chunk if hp is not None]
+    rendered = iter(_render_chunk(c, mp, plans, ids) if plans else ())
+    objects = []
+    for hour, hp in chunk:
+        n_regular = 0 if hp is None else len(hp.formats)
+        objects += [next(rendered) for _ in range(n_regular)]
+        for i, (suffix, _, body) in enumerate(mp.specials.get(hour, [])):
+            objects.append(GeneratedObject(_special_key(mp, hour, n_regular + i, suffix), body))
+    return objects, acc.counts()
+
+
+def generate_month(
+    month: str,
+    events: int,
+    seed: int = 7,
+    shapes: str = "mixed",
+    hot_hours: int = 0,
+    hot_hour_events: int = 0,
+    workers: int = 1,
+) -> GeneratedMonth:
     """The objects of ``month`` ("2026-10") holding exactly ``events`` valid unique events.
 
     ``shapes="mixed"`` sends about 60% of the attempts in producers' own shapes (see
     ``tools.generator.shapes``); ``"canonical"`` sends every one as a canonical
-    event (the same events: only the wire form differs). Same (month, events, seed, shapes)
-    -> same keys and bytes. The returned iterator carries the manifest (see
-    :func:`generation_manifest`) in ``.manifest`` once exhausted.
+    event (the same events: only the wire form differs). ``hot_hours`` hours (chosen on a
+    stream of their own) hold exactly ``hot_hour_events`` valid events each, in ONE
+    ``.jsonl.gz`` object per hot hour; the other hours share the rest of ``events``.
+    Same arguments -> same keys and bytes, whatever ``workers`` (processes that render).
+    The returned iterator carries the manifest (see :func:`generation_manifest`) in
+    ``.manifest`` once exhausted.
     """
-    return GeneratedMonth(month, events, seed, shapes)
+    return GeneratedMonth(month, events, seed, shapes, hot_hours, hot_hour_events, workers)
 
 
 def generation_manifest(
@@ -1318,6 +1442,8 @@ def generation_manifest(
     seed: int = 7,
     shapes: str = "mixed",
     hours: Iterable[int] | None = None,
+    hot_hours: int = 0,
+    hot_hour_events: int = 0,
 ) -> dict:
     """What :func:`generate_month` writes, computed without rendering any object.
 
@@ -1335,7 +1461,8 @@ def generation_manifest(
     ``hours`` (indices from the month's first hour) restricts every count to those hours'
     objects (each hour is planned on its own, so this is what uploading only them writes).
     """
-    mp, c = _plan_month(month, events, seed, shapes), _customers(seed)
+    mp = _plan_month(month, events, seed, shapes, hot_hours, hot_hour_events)
+    c = _customers(seed)
     acc = _Manifest(mp, c)
     for hour in range(mp.hours) if hours is None else sorted(set(hours)):
         acc.add_hour(_plan_hour(c, mp, hour), hour)
@@ -1356,6 +1483,10 @@ def _content_type(key: str) -> str:
     return "application/octet-stream"
 
 
+#: Objects larger than this are uploaded in parts of this size (in parallel).
+MULTIPART_BYTES = 64 * 1024 * 1024
+
+
 def upload(
     client, bucket: str, prefix: str, objects: Iterable[GeneratedObject], max_workers: int = 8
 ) -> dict:
@@ -1366,7 +1497,21 @@ def upload(
 
     def put(obj: GeneratedObject) -> None:
         key = f"{prefix}/{obj.key}" if prefix else obj.key
-        client.put_object(Bucket=bucket, Key=key, Body=obj.body, ContentType=_content_type(key))
+        if len(obj.body) <= MULTIPART_BYTES:
+            client.put_object(Bucket=bucket, Key=key, Body=obj.body, ContentType=_content_type(key))
+            return
+        from boto3.s3.transfer import TransferConfig  # a large object: parts in parallel
+
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES
+        )
+        client.upload_fileobj(
+            io.BytesIO(obj.body),
+            bucket,
+            key,
+            ExtraArgs={"ContentType": _content_type(key)},
+            Config=config,
+        )
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         pending: set = set()

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dagster import Definitions
 
 from orchestration.defs.ingestion.assets import raw_usage_events
-from orchestration.defs.ingestion.resources import QUARANTINE_WARN_RATE, IngestionSettings
+from orchestration.defs.ingestion.resources import (
+    BATCH_LINES,
+    BATCH_MB,
+    QUARANTINE_WARN_RATE,
+    IngestionSettings,
+)
 from orchestration.settings import env_or_default
 
 
@@ -14,7 +19,9 @@ def build_defs() -> Definitions:
         assets=[raw_usage_events],
         resources={
             "ingestion": IngestionSettings(
-                quarantine_warn_rate=env_or_default(QUARANTINE_WARN_RATE)
+                quarantine_warn_rate=env_or_default(QUARANTINE_WARN_RATE),
+                batch_lines=env_or_default(BATCH_LINES),
+                batch_mb=env_or_default(BATCH_MB),
             )
         },
     )

@@ -14,7 +14,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
@@ -84,6 +84,10 @@ class RoutedBatch:
     skipped: pl.DataFrame
     #: Records per hour and shape, and where they went (``raw.ingestion_format_audit``).
     formats: pl.DataFrame
+    #: Hours of which this batch holds one piece (an hour larger than a batch): hour ->
+    #: (the piece opens the hour, the piece closes it). They are landed through staging and
+    #: replace the hour in the warehouse when it closes.
+    split_hours: dict[datetime, tuple[bool, bool]] = field(default_factory=dict)
 
     def format_audit(self) -> pl.DataFrame:
         return self.formats
@@ -243,6 +247,31 @@ def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourIn
         if size >= max_bytes:
             yield batch
             batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def piece_batches(
+    inputs: Iterable[HourInput], max_lines: int, max_bytes: int
+) -> Iterator[list[HourInput]]:
+    """Group consecutive hours into batches of at most ``max_lines`` lines / about
+    ``max_bytes`` of text; an hour larger than that is cut into pieces (:func:`hour_pieces`),
+    one batch each but the last, which later hours may join. Route them with one ``seen``
+    dict (:func:`route_hours`) so that duplicates across pieces are found."""
+    batch: list[HourInput] = []
+    size = lines = 0
+    for item in inputs:
+        for piece in hour_pieces(item, max_lines, max_bytes):
+            n, sz = _line_total(piece.decode()), piece.decoded_size
+            if batch and (size + sz > max_bytes or lines + n > max_lines):
+                yield batch
+                batch, size, lines = [], 0, 0
+            batch.append(piece)
+            size += sz
+            lines += n
+            if not piece.closes:
+                yield batch
+                batch, size, lines = [], 0, 0
     if batch:
         yield batch
 
@@ -604,9 +633,7 @@ def route_hours(
     valid = valid.drop("line_idx").with_columns(partition_hour=hour_of.gather(valid["obj"]))
     valid, earlier = _earlier_copies(valid, seen or {})
     valid, duplicates = _deduplicate(valid)
-    duplicates = duplicates.with_columns(
-        first_source_key=key_of.gather(duplicates["first_obj"])
-    )
+    duplicates = duplicates.with_columns(first_source_key=key_of.gather(duplicates["first_obj"]))
     if earlier is not None:
         duplicates = pl.concat([duplicates.drop("first_obj"), earlier], how="diagonal").sort(
             "obj", "line_number"
@@ -635,6 +662,9 @@ def route_hours(
         objects=objects,
         skipped=skipped,
         formats=formats,
+        split_hours={
+            naive_utc(i.hour): (i.opens, i.closes) for i in inputs if not (i.opens and i.closes)
+        },
     )
 
 

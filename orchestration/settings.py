@@ -34,6 +34,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "768MB",
         "Memory DuckDB may use per connection (ingestion, dbt) before spilling to disk.",
     ),
+    "TOKENBILL_INGEST_BATCH_LINES": (
+        "400000",
+        "Ingestion routes and lands at most this many lines at once (an hour or an object "
+        "larger than that is streamed in several batches): with TOKENBILL_INGEST_BATCH_MB, "
+        "what bounds ingestion's memory.",
+    ),
+    "TOKENBILL_INGEST_BATCH_MB": (
+        "64",
+        "Ingestion routes and lands at most about this many MB of decoded text at once.",
+    ),
     "TOKENBILL_FIRST_PARTITION": (
         "2026-01-01",
         "First hour/day/month partition (UTC date). Earlier events are never read.",

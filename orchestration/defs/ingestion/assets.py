@@ -26,8 +26,8 @@ from orchestration.defs.ingestion.landing import BackgroundLander
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     ObjectReadError,
-    batches,
     fetch_hours,
+    piece_batches,
     route_hours,
 )
 from orchestration.defs.ingestion.progress import IngestionProgress
@@ -131,9 +131,11 @@ def raw_usage_events(
                 progress.observe(lander.audits)
                 yield item
 
+        seen: dict = {}  # the winners of an hour larger than a batch, across its pieces
+        max_lines, max_bytes = ingestion.max_lines(), ingestion.max_bytes()
         try:
-            for batch_inputs in batches(observed(fetched), BATCH_BYTES):
-                batch = route_hours(batch_inputs, warehouse.memory_limit)
+            for batch_inputs in piece_batches(observed(fetched), max_lines, max_bytes):
+                batch = route_hours(batch_inputs, warehouse.memory_limit, seen)
                 lander.put(batch)
                 codes = batch.quarantine["reason_codes"].explode(empty_as_null=False)
                 reasons.update(dict(codes.value_counts().iter_rows()))

@@ -136,6 +136,15 @@ class LakeSink:
         return self.root.startswith("s3://")
 
     def __call__(self, batch: RoutedBatch) -> pl.DataFrame:
+        if batch.split_hours:
+            # Each piece would replace the hour written by the one before: refuse rather than
+            # lose lines (the warehouse sink stages pieces; the lake does not yet).
+            hours = ", ".join(f"{h:%Y-%m-%d %H:00}" for h in sorted(batch.split_hours))
+            raise ValueError(
+                f"hour(s) {hours} hold more lines than one batch, which the Parquet lake "
+                "(TOKENBILL_ENGINE=spark) cannot land in pieces yet: raise "
+                "TOKENBILL_INGEST_BATCH_LINES / TOKENBILL_INGEST_BATCH_MB above the hour's size"
+            )
         audit = batch.audit()
         run_id = new_run_id()
         tables = typed_tables(batch)

@@ -126,32 +126,125 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def land_batch(con: duckdb.DuckDBPyConnection, batch: RoutedBatch) -> pl.DataFrame:
-    """Replace the batch's hours in every raw table, in one transaction; return the audit."""
+    """Replace the batch's hours in every raw table, in one transaction; return the audit of
+    the hours it completed.
+
+    A piece of an hour larger than a batch (``batch.split_hours``) is appended to the
+    ``raw_staging`` tables instead (its first piece clears what a failed run left there); the
+    piece that closes the hour replaces the hour in the raw tables from staging, in the same
+    transaction, so readers see the old hour or the whole new one, never a part.
+    """
     audit = batch.audit()
     format_audit = batch.format_audit()
-    hours = audit.select("partition_hour").to_arrow()
+    split = batch.split_hours
+    hour_col = pl.col("partition_hour")
+    direct_hours = audit.filter(~hour_col.is_in(list(split))).select("partition_hour")
+    opening = [h for h, (opens, _) in split.items() if opens]
+    closing = [h for h, (_, closes) in split.items() if closes]
+    tables = [
+        *((t, getattr(batch, a)) for t, a in _TABLES.items()),
+        ("raw.ingestion_audit", audit),
+        ("raw.ingestion_format_audit", format_audit),
+    ]
     con.execute("begin transaction")
     try:
-        con.register("batch_hours", hours)
-        for table, frame in [
-            *((t, getattr(batch, a)) for t, a in _TABLES.items()),
-            ("raw.ingestion_audit", audit),
-            ("raw.ingestion_format_audit", format_audit),
-        ]:
+        con.register("batch_hours", direct_hours.to_arrow())
+        for table, frame in tables:
             con.execute(
                 f"delete from {table} "
                 "where partition_hour in (select partition_hour from batch_hours)"
             )
-            if frame.height:
-                con.register("landing", frame.to_arrow())
+            rows = frame.filter(~hour_col.is_in(list(split))) if split else frame
+            if rows.height:
+                con.register("landing", rows.to_arrow())
                 con.execute(f"insert into {table} by name select * from landing")
                 con.unregister("landing")
         con.unregister("batch_hours")
+        if split:
+            _stage(con, tables, split, opening)
+        finished = _close_hours(con, closing) if closing else None
         con.execute("commit")
     except Exception:
         con.execute("rollback")
         raise
-    return audit
+    landed = audit.filter(hour_col.is_in(direct_hours["partition_hour"].implode()))
+    return pl.concat([landed, finished.select(landed.columns)]) if finished is not None else landed
+
+
+def _staging(table: str) -> str:
+    return table.replace("raw.", "raw_staging.", 1)
+
+
+def _stage(con, tables, split: dict, opening: list) -> None:
+    con.execute("create schema if not exists raw_staging")
+    con.register("opening_hours", pl.DataFrame({"partition_hour": opening}).to_arrow())
+    for table, frame in tables:
+        staged = _staging(table)
+        con.execute(f"create table if not exists {staged} as select * from {table} limit 0")
+        if opening:
+            con.execute(
+                f"delete from {staged} "
+                "where partition_hour in (select partition_hour from opening_hours)"
+            )
+        rows = frame.filter(pl.col("partition_hour").is_in(list(split)))
+        if rows.height:
+            con.register("landing", rows.to_arrow())
+            con.execute(f"insert into {staged} by name select * from landing")
+            con.unregister("landing")
+    con.unregister("opening_hours")
+
+
+_SUMMED = (
+    "lines_read",
+    "valid_count",
+    "duplicate_count",
+    "quarantined_count",
+    "unreported_usage_count",
+    "otlp_spans_skipped",
+)
+
+
+def _close_hours(con, closing: list) -> pl.DataFrame:
+    """Replace the closing hours in the raw tables by their staged pieces; their audit."""
+    con.register("closing_hours", pl.DataFrame({"partition_hour": closing}).to_arrow())
+    where = "where partition_hour in (select partition_hour from closing_hours)"
+    for table in (*_TABLES, "raw.ingestion_audit", "raw.ingestion_format_audit"):
+        con.execute(f"delete from {table} {where}")
+    for table in ("raw.usage_events", "raw.usage_event_duplicates", "raw.usage_event_quarantine"):
+        con.execute(f"insert into {table} by name select * from {_staging(table)} {where}")
+    # An object read in several pieces is one object: its lines summed.
+    con.execute(
+        "insert into raw.ingested_objects by name "
+        "select partition_hour, source_key, etag, size_bytes, sum(line_count)::bigint "
+        "as line_count, max(status) as status "
+        f"from raw_staging.ingested_objects {where} "
+        "group by all order by partition_hour, source_key"
+    )
+    con.execute(
+        "insert into raw.ingestion_format_audit by name "
+        "select partition_hour, source_format, "
+        + ", ".join(
+            f"sum({c})::bigint as {c}"
+            for c in ("records_read", "valid_count", "duplicate_count", "quarantined_count")
+        )
+        + f" from raw_staging.ingestion_format_audit {where} group by all"
+    )
+    con.execute(
+        "insert into raw.ingestion_audit by name "
+        "select a.partition_hour, o.object_count, o.unreadable_object_count, "
+        + ", ".join(f"a.{c}" for c in _SUMMED)
+        + " from (select partition_hour, "
+        + ", ".join(f"sum({c})::bigint as {c}" for c in _SUMMED)
+        + f" from raw_staging.ingestion_audit {where} group by all) a "
+        "join (select partition_hour, count(*)::bigint as object_count, "
+        "count(*) filter (where status != 'read')::bigint as unreadable_object_count "
+        f"from raw.ingested_objects {where} group by all) o using (partition_hour)"
+    )
+    finished = con.sql(f"select * from raw.ingestion_audit {where} order by 1").pl()
+    for table in (*_TABLES, "raw.ingestion_audit", "raw.ingestion_format_audit"):
+        con.execute(f"delete from {_staging(table)} {where}")
+    con.unregister("closing_hours")
+    return finished
 
 
 class BackgroundLander:

@@ -14,7 +14,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
@@ -84,6 +84,10 @@ class RoutedBatch:
     skipped: pl.DataFrame
     #: Records per hour and shape, and where they went (``raw.ingestion_format_audit``).
     formats: pl.DataFrame
+    #: Hours of which this batch holds one piece (an hour larger than a batch): hour ->
+    #: (the piece opens the hour, the piece closes it). They are landed through staging and
+    #: replace the hour in the warehouse when it closes.
+    split_hours: dict[datetime, tuple[bool, bool]] = field(default_factory=dict)
 
     def format_audit(self) -> pl.DataFrame:
         return self.formats
@@ -243,6 +247,31 @@ def batches(inputs: Iterable[HourInput], max_bytes: int) -> Iterator[list[HourIn
         if size >= max_bytes:
             yield batch
             batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def piece_batches(
+    inputs: Iterable[HourInput], max_lines: int, max_bytes: int
+) -> Iterator[list[HourInput]]:
+    """Group consecutive hours into batches of at most ``max_lines`` lines / about
+    ``max_bytes`` of text; an hour larger than that is cut into pieces (:func:`hour_pieces`),
+    one batch each but the last, which later hours may join. Route them with one ``seen``
+    dict (:func:`route_hours`) so that duplicates across pieces are found."""
+    batch: list[HourInput] = []
+    size = lines = 0
+    for item in inputs:
+        for piece in hour_pieces(item, max_lines, max_bytes):
+            n, sz = _line_total(piece.decode()), piece.decoded_size
+            if batch and (size + sz > max_bytes or lines + n > max_lines):
+                yield batch
+                batch, size, lines = [], 0, 0
+            batch.append(piece)
+            size += sz
+            lines += n
+            if not piece.closes:
+                yield batch
+                batch, size, lines = [], 0, 0
     if batch:
         yield batch
 
@@ -461,6 +490,11 @@ class HourInput:
     objects: list[S3Object]
     bodies: list[bytes]
     decoded: list[DecodedObject] | None = None
+    #: A piece of an hour (see :func:`hour_pieces`): lines of ``objects[i]`` before this piece
+    #: (None: whole objects), and whether this piece holds the hour's first / last lines.
+    line_offsets: list[int | None] | None = None
+    opens: bool = True
+    closes: bool = True
 
     def decode(self) -> list[DecodedObject]:
         if self.decoded is None:
@@ -480,7 +514,11 @@ class HourInput:
         return sum(d.size for d in self.decode())
 
 
-def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMIT) -> RoutedBatch:
+def route_hours(
+    inputs: list[HourInput],
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    seen: dict[datetime, pl.DataFrame] | None = None,
+) -> RoutedBatch:
     """Route every line of several hours' objects to valid, duplicate or quarantine.
 
     Hours are independent (deduplication is per hour), so batching them only amortises the
@@ -494,7 +532,11 @@ def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMI
     for item in inputs:
         hour = naive_utc(item.hour)
         pairs = sorted(zip(item.objects, item.decode(), strict=True), key=lambda p: p[0].key)
-        for obj, decoded in pairs:
+        if item.line_offsets is None:
+            pairs = [(o, d, None) for o, d in pairs]
+        else:  # pieces keep their objects' order, and offsets
+            pairs = list(zip(item.objects, item.decode(), item.line_offsets, strict=True))
+        for obj, decoded, offset in pairs:
             index = len(object_rows)
             if decoded.error is not None:
                 code = decoded.error.code
@@ -502,14 +544,17 @@ def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMI
                 detail = f"{REASONS[code].what}: {decoded.error.detail}"
                 bad_objects.append((hour, obj.key, None, None, [code], detail, None, None))
                 continue
-            if decoded.text is not None:
+            if decoded.text is not None and offset is None:
                 texts.append(decoded.text)
                 text_objs.append(index)
             else:
                 if texts:
                     line_frames.append(split_lines(texts, text_objs))
                     texts, text_objs = [], []
-                line_frames.append(_parquet_frame(index, decoded.rows))
+                if decoded.text is not None:  # a part of an object: whole lines
+                    line_frames.append(_part_lines(index, decoded.text, offset))
+                else:
+                    line_frames.append(_parquet_frame(index, decoded.rows, offset or 0))
             object_rows.append((hour, obj.key, obj.etag, obj.size, 0, "read"))
     if texts or not line_frames:
         line_frames.append(split_lines(texts, text_objs))
@@ -586,10 +631,16 @@ def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMI
     del lines
 
     valid = valid.drop("line_idx").with_columns(partition_hour=hour_of.gather(valid["obj"]))
+    valid, earlier = _earlier_copies(valid, seen or {})
     valid, duplicates = _deduplicate(valid)
-    duplicates = duplicates.with_columns(
-        first_source_key=key_of.gather(duplicates["first_obj"])
-    ).select(
+    duplicates = duplicates.with_columns(first_source_key=key_of.gather(duplicates["first_obj"]))
+    if earlier is not None:
+        duplicates = pl.concat([duplicates.drop("first_obj"), earlier], how="diagonal").sort(
+            "obj", "line_number"
+        )
+    if seen is not None:
+        _remember(seen, inputs, valid, key_of)
+    duplicates = duplicates.select(
         "obj",
         "line_number",
         "event_id",
@@ -611,6 +662,9 @@ def route_hours(inputs: list[HourInput], memory_limit: str = DEFAULT_MEMORY_LIMI
         objects=objects,
         skipped=skipped,
         formats=formats,
+        split_hours={
+            naive_utc(i.hour): (i.opens, i.closes) for i in inputs if not (i.opens and i.closes)
+        },
     )
 
 
@@ -679,11 +733,13 @@ def _wire_of_records(
     return wire, not_objects.select(rec_idx.gather(not_objects["line_idx"]).alias("line_idx"))
 
 
-def _parquet_frame(obj: int, rows: pl.Series) -> pl.DataFrame:
+def _parquet_frame(obj: int, rows: pl.Series, offset: int = 0) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "obj": pl.repeat(obj, len(rows), dtype=pl.UInt32, eager=True),
-            "line_number": pl.int_range(1, len(rows) + 1, dtype=pl.Int64, eager=True),
+            "line_number": pl.int_range(
+                offset + 1, offset + len(rows) + 1, dtype=pl.Int64, eager=True
+            ),
             "raw_line": rows,
         }
     )
@@ -754,3 +810,148 @@ def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
     )
     return valid.filter(key.is_first_distinct()), duplicates
+
+
+# ---------------------------------------------------------------------------------------------
+# An hour larger than a batch: pieces, and deduplication across them
+
+
+def hour_pieces(item: HourInput, max_lines: int, max_bytes: int) -> Iterator[HourInput]:
+    """Cut one decoded hour into pieces of at most ``max_lines`` lines / about ``max_bytes``
+    of text (whole lines; at least one line), objects in key order. Each piece knows the
+    lines of its objects before it (``line_offsets``), so line numbers stay the object's.
+    An hour that fits is yielded as it is."""
+    decoded = item.decode()
+    pairs = sorted(zip(item.objects, decoded, strict=True), key=lambda p: p[0].key)
+    if item.decoded_size <= max_bytes and _line_total(decoded) <= max_lines:
+        yield item
+        return
+    objects: list[S3Object] = []
+    parts: list[DecodedObject] = []
+    offsets: list[int | None] = []
+    lines = size = 0
+    first = True
+
+    def piece(closes: bool) -> HourInput:
+        nonlocal first, objects, parts, offsets, lines, size
+        out = HourInput(item.hour, objects, [], parts, offsets, opens=first, closes=closes)
+        first = False
+        objects, parts, offsets, lines, size = [], [], [], 0, 0
+        return out
+
+    for obj, dec in pairs:
+        for offset, part in _object_parts(dec, max_lines, max_bytes):
+            n = _line_total([part])
+            if objects and (lines + n > max_lines or size + part.size > max_bytes):
+                yield piece(closes=False)
+            objects.append(obj)
+            parts.append(part)
+            offsets.append(offset)
+            lines += n
+            size += part.size
+    yield piece(closes=True)
+
+
+def _part_lines(obj: int, text: str, offset: int) -> pl.DataFrame:
+    """The lines of a part of an object (whole lines, its final newline dropped), numbered
+    from ``offset`` + 1; every line counts, an empty one too."""
+    raw = pl.Series("raw_line", text.split("\n"), dtype=pl.String).str.strip_suffix("\r")
+    return pl.DataFrame(
+        {
+            "obj": pl.repeat(obj, len(raw), dtype=pl.UInt32, eager=True),
+            "line_number": pl.int_range(
+                offset + 1, offset + len(raw) + 1, dtype=pl.Int64, eager=True
+            ),
+            "raw_line": raw,
+        }
+    )
+
+
+def _line_total(decoded: list[DecodedObject]) -> int:
+    total = 0
+    for d in decoded:
+        if d.text is not None:
+            total += d.text.count("\n") + 1
+        elif d.rows is not None:
+            total += len(d.rows)
+    return total
+
+
+def _object_parts(
+    dec: DecodedObject, max_lines: int, max_bytes: int
+) -> Iterator[tuple[int | None, DecodedObject]]:
+    """(lines before, part) of one object. The first part of a text is its head as it is
+    (split like the whole text would be); a later part is whole lines without their final
+    newline, numbered from the offset."""
+    if dec.error is not None or dec.size <= max_bytes and _line_total([dec]) <= max_lines:
+        yield None, dec
+        return
+    if dec.rows is not None:
+        for start in range(0, len(dec.rows), max_lines):
+            yield start, DecodedObject(rows=dec.rows.slice(start, max_lines))
+        return
+    text = dec.text
+    offset = pos = 0
+    while pos < len(text):
+        end = pos
+        taken = 0
+        while end < len(text) and taken < max_lines and (end - pos < max_bytes or not taken):
+            nl = text.find("\n", end)
+            end = len(text) if nl < 0 else nl + 1
+            taken += 1
+        if end >= len(text) and offset == 0:
+            yield None, DecodedObject(text=text)
+            return
+        chunk = text[pos:end]
+        yield offset, DecodedObject(text=chunk.removesuffix("\n"))
+        offset += taken
+        pos = end
+
+
+def _earlier_copies(
+    valid: pl.DataFrame, seen: dict[datetime, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Split off the rows whose (hour, event_id) won in an earlier piece of their hour: they
+    are duplicates of that first copy (the first occurrence in key, line order still wins)."""
+    if not seen or not valid.height:
+        return valid, None
+    winners = pl.concat(
+        [f.with_columns(partition_hour=pl.lit(h, pl.Datetime("us"))) for h, f in seen.items()]
+    )
+    hashed = valid.with_columns(content_hash=pl.struct(_CONTENT_COLUMNS).hash(seed=0))
+    matched = hashed.join(winners, on=["partition_hour", "event_id"], how="semi")
+    if not matched.height:
+        return valid, None
+    earlier = matched.join(winners, on=["partition_hour", "event_id"]).select(
+        "obj",
+        "line_number",
+        "event_id",
+        "first_source_key",
+        "first_line_number",
+        (pl.col("content_hash") != pl.col("first_hash")).alias("is_conflicting"),
+        "source_format",
+    )
+    rest = valid.join(winners, on=["partition_hour", "event_id"], how="anti", maintain_order="left")
+    return rest, earlier
+
+
+def _remember(
+    seen: dict[datetime, pl.DataFrame],
+    inputs: list[HourInput],
+    valid: pl.DataFrame,
+    key_of: pl.Series,
+) -> None:
+    """Keep the winners of the hours that continue in a later piece; forget closed hours."""
+    for item in inputs:
+        hour = naive_utc(item.hour)
+        if item.closes:
+            seen.pop(hour, None)
+            continue
+        won = valid.filter(pl.col("partition_hour") == hour).select(
+            "event_id",
+            "obj",
+            pl.col("line_number").alias("first_line_number"),
+            pl.struct(_CONTENT_COLUMNS).hash(seed=0).alias("first_hash"),
+        )
+        won = won.with_columns(first_source_key=key_of.gather(won["obj"])).drop("obj")
+        seen[hour] = pl.concat([seen[hour], won]) if hour in seen else won

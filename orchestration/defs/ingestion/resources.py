@@ -5,18 +5,28 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from orchestration.settings import SETTINGS, engine_setting, share_setting
+from orchestration.settings import SETTINGS, SettingError, engine_setting, share_setting
 
 QUARANTINE_WARN_RATE = "TOKENBILL_QUARANTINE_WARN_RATE"
+BATCH_LINES = "TOKENBILL_INGEST_BATCH_LINES"
+BATCH_MB = "TOKENBILL_INGEST_BATCH_MB"
 
 
 class IngestionSettings(ConfigurableResource):
-    """What ``raw_usage_events`` judges a landed hour by."""
+    """What ``raw_usage_events`` judges a landed hour by, and how much it routes at once."""
 
     quarantine_warn_rate: str = Field(
         default=SETTINGS[QUARANTINE_WARN_RATE][0],
         description="Quarantined share of lines above which the quarantine_rate check warns "
         f"({QUARANTINE_WARN_RATE}, between 0 and 1).",
+    )
+    batch_lines: str = Field(
+        default=SETTINGS[BATCH_LINES][0],
+        description=f"Most lines routed and landed at once ({BATCH_LINES}, >= 1).",
+    )
+    batch_mb: str = Field(
+        default=SETTINGS[BATCH_MB][0],
+        description=f"Most MB of decoded text routed and landed at once ({BATCH_MB}, >= 1).",
     )
 
     def warn_rate(self) -> float:
@@ -41,3 +51,22 @@ class IngestionSettings(ConfigurableResource):
         from orchestration.defs.ingestion.lake import LakeSink
 
         return LakeSink(self.lake_root)
+
+    def max_lines(self) -> int:
+        return _positive(BATCH_LINES, self.batch_lines)
+
+    def max_bytes(self) -> int:
+        return _positive(BATCH_MB, self.batch_mb) * 1024 * 1024
+
+
+def _positive(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SettingError(
+            f"{name}={raw!r} is not a whole number >= 1: set it to e.g. {SETTINGS[name][0]} "
+            "(the default), or unset it"
+        )
+    return value

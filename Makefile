@@ -5,13 +5,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenbill-installed
+SPARK_STAMP := $(VENV)/.tokenbill-spark-installed
 MANIFEST := dbt_project/target/manifest.json
 
 # Nothing phones home: dbt and Dagster telemetry off.
 export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-fast ui lint format manifest clean
+.PHONY: install install-spark demo test test-fast ui lint format manifest clean
 
 install: $(STAMP)
 
@@ -21,13 +22,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	@touch $(STAMP)
 
+# The Spark engine's extra (pyspark, dbt-spark; dbt_project/SPARK.md): make test builds the dbt
+# project on Spark too (tests/test_spark_dbt.py), so it installs the extra; make install does not.
+install-spark: $(SPARK_STAMP)
+
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo,spark]'
+	@touch $(SPARK_STAMP)
+
 manifest: $(STAMP)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
 
 demo: $(STAMP) manifest
 	$(BIN)/python -m orchestration.demo $(ARGS)
 
-test: $(STAMP) manifest chromium
+test: $(STAMP) $(SPARK_STAMP) manifest chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: every test not marked `slow` (real services, whole periods, kills).

@@ -32,6 +32,10 @@
     that follows replaces it (a rerun or an overlapping backfill never doubles a row, and rows
     that disappeared upstream disappear here too). -#}
 {% macro delete_window(column) -%}
+    {{- adapter.dispatch('delete_window', 'tokenbill')(column) -}}
+{%- endmacro %}
+
+{% macro default__delete_window(column) -%}
     {%- if is_incremental() -%}
         delete from {{ this }} where {{ in_window(column) }}
     {%- else -%}

@@ -1,8 +1,10 @@
-{{ config(materialized='ephemeral') }}
+{{ config(materialized='table') }}
 
 -- Every invoice line of the billing periods starting in the window, computed afresh from the
 -- rated charges, the subscription fees and the wallet ledger. One invoice per subscription and
 -- billing period. Amounts are exact here; fct_invoice_line_items rounds the invoice (see there).
+-- A table rebuilt by every monthly run, holding that run's window only: computed once, read by
+-- fct_finalized_invoice_lines, fct_invoice_adjustments and fct_invoice_line_items (issue #13).
 
 with
 

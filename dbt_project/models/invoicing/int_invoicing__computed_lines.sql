@@ -1,8 +1,11 @@
-{{ config(materialized='ephemeral') }}
+{{ config(materialized='table') }}
 
 -- Every invoice line of the billing periods starting in the window, computed afresh from the
 -- rated charges, the subscription fees and the wallet ledger. One invoice per subscription and
 -- billing period. Amounts are exact here; fct_invoice_line_items rounds the invoice (see there).
+-- A table rebuilt by every monthly run, holding that run's window only: computed once, read by
+-- fct_finalized_invoice_lines, fct_invoice_adjustments and fct_invoice_line_items (issue #13); it
+-- reads the period usage (int_invoicing__period_usage) instead of every hourly charge.
 
 with
 
@@ -42,24 +45,23 @@ currencies as (
 rated as (
 
     select
-        rated.subscription_id,
-        rated.billing_period_start,
-        rated.price_id,
-        rated.meter,
+        usage.subscription_id,
+        usage.billing_period_start,
+        usage.price_id,
+        usage.meter,
         periods.currency,
         currencies.minor_unit_exponent,
-        max(rated.price_version) as price_version,
-        count(distinct rated.price_version) as price_versions,
-        sum(rated.billable_quantity) as quantity,
-        sum(rated.uncapped_amount) as amount,
-        sum(rated.forgiven_amount) as forgiven_amount
-    from {{ ref('fct_rated_charges_hourly') }} as rated
+        usage.price_version,
+        usage.price_versions,
+        usage.quantity,
+        usage.amount,
+        usage.forgiven_amount
+    from {{ ref('int_invoicing__period_usage') }} as usage
     inner join periods
         on
-            rated.subscription_id = periods.subscription_id
-            and rated.billing_period_start = periods.billing_period_start
+            usage.subscription_id = periods.subscription_id
+            and usage.billing_period_start = periods.billing_period_start
     inner join currencies on periods.currency = currencies.currency
-    group by all
 
 ),
 

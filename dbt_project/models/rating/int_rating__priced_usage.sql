@@ -1,8 +1,15 @@
-{{ config(materialized='ephemeral') }}
+{{
+    config(
+        tags=["hourly"],
+        pre_hook="{{ delete_window('usage_hour') }}",
+    )
+}}
 
 -- Usage split into meters, each row matched to its subscription and to the one price that
 -- rates it, with its period-to-date quantity. Reads the 31 days before the window too: tiers,
 -- packages and allowances apply to the quantity of the whole billing period so far.
+-- Materialised once per window (the window's rows only: delete, then insert, as the hourly
+-- marts do), and read by both fct_rated_charges_hourly and fct_unpriced_usage (issue #13).
 
 {% set meters = {
     'uncached_input': 'uncached_input_tokens',
@@ -83,7 +90,7 @@ costed as (
         + usage.reasoning_tokens * card.reasoning_per_token as output_cost
     from usage
     -- Only the window's rows are costed: the lookback rows are there for period-to-date
-    -- quantities, and both readers keep the window's rows only.
+    -- quantities, and only the window's rows are kept.
     left join card_names as card
         on
             {{ in_window('usage.usage_hour') }}
@@ -331,3 +338,5 @@ select
     period_to_date.period_quantity_before
 from resolved
 inner join period_to_date on resolved.usage_row = period_to_date.usage_row
+-- The lookback rows only gave the window's rows their period-to-date quantity.
+where {{ in_window('resolved.usage_hour') }}

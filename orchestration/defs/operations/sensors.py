@@ -67,7 +67,12 @@ ROLLUP_INTERVAL_SECONDS = 60
 RERATE_INTERVAL_SECONDS = 60
 #: What a re-rating run rebuilds: the rated charges only (rating reads the hourly token mart,
 #: which the late hour's own re-run already rebuilt; nothing is re-ingested).
-RERATE_ASSETS = [AssetKey(["marts", "fct_rated_charges_hourly"])]
+#: The priced usage first (a table since each window's pricing is computed once), then the
+#: rated charges that read it.
+RERATE_ASSETS = [
+    AssetKey(["marts", "int_rating__priced_usage"]),
+    AssetKey(["marts", "fct_rated_charges_hourly"]),
+]
 #: How long an evaluation waits for a warehouse writer's lock before skipping the tick (a tick
 #: must finish well within the sensor timeout; the next tick tries again).
 WAREHOUSE_LOCK_WAIT_SECONDS = 20.0

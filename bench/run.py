@@ -448,6 +448,7 @@ _STAGE_OF_FOLDER = {
     "wallets": _WALLETS,
     "invoicing": _INVOICES,
     "catalog": _CATALOGS,
+    "agent_runs": "agent runs, request costs, retry waste (dbt)",
 }
 _STAGE_OF_STEP = {
     "billing__wallet_ledger": _WALLETS,

@@ -18,7 +18,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,37 +60,20 @@ def _hours(directory: Path) -> Iterator:
 def route_month(directory: Path) -> dict[str, float]:
     """One routing pass over the month: seconds per helper, the rest, the total and CPU."""
     import orchestration.defs.ingestion.parsing as parsing
+    from bench.timers import timed_functions
     from orchestration.defs.ingestion.assets import BATCH_BYTES
 
     items = list(_hours(directory))
     for item in items:
         item.decode()
-    timers: dict[str, float] = defaultdict(float)
-    saved = {name: getattr(parsing, name) for name in HELPERS}
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                timers[name] += time.perf_counter() - t
-
-        return wrapper
-
     route, cpu = 0.0, time.process_time()
     records = 0
-    try:
-        for name, fn in saved.items():
-            setattr(parsing, name, timed(name, fn))
+    with timed_functions(parsing, HELPERS) as timers:
         for batch in parsing.batches(iter(items), BATCH_BYTES):
             t = time.perf_counter()
             routed = parsing.route_hours(batch)
             route += time.perf_counter() - t
             records += routed.valid.height + routed.duplicates.height + routed.quarantine.height
-    finally:
-        for name, fn in saved.items():
-            setattr(parsing, name, fn)
     return {
         **{name: timers[name] for name in HELPERS},
         "rest": route - sum(timers.values()),

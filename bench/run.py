@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.timers import timed_functions
 from orchestration.settings import REPO_ROOT
 
 DEFAULT_WORKDIR = Path("/tmp/tokenbill-bench")
@@ -620,7 +621,6 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
     )
     fetch_only = time.perf_counter() - began
 
-    timers: dict[str, float] = defaultdict(float)
     names = {
         "split_lines": "split lines",
         "map_lines": "producer shapes: detection + mapping (DuckDB)",
@@ -628,27 +628,16 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
         "validate_wire_events": "contract validation (pandera/polars)",
         "_deduplicate": "deduplication",
     }
-    saved = {name: getattr(parsing, name) for name in names}
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                timers[name] += time.perf_counter() - t
-
-        return wrapper
-
     scratch = workdir / "split.duckdb"
     scratch.unlink(missing_ok=True)
     try:
-        for name, fn in saved.items():
-            setattr(parsing, name, timed(name, fn))
         wait = route = land = 0.0
         n_batches = 0
         began = time.perf_counter()
-        with duckdb.connect(str(scratch), config={"memory_limit": LANDING_MEMORY_LIMIT}) as con:
+        with (
+            timed_functions(parsing, names) as timers,
+            duckdb.connect(str(scratch), config={"memory_limit": LANDING_MEMORY_LIMIT}) as con,
+        ):
             ensure_raw_schema(con)
             fetched = parsing.fetch_hours(s3.client(), BUCKET, prefixes, ahead_bytes=PREFETCH_BYTES)
             it = parsing.batches(fetched, BATCH_BYTES)
@@ -667,8 +656,6 @@ def instrumented_ingestion(workdir: Path, start: datetime, end: datetime) -> dic
                 n_batches += 1
         total = time.perf_counter() - began
     finally:
-        for name, fn in saved.items():
-            setattr(parsing, name, fn)
         scratch.unlink(missing_ok=True)
     parts = {label: timers[name] for name, label in names.items()}
     parts["joins, concat, quarantine rows (rest of route_hours)"] = route - sum(timers.values())

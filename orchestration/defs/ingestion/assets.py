@@ -22,7 +22,7 @@ from dagster import (
 )
 
 from contracts.usage_event import REASONS
-from orchestration.defs.ingestion.landing import BackgroundLander
+from orchestration.defs.ingestion.landing import AUDIT_COUNTS, BackgroundLander
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     ObjectReadError,
@@ -47,16 +47,7 @@ BATCH_BYTES = 64 * 1024 * 1024
 LANDING_MEMORY_LIMIT = "512MB"
 #: Decoded text fetched ahead of routing (at least two hours).
 PREFETCH_BYTES = 64 * 1024 * 1024
-AUDIT_COLUMNS = (
-    "object_count",
-    "unreadable_object_count",
-    "lines_read",
-    "valid_count",
-    "duplicate_count",
-    "quarantined_count",
-    "unreported_usage_count",
-    "otlp_spans_skipped",
-)
+AUDIT_COLUMNS = ("object_count", "unreadable_object_count", *AUDIT_COUNTS)
 
 
 @asset(

@@ -194,7 +194,8 @@ def _stage(con, tables, split: dict, opening: list) -> None:
     con.unregister("opening_hours")
 
 
-_SUMMED = (
+#: The audit's counts, summed over the pieces of an hour larger than a batch.
+AUDIT_COUNTS = (
     "lines_read",
     "valid_count",
     "duplicate_count",
@@ -232,9 +233,9 @@ def _close_hours(con, closing: list) -> pl.DataFrame:
     con.execute(
         "insert into raw.ingestion_audit by name "
         "select a.partition_hour, o.object_count, o.unreadable_object_count, "
-        + ", ".join(f"a.{c}" for c in _SUMMED)
+        + ", ".join(f"a.{c}" for c in AUDIT_COUNTS)
         + " from (select partition_hour, "
-        + ", ".join(f"sum({c})::bigint as {c}" for c in _SUMMED)
+        + ", ".join(f"sum({c})::bigint as {c}" for c in AUDIT_COUNTS)
         + f" from raw_staging.ingestion_audit {where} group by all) a "
         "join (select partition_hour, count(*)::bigint as object_count, "
         "count(*) filter (where status != 'read')::bigint as unreadable_object_count "

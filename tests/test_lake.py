@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -113,6 +114,25 @@ def test_rerunning_an_hour_replaces_it_with_identical_rows_and_no_leftovers(tmp_
     # Still one part file per table and hour, the second run's.
     assert len([e for e in every_entry(root) if e.endswith(".parquet")]) == 6 * 3
     assert not [e for e in every_entry(root) if "/." in f"/{e}"]
+
+
+def test_a_piece_of_an_hour_larger_than_a_batch_is_refused_and_the_hour_left_as_it_was(
+    tmp_path,
+):
+    """The lake cannot land an hour in pieces yet: each piece would replace the one before."""
+    root = tmp_path / "lake"
+    sink = LakeSink(str(root))
+    sink(three_hours())
+    before = {t: read_lake_table(root, t) for t in LAKE_TABLES}
+    piece = dataclasses.replace(three_hours(input_tokens=9), split_hours={H7: (True, False)})
+    with pytest.raises(ValueError) as failure:
+        sink(piece)
+    assert str(failure.value) == (
+        "hour(s) 2026-10-05 07:00 hold more lines than one batch, which the Parquet lake "
+        "(TOKENBILL_ENGINE=spark) cannot land in pieces yet: raise "
+        "TOKENBILL_INGEST_BATCH_LINES / TOKENBILL_INGEST_BATCH_MB above the hour's size"
+    )
+    assert {t: read_lake_table(root, t) for t in LAKE_TABLES} == before
 
 
 def test_a_crash_between_write_and_swap_leaves_the_old_hour(tmp_path):

@@ -36,7 +36,7 @@ manifest: $(STAMP)
 demo: $(STAMP) manifest
 	$(BIN)/python -m orchestration.demo $(ARGS)
 
-test: $(STAMP) $(SPARK_STAMP) manifest chromium
+test: $(STAMP) $(SPARK_STAMP) manifest chromium java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: every test not marked `slow` (real services, whole periods, kills).
@@ -51,6 +51,13 @@ ui: $(STAMP) manifest
 chromium:
 	@test -x /usr/bin/chromium || bash scripts/install-chromium.sh
 .PHONY: chromium
+
+# Java for the Spark tests (tests/test_spark_dbt.py, tests/test_lake.py): the machine's, or
+# Debian's openjdk-17-jre-headless, installed (as root, as CI runs) only if `java` is missing.
+java:
+	@command -v java >/dev/null || bash scripts/install-debian-package.sh java \
+		openjdk-17-jre-headless "Java for pyspark, tests/test_spark_dbt.py"
+.PHONY: java
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

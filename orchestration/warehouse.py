@@ -20,7 +20,8 @@ the catalog loader's tables, written beside the raw events (``defs/ingestion/lak
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import duckdb
@@ -49,35 +50,34 @@ class DuckDBWarehouse:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
 
-    def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
-        con = self.con
-        con.execute("begin transaction")
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection inside one transaction: committed on success, rolled back on error."""
+        self.con.execute("begin transaction")
         try:
+            yield self.con
+            self.con.execute("commit")
+        except Exception:
+            self.con.execute("rollback")
+            raise
+
+    def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
+        with self._transaction() as con:
             con.execute(f"create schema if not exists {schema}")
             for name, table in tables.items():
                 con.register("incoming", table)
                 con.execute(f"create or replace table {schema}.{name} as select * from incoming")
                 con.unregister("incoming")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
 
     def replace_where(
         self, table: str, condition: str, params: Sequence[Any], rows: pa.Table
     ) -> None:
-        con = self.con
-        con.execute("begin transaction")
-        try:
+        with self._transaction() as con:
             con.execute(f"delete from {table} where {condition}", list(params))
             if rows.num_rows:
                 con.register("incoming", rows)
                 con.execute(f"insert into {table} by name select * from incoming")
                 con.unregister("incoming")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         return self.con.execute(sql, list(params)).to_arrow_table()

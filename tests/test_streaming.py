@@ -17,6 +17,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from orchestration.definitions import build_defs
+from orchestration.defs.ingestion.lake import LAKE_TABLES
 from orchestration.defs.ingestion.parsing import (
     HourInput,
     S3Object,
@@ -126,14 +127,7 @@ def test_pieces_number_lines_like_the_whole_object():
     )
 
 
-RAW_TABLES = (
-    "raw.usage_events",
-    "raw.usage_event_duplicates",
-    "raw.usage_event_quarantine",
-    "raw.ingested_objects",
-    "raw.ingestion_audit",
-    "raw.ingestion_format_audit",
-)
+RAW_TABLES = tuple(LAKE_TABLES)  # every raw table ingestion writes
 HOURS = ("2026-10-05-07:00", "2026-10-05-09:00")
 
 

@@ -29,10 +29,6 @@ class IngestionSettings(ConfigurableResource):
         description=f"Most MB of decoded text routed and landed at once ({BATCH_MB}, >= 1).",
     )
 
-    def warn_rate(self) -> float:
-        """The share, checked: a wrong value fails the step with one line naming the setting."""
-        return share_setting(QUARANTINE_WARN_RATE, self.quarantine_warn_rate)
-
     engine: str = Field(
         default=SETTINGS["TOKENBILL_ENGINE"][0],
         description="Where raw events land (TOKENBILL_ENGINE): duckdb, the warehouse's raw "
@@ -42,6 +38,10 @@ class IngestionSettings(ConfigurableResource):
         default=SETTINGS["TOKENBILL_LAKE_ROOT"][0],
         description="Root of the Parquet lake (TOKENBILL_LAKE_ROOT): a directory or s3:// URL.",
     )
+
+    def warn_rate(self) -> float:
+        """The share, checked: a wrong value fails the step with one line naming the setting."""
+        return share_setting(QUARANTINE_WARN_RATE, self.quarantine_warn_rate)
 
     def lake_sink(self):
         """The Parquet lake sink with the spark engine; None (the warehouse) with duckdb. A

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             if not manifest_file.exists():
                 raise SystemExit(f"--skip-generate: no generated month in {cache}; run without")
             objects: Iterator[GeneratedObject] = (
-                GeneratedObject(str(p.relative_to(cache / "objects")), p.read_bytes())
+                GeneratedObject(str(p.relative_to(cache / "objects")), spool=p, owned=False)
                 for p in sorted((cache / "objects").rglob("*"))
                 if p.is_file()
             )
@@ -108,7 +108,7 @@ def _kept(objects, directory: Path):
     for obj in objects:
         path = directory / obj.key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(obj.body)
+        obj.save(path)
         yield obj
 
 

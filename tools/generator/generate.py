@@ -1238,12 +1238,21 @@ WINDOW_ROWS = 32_768
 SPOOL_BYTES = 64 * 1024 * 1024
 
 
-def _is_big(hp: _HourPlan) -> bool:
-    return len(hp.bad_reason) > WINDOW_ROWS
+@dataclass(frozen=True)
+class _Sizes:
+    """The rendering sizes a month's processes use (read from the module when it starts)."""
+
+    window_rows: int = WINDOW_ROWS
+    spool_bytes: int = SPOOL_BYTES
+    spool_dir: str | None = None  # None: tempfile's default (TMPDIR)
+
+    @classmethod
+    def now(cls) -> _Sizes:
+        return cls(WINDOW_ROWS, SPOOL_BYTES, tempfile.gettempdir())
 
 
 def _render_windows(
-    c: _Customers, mp: _MonthPlan, hp: _HourPlan, ids: _Ids, window_rows: int = WINDOW_ROWS
+    c: _Customers, mp: _MonthPlan, hp: _HourPlan, ids: _Ids, sizes: _Sizes | None = None
 ) -> Iterator[GeneratedObject]:
     """The objects of one hour, each rendered in windows of about ``window_rows`` lines: the
     same keys and bytes as :func:`_render_chunk` renders in one pass (a test compares them).
@@ -1253,6 +1262,8 @@ def _render_windows(
     its spans, a resend with its source row) as a plan of their own, and its text is
     gzip-streamed into the body. A Parquet object's rows are rendered in windows and
     written in one table (its bytes do not depend on the windows)."""
+    sizes = sizes or _Sizes.now()
+    window_rows = sizes.window_rows
     counters = _row_counters(hp.bad_reason)
     prefix = _hour_prefix(mp, hp.hour)
     for o, fmt in enumerate(hp.formats):
@@ -1269,7 +1280,7 @@ def _render_windows(
             pq.write_table(pa.concat_tables(tables).combine_chunks(), buf, compression="zstd")
             yield GeneratedObject(key, buf.getvalue())
             continue
-        body = _BodyWriter(gzipped=fmt == 0)
+        body = _BodyWriter(fmt == 0, sizes)
         for sel, emit, dups in _jsonl_windows(hp, o, window_rows):
             sub = _window_plan(hp, counters, sel, emit, dups, fmt)
             text = _jsonl_bodies(_wire_frame(c, mp, [sub], ids), [sub])[(0, 0)]
@@ -1337,7 +1348,8 @@ class _BodyWriter:
     the same bytes as gzip.compress(..., mtime=0) of the whole), in memory up to
     SPOOL_BYTES, then in a temporary file."""
 
-    def __init__(self, gzipped: bool):
+    def __init__(self, gzipped: bool, sizes: _Sizes):
+        self._sizes = sizes
         self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzipped else None
         self._parts: list[bytes] = []
         self._size = 0
@@ -1347,9 +1359,9 @@ class _BodyWriter:
         self._put(self._zip.compress(data) if self._zip else data)
 
     def _put(self, data: bytes) -> None:
-        if self._file is None and self._size + len(data) > SPOOL_BYTES:
+        if self._file is None and self._size + len(data) > self._sizes.spool_bytes:
             self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
-                prefix="tokenbill-object-", suffix=".part", delete=False
+                prefix="tokenbill-object-", suffix=".part", dir=self._sizes.spool_dir, delete=False
             )
             self._file.writelines(self._parts)
             self._parts = []
@@ -1549,6 +1561,7 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         self._customers = _customers(seed)
         self._acc = _Manifest(self._plan, self._customers)
         self._workers = max(1, int(workers))
+        self._sizes = _Sizes.now()
         self._manifest: dict | None = None
         self._it = self._objects()
 
@@ -1559,7 +1572,7 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         chunks, chunk, rows = [], [], 0
         for hour in range(mp.hours):
             hour_rows = int(mp.n_valid[hour]) + len(mp.bad_reasons[hour])
-            if hour_rows > WINDOW_ROWS and chunk:
+            if hour_rows > self._sizes.window_rows and chunk:
                 chunks.append(chunk)
                 chunk, rows = [], 0
             chunk.append(hour)
@@ -1573,7 +1586,7 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         chunks = self._chunks()
         if self._workers == 1:
             for hours in chunks:
-                objects, counts = _chunk_objects(self._args, hours)
+                objects, counts = _chunk_objects(self._args, hours, self._sizes)
                 self._acc.merge(counts)
                 yield from objects
         else:
@@ -1585,7 +1598,7 @@ class GeneratedMonth(Iterator[GeneratedObject]):
                 for hours in chunks:
                     if len(pending) >= 2 * self._workers:
                         yield from self._collect(pending.popleft())
-                    pending.append(pool.submit(_chunk_objects, self._args, hours))
+                    pending.append(pool.submit(_chunk_objects, self._args, hours, self._sizes))
                 while pending:
                     yield from self._collect(pending.popleft())
         self._manifest = self._acc.result()
@@ -1613,7 +1626,9 @@ def _month_context(args: tuple) -> tuple[_MonthPlan, _Customers, _Ids]:
     return _plan_month(*args), _customers(args[2]), _Ids(args[2])
 
 
-def _chunk_objects(args: tuple, hours: list[int]) -> tuple[list[GeneratedObject], dict]:
+def _chunk_objects(
+    args: tuple, hours: list[int], sizes: _Sizes
+) -> tuple[list[GeneratedObject], dict]:
     """The objects of some consecutive hours, in key order, and their manifest counts."""
     mp, c, ids = _month_context(args)
     acc = _Manifest(mp, c)
@@ -1622,13 +1637,14 @@ def _chunk_objects(args: tuple, hours: list[int]) -> tuple[list[GeneratedObject]
         hp = _plan_hour(c, mp, hour)
         acc.add_hour(hp, hour)
         chunk.append((hour, hp))
-    plans = [hp for _, hp in chunk if hp is not None and not _is_big(hp)]
+    big = {hour for hour, hp in chunk if hp is not None and len(hp.bad_reason) > sizes.window_rows}
+    plans = [hp for hour, hp in chunk if hp is not None and hour not in big]
     rendered = iter(_render_chunk(c, mp, plans, ids) if plans else ())
     objects = []
     for hour, hp in chunk:
         n_regular = 0 if hp is None else len(hp.formats)
-        if hp is not None and _is_big(hp):
-            objects += _render_windows(c, mp, hp, ids)
+        if hour in big:
+            objects += _render_windows(c, mp, hp, ids, sizes)
         else:
             objects += [next(rendered) for _ in range(n_regular)]
         for i, (suffix, _, body) in enumerate(mp.specials.get(hour, [])):

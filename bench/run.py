@@ -71,7 +71,7 @@ REPEATS = 3
 DISK_STORE_EVENTS = 15_000_000
 #: Rough disk use per event (measured 2026-12-03 at 1M events): gzip objects (canonical /
 #: mixed shapes) and the warehouse plus its analysts' copy.
-OBJECT_BYTES_PER_EVENT = {"canonical": 100, "mixed": 160}
+OBJECT_BYTES_PER_EVENT = {"canonical": 100, "mixed": 155}
 WAREHOUSE_BYTES_PER_EVENT = 450
 
 

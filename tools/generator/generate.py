@@ -1236,6 +1236,10 @@ WINDOW_ROWS = 32_768
 #: A body larger than this is written to a temporary file as it is rendered (see
 #: GeneratedObject.spool), so no object's body has to fit in memory.
 SPOOL_BYTES = 64 * 1024 * 1024
+#: Rows the rendering processes may work ahead of the oldest chunk in flight (their bodies
+#: wait in memory, ~100-160 bytes a row): about as many as one process renders while
+#: another renders a 2M-event hot hour.
+AHEAD_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -1542,8 +1546,10 @@ class GeneratedMonth(Iterator[GeneratedObject]):
     """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted.
 
     ``workers`` > 1 renders chunks of hours in that many processes (hours are independent:
-    the same keys and bytes, in the same order, as one process); at most ``2 * workers``
-    chunks are in flight, so memory stays bounded by about that many chunks' bodies (those
+    the same keys and bytes, in the same order, as one process). Chunks are submitted while
+    fewer than ``2 * workers`` are in flight or fewer than AHEAD_ROWS rows are behind the
+    oldest (whose objects come first): a hot hour rendering in one process does not hold
+    the others idle, and memory stays bounded by about AHEAD_ROWS rows of bodies (those
     above SPOOL_BYTES are files, see GeneratedObject)."""
 
     def __init__(
@@ -1594,14 +1600,24 @@ class GeneratedMonth(Iterator[GeneratedObject]):
 
             ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
             with ProcessPoolExecutor(max_workers=self._workers, mp_context=ctx) as pool:
-                pending: deque = deque()
+                pending: deque = deque()  # (future, rows), in key order
                 for hours in chunks:
-                    if len(pending) >= 2 * self._workers:
-                        yield from self._collect(pending.popleft())
-                    pending.append(pool.submit(_chunk_objects, self._args, hours, self._sizes))
+                    while len(pending) >= 2 * self._workers and self._ahead(pending) >= AHEAD_ROWS:
+                        yield from self._collect(pending.popleft()[0])
+                    future = pool.submit(_chunk_objects, self._args, hours, self._sizes)
+                    pending.append((future, self._rows(hours)))
                 while pending:
-                    yield from self._collect(pending.popleft())
+                    yield from self._collect(pending.popleft()[0])
         self._manifest = self._acc.result()
+
+    def _rows(self, hours: list[int]) -> int:
+        mp = self._plan
+        return sum(int(mp.n_valid[h]) + len(mp.bad_reasons[h]) for h in hours)
+
+    @staticmethod
+    def _ahead(pending: deque) -> int:
+        """Rows submitted after the oldest chunk still pending (its objects come first)."""
+        return sum(rows for _, rows in list(pending)[1:])
 
     def _collect(self, future) -> list[GeneratedObject]:
         objects, counts = future.result()

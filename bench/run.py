@@ -407,7 +407,16 @@ def timed_run(defs, instance, job: str, first: str | None, last: str | None, wri
 
     began = time.perf_counter()
     with contextlib.redirect_stdout(log):
-        result = run_job_range(defs, job, first, last, instance, log_level="WARNING")
+        result = run_job_range(
+            defs,
+            job,
+            first,
+            last,
+            instance,
+            # On Spark a failed run (a model not ported yet) is reported, and the next runs go
+            raise_on_error=os.environ.get("TOKENBILL_ENGINE") != "spark",
+            log_level="WARNING",
+        )
     wall = time.perf_counter() - began
     steps: dict = {}
     landed = None

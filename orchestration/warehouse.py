@@ -1,21 +1,27 @@
 """The warehouse operations tokenbill's Python assets need, on DuckDB or on Spark.
 
-Three operations cover what the catalog loader, the wallet ledger and the invoice export do
-with the warehouse: replace whole tables (the ``catalog.*`` tables), replace the rows of a
-table that match a condition (a month of ``billing.wallet_ledger``) and read a query's rows
-(the invoice lines of a period, a month's draw inputs). What they read is small (per
-wallet-hour, per invoice), so it comes back as Arrow on both engines; SQL parameters are
-positional ``?`` on both.
+A handful of operations cover what the catalog loader, the wallet ledger, the invoice export
+and statements, the enforcement file, the alerts feed and the dbt steps' observations do with
+the warehouse: replace whole tables (the ``catalog.*`` tables), replace the rows of a table
+that match a condition (a month of ``billing.wallet_ledger``; ``false`` appends, as the
+alerts feed does), read a query's rows (as Arrow, or tuples as DuckDB's ``fetchall``), ask
+whether a relation exists, list a schema's tables, create a missing table and group writes in
+a transaction. What they read is small (per wallet-hour, per invoice); SQL parameters are
+positional ``?`` on both engines, and the SQL they send is the subset both dialects read.
+``Warehouse.tables()`` (defs/resources.py) opens the engine's implementation for a step.
 
 ``DuckDBWarehouse`` is today's behaviour, on an open connection (every replacement in one
-transaction). ``SparkWarehouse`` runs the same operations in a ``SparkSession``'s catalog
-(tables in its warehouse directory or metastore): Spark has no multi-statement transaction,
-so each table is replaced on its own (``insert overwrite``, which a failed write leaves as it
-was), the catalog's tables one after the other.
+transaction; ``transaction()`` groups several). ``SparkWarehouse`` runs them in a
+``SparkSession``: it reads the tables and views dbt-spark builds through the same metastore,
+and writes tokenbill's own tables to the lake, ``{lake root}/{schema}/{table}/``
+(``lake_replace_tables``: one Parquet file swapped in whole), where the dbt project's Spark
+sources read them (``macros/portable/lake_sources.sql``), registering each as those sources
+are registered. Spark has no multi-statement transaction: each write is atomic on its own.
 
-``lake_replace_tables`` is how a table reaches the dbt project's Spark sources, which are
-Parquet tables over ``{lake root}/{schema}/{table}/`` (``macros/portable/lake_sources.sql``):
-the catalog loader's tables, written beside the raw events (``defs/ingestion/lake.py``).
+``spark_session`` is the session the assets open: local mode on the dbt ``spark`` target's
+warehouse directory and Derby metastore (its JVM ended when the step ends, because embedded
+Derby admits one JVM at a time and dbt's own Spark runs in the dbt process), or Spark Connect
+(``sc://``) on a cluster, whose metastore takes concurrent clients.
 """
 
 from __future__ import annotations
@@ -177,7 +183,11 @@ class SparkWarehouse:
             for name, table in tables.items():
                 self._frame(table).write.mode("overwrite").saveAsTable(f"{schema}.{name}")
             return
-        lake_replace_tables(self.lake_root, schema, tables)
+        # Timestamps as UTC instants (SPARK.md's lake contract): Spark reads them as its
+        # ``timestamp``, the type the dbt sources declare, not as ``timestamp_ntz``.
+        lake_replace_tables(
+            self.lake_root, schema, {name: utc_instants(table) for name, table in tables.items()}
+        )
         for name in tables:
             self._register(f"{schema}.{name}")
 
@@ -319,6 +329,17 @@ def end_spark_jvm() -> None:
         proc.wait(timeout=120)
     SparkContext._gateway = None
     SparkContext._jvm = None
+
+
+def utc_instants(table: pa.Table) -> pa.Table:
+    """Naive (UTC) timestamp columns as UTC instants (``timestamp(unit, tz='UTC')``)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is None:
+            instant = pa.timestamp(field.type.unit, tz="UTC")
+            table = table.set_column(
+                index, field.with_type(instant), table.column(index).cast(instant)
+            )
+    return table
 
 
 def naive_utc_timestamps(table: pa.Table) -> pa.Table:

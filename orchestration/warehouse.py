@@ -38,6 +38,9 @@ import pyarrow as pa
 class WarehouseTables(Protocol):
     """What an asset may do with the warehouse, whichever the engine."""
 
+    #: ``duckdb`` or ``spark``: for the few places whose SQL differs (quoting).
+    engine: str
+
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         """Create or replace ``schema.<name>`` with each table's rows and types."""
 

@@ -278,11 +278,11 @@ def with_failing_rows(held, manifest: Mapping[str, Any], warehouse: Warehouse):
     with warehouse.tables(read_only=True) as con:
         for event in held:
             try:
+                relation = stored_failures(event, manifest)
+                if con.engine == "spark":  # Spark quotes names with backticks
+                    relation = relation.replace('"', "`")
                 frame = pl.from_arrow(
-                    con.query(
-                        f"select * from {stored_failures(event, manifest)} order by all "
-                        f"limit {FAILING_ROWS_SHOWN}"
-                    )
+                    con.query(f"select * from {relation} order by all limit {FAILING_ROWS_SHOWN}")
                 )
             except Exception:  # the check result is never lost for its rows
                 yield event

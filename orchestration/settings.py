@@ -114,6 +114,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Root of the Parquet lake raw events land in with TOKENBILL_ENGINE=spark: a local "
         "directory or an s3:// URL.",
     ),
+    "TOKENBILL_SPARK_WAREHOUSE": (
+        str(REPO_ROOT / ".tokenbill" / "spark" / "warehouse"),
+        "With TOKENBILL_ENGINE=spark: the dbt spark target's warehouse directory and Derby "
+        "metastore (spark.sql.warehouse.dir), shared by dbt and the Python assets.",
+    ),
+    "TOKENBILL_SPARK_MASTER": (
+        "local[2]",
+        "With TOKENBILL_ENGINE=spark: the Spark master of the Python assets' session "
+        "(local[N]; sc://host:15002 for Spark Connect on a cluster).",
+    ),
 }
 
 

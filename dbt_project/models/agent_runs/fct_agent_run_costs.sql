@@ -10,7 +10,7 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- depends_on: {{ source('tokenbill_raw', 'usage_events') }} (delete_vanished reads the raw lines)
 -- One row per agent run: the attempts sharing a trace id (an attempt without one is its own
 -- run). Incremental on whole runs: a run is touched by the window when one of its attempts is
 -- in it (or its stored row overlaps it), and every touched run is re-aggregated from all of

@@ -10,7 +10,7 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- depends_on: {{ source('tokenbill_raw', 'usage_events') }} (delete_vanished reads the raw lines)
 -- One row per logical model call: the attempts sharing a request group id (an attempt
 -- without one is its own request). Incremental on whole requests exactly as
 -- fct_agent_run_costs is on whole runs (see there). Attempts are ordered by (attempt,

@@ -56,6 +56,8 @@ class FaultProxy:
         self.on_request = on_request
         self.delay = delay
         self.seen: Counter[tuple[str, str]] = Counter()
+        #: (method, target, headers) of every request, in the order they came.
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -90,6 +92,7 @@ class FaultProxy:
                 path = unquote(target)
                 with self._lock:
                     self.seen[(method, path)] += 1
+                    self.requests.append((method, path, headers))
                     ordinal = self.seen[(method, path)]
                 fault = self.schedule(method, path, ordinal)
                 if self.on_request is not None:

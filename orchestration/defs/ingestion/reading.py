@@ -298,20 +298,16 @@ def spool_object(
             for chunk in decompressed(source, kind == "gzip"):
                 out.size += len(chunk)
                 out.lines += chunk.count(b"\n")
+                decoder.decode(chunk)  # checked as it comes (ASCII decodes at memory speed)
                 if kept is not None and out.size <= keep_bytes:
                     kept.append(chunk)
-                    continue
-                if kept:  # over the budget: check what was kept, then drop it
-                    for held in kept:
-                        decoder.decode(held)
-                kept = None
-                decoder.decode(chunk)
+                else:
+                    kept = None  # over the budget: decoded again from the spool, in parts
+            decoder.decode(b"", final=True)
             out.lines += 1
             if kept is not None:
                 out.kept = b"".join(kept)
                 out.close()
-            else:
-                decoder.decode(b"", final=True)
     except DECODE_ERRORS as exc:
         out.error = exc
         out.close()
@@ -351,7 +347,7 @@ def cut_lines(
         while (end := _part_end(text, pos, max_lines, max_bytes, final=False)) is not None:
             if end == len(text) and not cut:
                 break  # it may be the whole text: judged at its end (a lone "\n" is no line)
-            part = text[pos:end].removesuffix("\n")
+            part = text[pos : end - 1] if text[end - 1] == "\n" else text[pos:end]
             yield offset, part
             offset += part.count("\n") + 1
             cut, pos = True, end
@@ -368,7 +364,7 @@ def cut_lines(
         return
     while pos < len(text):
         end = _part_end(text, pos, max_lines, max_bytes, final=True)
-        part = text[pos:end].removesuffix("\n")
+        part = text[pos : end - 1] if text[end - 1] == "\n" else text[pos:end]
         yield offset, part
         offset += part.count("\n") + 1
         pos = end

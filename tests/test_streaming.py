@@ -435,3 +435,38 @@ def test_an_object_far_larger_than_a_batch_is_read_in_memory_bounded_by_a_chunk_
     assert len(text) > 25 * budget and len(body) > 5 * budget
     assert peak - serving < 5 * budget, (peak, serving)
     assert peak < len(text) / 2
+
+
+@pytest.mark.slow
+def test_an_object_larger_than_the_memory_budget_lands_exactly_what_reading_it_whole_lands(
+    tmp_path, bucket, monkeypatch
+):
+    """One ~3 MB gzip object (14 MB of text, 60,003 lines) in one hour, through the hourly
+    job: with a 1 MB batch, 5,000 lines and DuckDB at 64 MB it is streamed in parts and
+    lands what the defaults land (they keep it whole), copies found across parts."""
+    events = lines_of_events(60_000, seed=5)
+    lines = [*events, events[7], "not json", events[59_000]]
+    body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
+    assert len(body) > 2.5 * 1024 * 1024
+    client = boto3.client("s3")
+    big = f"{data.PREFIX}/dt=2026-10-05/hour=08/big.jsonl.gz"
+    client.put_object(Bucket=bucket, Key=big, Body=body)
+    expected = ingest(tmp_path, bucket, "default")
+    monkeypatch.setenv("TOKENBILL_INGEST_BATCH_LINES", "5000")
+    monkeypatch.setenv("TOKENBILL_INGEST_BATCH_MB", "1")
+    monkeypatch.setenv("TOKENBILL_DUCKDB_MEMORY_LIMIT", "64MB")
+    streamed = ingest(tmp_path, bucket, "tiny")
+    assert streamed == expected
+    # partition_hour, objects, unreadable, lines, valid, duplicates, quarantined, ...
+    assert [a[1:7] for a in streamed["raw.ingestion_audit"]] == [
+        (0, 0, 0, 0, 0, 0),
+        (1, 0, 60_003, 60_000, 2, 1),
+        (0, 0, 0, 0, 0, 0),
+    ]
+    assert [(d[1], d[2], d[5]) for d in streamed["raw.usage_event_duplicates"]] == [
+        (big, 60_001, 8),
+        (big, 60_003, 59_001),
+    ]
+    tokens = sum(json.loads(e)["input_tokens"] for e in events)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.sql("select sum(input_tokens) from raw.usage_events").fetchone()[0] == tokens

@@ -3,8 +3,9 @@
 The hourly job reads the hand-made data set (``pipeline_data.py``) through
 :class:`tests.fault_proxy.FaultProxy`: throttling, server errors and connections reset before
 and during bodies are retried and land exactly what a clean run lands; faults that persist
-fail the run in one line naming the object and the endpoint; and the warehouse is free for
-other processes while S3 is being read.
+fail the run in one line naming the object and the endpoint; a body cut mid-stream resumes
+from the byte reached (and fails, in one line, if the object was rewritten meanwhile); and the
+warehouse is free for other processes while S3 is being read.
 """
 
 from __future__ import annotations

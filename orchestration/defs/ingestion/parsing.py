@@ -490,7 +490,10 @@ def _chunked(frame: pl.DataFrame) -> pa.Table:
 
 @dataclass
 class HourInput:
-    """One hour's objects and their bodies, as fetched from S3; ``decode`` reads them."""
+    """One hour's objects and their bodies; ``decode`` reads them. :func:`fetch_hours` gives
+    them decoded already (``bodies`` empty), an object larger than a batch as a ``stream``
+    that only :func:`hour_pieces` reads: what :func:`route_hours` gets is always text, rows or
+    an error per object (or per part of one, with ``line_offsets``)."""
 
     hour: datetime
     objects: list[S3Object]

@@ -10,11 +10,14 @@ text and the part being cut (a batch's worth of text), whatever the size of the 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import io
+import os
 import random
 import tempfile
 import time
+import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -234,87 +237,98 @@ def texts(chunks: Iterable[bytes]) -> Iterator[str]:
 
 @dataclass
 class Spooled:
-    """An object's bytes as stored, in a spool file (``file``), checked to decode to its end.
+    """An object's bytes as stored, in a spool file (``path``), checked to decode to its end.
 
     ``kept`` is its decoded bytes when they fit the caller's budget (the spool is then
-    closed), else None and the text is decoded again from the spool, part by part. ``size``
+    deleted), else None and the text is decoded again from the spool, part by part. ``size``
     is its decoded bytes (Parquet: its row groups' uncompressed bytes) and ``lines`` its
-    newlines + 1 (Parquet: rows), or ``error`` the decode failure.
+    newlines + 1 (Parquet: rows), or ``error`` the decode failure. The spool is a closed file
+    until read (an hour of thousands of spooled objects holds no file descriptors), deleted
+    once read, or when this is garbage-collected.
     """
 
     kind: str  # "gzip", "text" or "parquet"
-    file: IO[bytes] | None
+    path: str | None
     size: int = 0
     lines: int = 0
     kept: bytes | None = None
     error: Exception | None = None
 
+    def __post_init__(self) -> None:
+        self._delete = weakref.finalize(self, _unlink, self.path) if self.path else None
+
     def chunks(self) -> Iterator[bytes]:
-        """The decoded bytes again, from the spool (then closed)."""
+        """The decoded bytes again, from the spool (then deleted)."""
         try:
-            self.file.seek(0)
-            yield from decompressed(self.file, self.kind == "gzip")
+            with open(self.path, "rb") as file:
+                yield from decompressed(file, self.kind == "gzip")
         finally:
             self.close()
 
     def batches(self, rows: int) -> Iterator[pa.RecordBatch]:
         """Parquet: the rows again, at most ``rows`` per batch, one row group at a time."""
         try:
-            self.file.seek(0)
-            yield from pq.ParquetFile(self.file).iter_batches(batch_size=rows)
+            with open(self.path, "rb") as file:
+                yield from pq.ParquetFile(file).iter_batches(batch_size=rows)
         finally:
             self.close()
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        if self._delete is not None:
+            self._delete()
+        self.path = None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def spool_object(
     client, bucket: str, key: str, kind: str, retry: BodyRetry, keep_bytes: int
 ) -> Spooled:
-    """Read an object to a spool file (memory up to ``keep_bytes``, then disk) and decode it
-    to its end as it arrives (Parquet: once arrived), so that an object that does not decode
-    is known before any of its lines is routed; its decoded bytes are kept if they come to at
-    most ``keep_bytes``. A network failure raises :class:`ObjectReadError`."""
-    # Closed by its reader (Spooled.close) once decoded, or here if kept or unreadable.
-    spool = tempfile.SpooledTemporaryFile(max_size=max(keep_bytes, CHUNK_BYTES))  # noqa: SIM115
-    out = Spooled(kind, spool)
-    source = _ChunkFile(body_chunks(client, bucket, key, retry), tee=spool)
-    try:
-        if kind == "parquet":
-            while source.read(CHUNK_BYTES):
-                pass
-            spool.seek(0)
-            meta = pq.ParquetFile(spool).metadata
-            out.lines = meta.num_rows
-            out.size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-            for _ in pq.ParquetFile(spool).iter_batches(batch_size=64 * 1024):
-                pass  # every row group decodes
-        else:
-            kept: list[bytes] | None = []
-            decoder = Utf8Decoder()
-            for chunk in decompressed(source, kind == "gzip"):
-                out.size += len(chunk)
-                out.lines += chunk.count(b"\n")
-                decoder.decode(chunk)  # checked as it comes (ASCII decodes at memory speed)
-                if kept is not None and out.size <= keep_bytes:
-                    kept.append(chunk)
-                else:
-                    kept = None  # over the budget: decoded again from the spool, in parts
-            decoder.decode(b"", final=True)
-            out.lines += 1
-            if kept is not None:
-                out.kept = b"".join(kept)
-                out.close()
-    except DECODE_ERRORS as exc:
-        out.error = exc
+    """Read an object to a spool file (in ``$TMPDIR``) and decode it to its end as it arrives
+    (Parquet: once arrived), so that an object that does not decode is known before any of its
+    lines is routed; its decoded bytes are kept if they come to at most ``keep_bytes``. A
+    network failure raises :class:`ObjectReadError` (and deletes the spool)."""
+    fd, path = tempfile.mkstemp(prefix="tokenbill-spool-")
+    out = Spooled(kind, path)
+    with os.fdopen(fd, "w+b") as spool:
+        source = _ChunkFile(body_chunks(client, bucket, key, retry), tee=spool)
+        try:
+            if kind == "parquet":
+                while source.read(CHUNK_BYTES):
+                    pass
+                spool.flush()
+                parquet = pq.ParquetFile(spool)
+                meta = parquet.metadata
+                out.lines = meta.num_rows
+                groups = range(meta.num_row_groups)
+                out.size = sum(meta.row_group(i).total_byte_size for i in groups)
+                for _ in parquet.iter_batches(batch_size=64 * 1024):
+                    pass  # every row group decodes
+            else:
+                kept: list[bytes] | None = []
+                decoder = Utf8Decoder()
+                for chunk in decompressed(source, kind == "gzip"):
+                    out.size += len(chunk)
+                    out.lines += chunk.count(b"\n")
+                    decoder.decode(chunk)  # checked as it comes (ASCII decodes at memory speed)
+                    if kept is not None and out.size <= keep_bytes:
+                        kept.append(chunk)
+                    else:
+                        kept = None  # over the budget: decoded again from the spool, in parts
+                decoder.decode(b"", final=True)
+                out.lines += 1
+                if kept is not None:
+                    out.kept = b"".join(kept)
+        except DECODE_ERRORS as exc:
+            out.error = exc
+        except BaseException:
+            out.close()
+            raise
+    if out.error is not None or out.kept is not None:
         out.close()
-        source.close()
-        return out
-    if out.file is not None:
-        spool.rollover()  # parts are decoded from disk: the memory is the batches'
     return out
 
 

@@ -42,7 +42,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "TOKENBILL_INGEST_BATCH_MB": (
         "64",
-        "Ingestion routes and lands at most about this many MB of decoded text at once.",
+        "Ingestion routes and lands at most about this many MB of decoded text at once, and "
+        "holds at most about this much of an hour's fetched text (a larger object is spooled "
+        "and streamed in parts).",
     ),
     "TOKENBILL_FIRST_PARTITION": (
         "2026-01-01",

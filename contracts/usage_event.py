@@ -225,7 +225,8 @@ def parse_count(expr: pl.Expr) -> pl.Expr:
 
 
 #: Every column check as (column, reason code, predicate), in schema order; filled by _check.
-#: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once.
+#: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once,
+#: and :func:`contract_faults` each on its own, in one pass, where one fails.
 _COLUMN_RULES: list[tuple[str, str, Callable[[pl.Expr], pl.Expr]]] = []
 #: (column, reason code) -> what the rule expects, as a quarantine detail says it.
 _EXPECTED: dict[tuple[str, str], str] = {}
@@ -539,8 +540,8 @@ def passes_contract() -> pl.Expr:
 
     The same predicates as the schema's checks, plus its non-null requirements, evaluated as
     one expression: one vectorised pass over the rows, where pandera runs each check on its
-    own and gathers failure cases. Rows for which this is false are then validated by the
-    schema itself, which says why.
+    own and gathers failure cases. Rows for which this is false are then judged rule by rule
+    (:func:`contract_faults`), which says why.
     """
     terms = [
         pl.col(name).is_not_null()

@@ -565,7 +565,6 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     a percent of real traffic) are judged rule by rule (:func:`contract_faults`), which says
     why.
     """
-    _require_structure(wire)
     failures = pl.DataFrame(
         schema={"row": pl.Int64, "reason_codes": pl.List(pl.String), "reason_detail": pl.String}
     )
@@ -582,6 +581,7 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     suspects = screened.filter(~pl.col("ok"))["row"]
     if suspects.len():
         suspect_rows = wire[suspects]
+        _require_structure(suspect_rows)
         faults = contract_faults(suspect_rows)
         if faults.height:
             summary = _summarise_faults(faults, suspect_rows)
@@ -593,7 +593,8 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
 
 def _require_structure(wire: pl.DataFrame) -> None:
     """Every column of the schema, of its type: else ingestion has a bug (this is not bad
-    input, and must not be quarantined). pandera would fail such a frame as a whole."""
+    input, and must not be quarantined). pandera would fail such a frame as a whole; as
+    before, only the rows that need judging are held to it."""
     wrong = [
         f"{name}: {wire.schema.get(name, 'absent')}, expected {column.dtype}"
         for name, column in USAGE_EVENT_SCHEMA.columns.items()

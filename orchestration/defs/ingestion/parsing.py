@@ -393,41 +393,44 @@ _SENT_NULL = ", ".join(
 )
 #: metadata as the contract defines it: the object sent, with unknown top-level fields merged
 #: in (JSON merge patch with nulls deletes the known keys: what is left is unknown). Also
-#: non-objects, as their JSON text, for validation to reject. And the required fields sent as
-#: an explicit null (a line with one always comes here), for the quarantine's wording.
-_MERGE_SQL = f"""
-select
-    line_idx,
-    case
-        when json_type(raw_line, '$.metadata') = 'OBJECT'
-            then json_merge_patch(
-                raw_line->'$.metadata', json_merge_patch(raw_line, '{_KNOWN_NULLS}')
-            )::varchar
-        when json_type(raw_line, '$.metadata') is null
-            or json_type(raw_line, '$.metadata') = 'NULL'
-            then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
-        else (raw_line->'$.metadata')::varchar
-    end as metadata,
-    list_filter([{_SENT_NULL}], lambda f: f is not null) as {NULL_FIELDS}
-from lines
-"""
-#: One parse per line into the wire fields (``from_json``: every value as the text it was
-#: sent as, numbers included). A line whose keys outnumber its non-null known fields has an
-#: unknown field (or an explicit null, or a repeated key): only those lines (``needs_merge``)
-#: go through ``_MERGE_SQL``. Any other line's metadata is exactly what it sent.
+#: non-objects, as their JSON text, for validation to reject.
+_MERGED_METADATA = f"""case
+            when json_type(raw_line, '$.metadata') = 'OBJECT'
+                then json_merge_patch(
+                    raw_line->'$.metadata', json_merge_patch(raw_line, '{_KNOWN_NULLS}')
+                )::varchar
+            when json_type(raw_line, '$.metadata') is null
+                or json_type(raw_line, '$.metadata') = 'NULL'
+                then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
+            else (raw_line->'$.metadata')::varchar
+        end"""
+#: One statement per batch of lines: one ``from_json`` per line into the wire fields (every
+#: value as the text it was sent as, numbers included). A line whose keys outnumber its
+#: non-null known fields has an unknown field (or an explicit null, or a repeated key): only
+#: for those lines (``needs_merge``; a CASE evaluates its branch on its rows alone) is the
+#: metadata merged (``_MERGED_METADATA``) and are the required fields sent as an explicit null
+#: listed, for the quarantine's wording. Any other line's metadata is exactly what it sent.
 _EXTRACT_SQL = f"""
-with objects as (
+with
+objects as (
     select line_idx, raw_line, from_json(raw_line, '{_WIRE_STRUCT}') as w
     from lines
     where json_valid(raw_line) and starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{')
+),
+flagged as (
+    select
+        *,
+        len(json_keys(raw_line))
+            > {" + ".join(f"(w.{f} is not null)::int" for f in WIRE_FIELDS)} as needs_merge
+    from objects
 )
 select
     line_idx,
     {", ".join(f"w.{f} as {f}" for f in WIRE_FIELDS if f != "metadata")},
-    w.metadata::varchar as metadata,
-    len(json_keys(raw_line))
-        > {" + ".join(f"(w.{f} is not null)::int" for f in WIRE_FIELDS)} as needs_merge
-from objects
+    case when needs_merge then {_MERGED_METADATA} else w.metadata::varchar end as metadata,
+    case when needs_merge then list_filter([{_SENT_NULL}], lambda f: f is not null) end
+        as {NULL_FIELDS}
+from flagged
 """
 #: Rows per Arrow record batch handed to DuckDB: its scan runs one batch per thread.
 _SCAN_ROWS = 50_000
@@ -448,34 +451,17 @@ def extract_wire_fields(
     try:
         con.register("lines", _chunked(indexed))
         wire = con.sql(_EXTRACT_SQL).pl()
-        if not wire["line_idx"].is_sorted():
-            wire = wire.sort("line_idx")
-        to_merge = wire["needs_merge"].arg_true()
-        if to_merge.len():
-            con.register("lines", _chunked(indexed[wire["line_idx"].gather(to_merge)]))
-            merged = con.sql(_MERGE_SQL).pl()
-            if not merged["line_idx"].is_sorted():
-                merged = merged.sort("line_idx")
-            wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
-            # Row -> its position among the merged lines (null elsewhere: no null was sent).
-            position = pl.Series(dtype=pl.UInt32).extend_constant(None, wire.height)
-            position = position.scatter(to_merge, pl.int_range(to_merge.len(), eager=True))
-            null_fields = merged[NULL_FIELDS].gather(position)
     finally:
         con.close()
+    if not wire["line_idx"].is_sorted():
+        wire = wire.sort("line_idx")
     carry = [c for c in lines.columns if c not in ("raw_line", "native_line")]
     carried = lines.select(carry)[wire["line_idx"]] if carry else pl.DataFrame()
     not_objects = indexed.select("line_idx").join(
         wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
     )
-    if not to_merge.len():
-        null_fields = pl.Series(dtype=pl.List(pl.String)).extend_constant(None, wire.height)
     return wire.select("line_idx").hstack(
-        [
-            *carried.get_columns(),
-            *wire.select(WIRE_FIELDS).get_columns(),
-            null_fields.alias(NULL_FIELDS),
-        ]
+        [*carried.get_columns(), *wire.select(*WIRE_FIELDS, NULL_FIELDS).get_columns()]
     ), not_objects
 
 

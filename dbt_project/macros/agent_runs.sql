@@ -35,6 +35,19 @@
     map_from_entries(array_sort(collect_list(struct({{ key }}, {{ value }}))))
 {%- endmacro %}
 
+{#- A map of one entry (key -> value), the type map_agg makes of a group of one row. -#}
+{% macro map_of_one(key, value) -%}
+    {{- adapter.dispatch('map_of_one', 'tokenbill')(key, value) -}}
+{%- endmacro %}
+
+{% macro default__map_of_one(key, value) -%}
+    map([{{ key }}], [{{ value }}])
+{%- endmacro %}
+
+{% macro spark__map_of_one(key, value) -%}
+    map({{ key }}, {{ value }})
+{%- endmacro %}
+
 {#- Pre-hook of the run marts (delete+insert on their key): a stored run or request whose
     span overlaps the window and none of whose raw lines is left in the read range (its
     objects were removed or replaced) is deleted; every other run the window touches is

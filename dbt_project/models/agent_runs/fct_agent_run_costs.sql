@@ -133,7 +133,9 @@ runs as (
         min(first_event_at) as first_event_at,
         max(last_event_at) as last_event_at,
         bool_or(in_window) as in_window,
-        {{ map_agg('model', 'calls') }} as model_calls_by_model,
+        count(*) as models,
+        min(model) as first_model,
+        sum(calls) as calls,
         sum(attempts) as attempts,
         sum(retries) as retries,
         sum(failed_attempts) as failed_attempts,
@@ -180,6 +182,24 @@ touched as (
         )
         {%- endif %}
 
+),
+
+-- The calls per model of the runs that used more than one model (a call retried on another
+-- model): a list per run, built only for these (a few percent of runs; a list aggregate's
+-- state is not spilled, so over every run of a month-wide window it outgrew DuckDB's memory
+-- limit at 10M events). A one-model run's map is built from its row (model_calls_by_model).
+multi_model_maps as (
+
+    select
+        run_models.customer_id,
+        run_models.run_id,
+        {{ map_agg('run_models.model', 'run_models.calls') }} as model_calls_by_model
+    from run_models
+    inner join touched
+        on run_models.customer_id = touched.customer_id and run_models.run_id = touched.run_id
+    where touched.models > 1
+    group by run_models.customer_id, run_models.run_id
+
 )
 
 select
@@ -191,7 +211,10 @@ select
     touched.last_event_at,
     cast(touched.attempts as bigint) as attempts,
     cast(run_calls.model_calls as bigint) as model_calls,
-    touched.model_calls_by_model,
+    coalesce(
+        multi_model_maps.model_calls_by_model,
+        {{ map_of_one('touched.first_model', 'cast(touched.calls as bigint)') }}
+    ) as model_calls_by_model,
     cast(touched.retries as bigint) as retries,
     cast(touched.failed_attempts as bigint) as failed_attempts,
     cast(touched.retried_attempts as bigint) as retried_attempts,
@@ -211,3 +234,7 @@ select
 from touched
 inner join run_calls
     on touched.customer_id = run_calls.customer_id and touched.run_id = run_calls.run_id
+left join multi_model_maps
+    on
+        touched.customer_id = multi_model_maps.customer_id
+        and touched.run_id = multi_model_maps.run_id

@@ -42,7 +42,7 @@ day_series as (
         span.wallet_id,
         span.customer_id,
         span.currency,
-        unnest(generate_series(span.first_day, last_day.last_day, interval 1 day)) as day_start
+        {{ unnest_series('span.first_day', 'last_day.last_day', 'interval 1 day') }} as day_start
     from span
     cross join last_day
 

@@ -44,7 +44,7 @@ runway as (
         wallets.low_runway_days,
         case
             when burn.burned > 0
-                then {{ whole_quotient('burn.balance_at_day_end', 'burn.burned', 'burn.burn_days') }}
+                then {{ amount_quotient('burn.balance_at_day_end', 'burn.burned', 'burn.burn_days') }}
         end as runway_days
     from burn
     inner join wallets on burn.wallet_id = wallets.wallet_id

@@ -71,6 +71,8 @@ clean:
 	rm -rf .tokenbill dbt_project/target dbt_project/logs
 
 # `make bench ARGS="--events 1000000"`: the end-to-end benchmark; appends to BENCHMARKS.md.
+# Large runs (README "Large benchmarks"): ARGS="--events 100000000 --no-keep" (checks the
+# work dir's free disk first), ARGS="--events 10000000 --hot-hours 3 --hot-hour-events 2000000".
 bench: $(STAMP) manifest
 	$(BIN)/python -m bench.run $(ARGS)
 .PHONY: bench

@@ -66,6 +66,13 @@ TARGET_INCREMENTAL_RATIO = 1.5
 TARGET_FIXED_SECONDS = 30.0
 #: One-hour runs are repeated this many times; the median is reported.
 REPEATS = 3
+#: Above this many events the S3 server keeps bodies on disk (``--s3-store auto``): ~1.5 GB of
+#: objects, which moto would otherwise hold in memory beside the pipeline.
+DISK_STORE_EVENTS = 15_000_000
+#: Rough disk use per event (measured 2026-12-03 at 1M events): gzip objects (canonical /
+#: mixed shapes) and the warehouse plus its analysts' copy.
+OBJECT_BYTES_PER_EVENT = {"canonical": 100, "mixed": 155}
+WAREHOUSE_BYTES_PER_EVENT = 450
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,15 +100,44 @@ def main(argv: list[str] | None = None) -> int:
         help="hours holding --hot-hour-events events each in ONE .jsonl.gz object (of --events)",
     )
     parser.add_argument("--hot-hour-events", type=int, default=0, help="valid events per hot hour")
+    parser.add_argument(
+        "--s3-store",
+        choices=("auto", "memory", "disk"),
+        default="auto",
+        help="where the S3 server keeps the bodies: memory (moto's default below 5 MiB an "
+        "object), disk (files in the work dir), auto: disk above "
+        f"{DISK_STORE_EVENTS:,} events",
+    )
+    parser.add_argument(
+        "--no-keep",
+        action="store_true",
+        help="keep no copy of the generated objects in the work dir (no later --skip-generate)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("duckdb", "spark"),
+        default="duckdb",
+        help="spark: the same month with TOKENBILL_ENGINE=spark (the Parquet lake and dbt's "
+        "spark target, a local Spark); only the backfill is measured and nothing is recorded",
+    )
     args = parser.parse_args(argv)
+    if args.s3_store == "auto":
+        args.s3_store = "disk" if args.events > DISK_STORE_EVENTS else "memory"
     if args.hot_hours and args.hot_hours * args.hot_hour_events > args.events:
         parser.error("--hot-hours x --hot-hour-events must not exceed --events")
     if args.hot_hours and not args.hot_hour_events:
         parser.error("--hot-hours needs --hot-hour-events")
 
     _quiet()
+    os.environ["TOKENBILL_ENGINE"] = args.engine
+    if args.engine == "spark":
+        args.no_record = True  # a different machine set-up: never beside the DuckDB rows
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    short = disk_shortfall(args, workdir)
+    if short:
+        print(short, file=sys.stderr)
+        return 2
     start = datetime.strptime(args.month, "%Y-%m").replace(tzinfo=UTC)
     end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
     results: dict = {"args": vars(args) | {"workdir": str(workdir)}, "machine": machine()}
@@ -117,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  work dir {workdir}; dbt/Dagster output in {workdir / 'runs.log'}")
 
     with s3_child(args, workdir) as s3:
-        results["generate"] = {k: s3[k] for k in ("seconds", "mode", "objects", "bytes")}
+        keys = ("seconds", "mode", "objects", "bytes", "store", "rss_server")
+        results["generate"] = {k: s3[k] for k in (*keys, "maxrss_self", "maxrss_renderer")}
         print(
             f"  {s3['mode']} {s3['objects']:,} objects ({s3['bytes'] / 1e6:,.1f} MB) "
-            f"in {s3['seconds']:.1f}s (not part of the pipeline figure)"
+            f"in {s3['seconds']:.1f}s = {args.events / s3['seconds']:,.0f} events/s "
+            "(not part of the pipeline figure)\n"
+            f"  generator peak RSS: {_mb(s3['maxrss_self'])} (S3 server + uploads), "
+            f"{_mb(s3['maxrss_renderer'])} (largest rendering process); S3 server "
+            f"({s3['store']} store) {_mb(s3['rss_server'])} holding the month"
         )
         manifest = s3["manifest"]
         with open(workdir / "runs.log", "w") as log:
@@ -128,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 workdir / "month", start, end, manifest, log, s3_pid=s3["pid"]
             )
             print_backfill(results["backfill"], args.events)
+            if args.engine == "spark":  # the rest measures DuckDB alone
+                (workdir / f"results-{args.events}-{args.shapes}-spark.json").write_text(
+                    json.dumps(results, indent=2, default=str)
+                )
+                return 0 if all(r["success"] for r in results["backfill"]["runs"]) else 1
             results["ingestion_split"] = instrumented_ingestion(workdir, start, end)
             print_split(results["ingestion_split"])
             results["reference"] = reference(start, end)
@@ -143,6 +189,40 @@ def main(argv: list[str] | None = None) -> int:
         record(results)
         print(f"  appended to {BENCHMARKS_MD}")
     return 0
+
+
+def disk_shortfall(args, workdir: Path) -> str | None:
+    """What is missing on the work dir's disk for this run, with what to do; None if it fits.
+
+    Counted: the kept copy of the objects (unless --no-keep or --skip-generate), the S3
+    server's store (--s3-store disk) and the warehouse with its analysts' copy; what an
+    earlier run left in the work dir is reused or replaced, so it counts as free."""
+    objects = args.events * OBJECT_BYTES_PER_EVENT[args.shapes]
+    parts = {
+        "the kept objects": 0 if args.no_keep or args.skip_generate else objects,
+        "the S3 server's disk store": objects if args.s3_store == "disk" else 0,
+        "the warehouse and its analysts' copy": args.events * WAREHOUSE_BYTES_PER_EVENT,
+    }
+    need = int(sum(parts.values()) * 1.1)
+    free = shutil.disk_usage(workdir).free + _du(workdir)
+    if need <= free:
+        return None
+    what = ", ".join(f"{name} ~{n / 1e9:,.1f} GB" for name, n in parts.items() if n)
+    return (
+        f"bench: {args.events:,} events need ~{need / 1e9:,.1f} GB free on the disk of "
+        f"{workdir} ({what}, +10%), which has {free / 1e9:,.1f} GB: free some space, give "
+        "--workdir on a larger disk"
+        + ("" if args.no_keep else ", or --no-keep (no copy of the objects)")
+    )
+
+
+def _du(directory: Path) -> int:
+    total = 0
+    for path in directory.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
 
 
 def _quiet() -> None:
@@ -220,6 +300,8 @@ class RssSampler:
     def __init__(self, interval: float = 0.1, exclude: int | None = None):
         self.interval = interval
         self.exclude = {exclude, *descendants(exclude)} if exclude else set()
+        #: the S3 server's highest RSS (reported, not counted)
+        self.peak_excluded = sum(vm_rss(p) for p in self.exclude)
         self.peak = self.start = vm_rss()
         self.peak_tree = self.tree()
         #: (seconds after start, this process, the run) when the run's RSS was highest
@@ -237,6 +319,8 @@ class RssSampler:
         while not self._stop.wait(self.interval):
             me, tree = vm_rss(), self.tree()
             self.peak = max(self.peak, me)
+            excluded = sum(vm_rss(p) for p in self.exclude)
+            self.peak_excluded = max(self.peak_excluded, excluded)
             if tree > self.peak_tree:
                 self.peak_tree = tree
                 self.at_peak = (time.monotonic() - began, me, tree)
@@ -281,6 +365,9 @@ def s3_child(args, workdir: Path) -> Iterator[dict]:
         *(["--skip-generate"] if args.skip_generate else []),
         f"--hot-hours={args.hot_hours}",
         f"--hot-hour-events={args.hot_hour_events}",
+        f"--store={args.s3_store}",
+        f"--store-dir={workdir / 's3'}",
+        *(["--no-keep"] if args.no_keep else []),
     ]
     child = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -320,7 +407,12 @@ def fresh_instance(directory: Path):
 
 
 def warehouse_defs(directory: Path):
+    """The code location on a fresh warehouse under ``directory``: the DuckDB file, or with
+    ``TOKENBILL_ENGINE=spark`` the lake and the Spark warehouse beside it."""
     from orchestration.definitions import build_defs
+
+    os.environ["TOKENBILL_LAKE_ROOT"] = str(directory / "lake")
+    os.environ["TOKENBILL_SPARK_WAREHOUSE"] = str(directory / "spark-warehouse")
 
     return build_defs(
         bucket=BUCKET,
@@ -387,7 +479,16 @@ def timed_run(defs, instance, job: str, first: str | None, last: str | None, wri
 
     began = time.perf_counter()
     with contextlib.redirect_stdout(log):
-        result = run_job_range(defs, job, first, last, instance, log_level="WARNING")
+        result = run_job_range(
+            defs,
+            job,
+            first,
+            last,
+            instance,
+            # On Spark a failed run (a model not ported yet) is reported, and the next runs go
+            raise_on_error=os.environ.get("TOKENBILL_ENGINE") != "spark",
+            log_level="WARNING",
+        )
     wall = time.perf_counter() - began
     steps: dict = {}
     landed = None
@@ -528,6 +629,7 @@ def backfill(
         "rss_start": rss.start,
         "rss_peak_backfill": rss.peak,
         "rss_peak_run": rss.peak_tree,
+        "rss_peak_s3": rss.peak_excluded,
         # (seconds into the backfill, this process, the run) when the run's RSS peaked
         "rss_at_run_peak": rss.at_peak,
         "maxrss_self": max_rss(),
@@ -539,11 +641,49 @@ def backfill(
         "event_writes_by_type": dict(
             sorted(_sum_by(writes.counts, lambda key: key[2]).items(), key=lambda kv: -kv[1])
         ),
-        "checks": check_against_manifest(directory / "wh.duckdb", start, end, manifest),
+        "checks": check_against_manifest(directory, start, end, manifest),
     }
     out["stages"] = stages(out)
     instance.dispose()
     return out
+
+
+def check_spark_against_manifest(
+    directory: Path, start: datetime, end: datetime, manifest: dict
+) -> str:
+    """The lake's audit against what the generator wrote (the marts are Spark's: counted
+    with one Spark session on the runs' tables)."""
+    from orchestration.defs.ingestion.lake import read_lake_table
+    from orchestration.warehouse import SparkWarehouse, spark_session
+
+    try:
+        audit = read_lake_table(directory / "lake", "raw.ingestion_audit").to_pylist()
+    except Exception as exc:  # nothing landed
+        return f"no lake audit: {exc}"
+    hours = [
+        a
+        for a in audit
+        if start.replace(tzinfo=None) <= a["partition_hour"] < end.replace(tzinfo=None)
+    ]
+    want = manifest["lines"]
+    pairs = {
+        "valid": (sum(a["valid_count"] for a in hours), want["valid_unique"]),
+        "duplicates": (sum(a["duplicate_count"] for a in hours), want["duplicate"]),
+        "quarantined": (sum(a["quarantined_count"] for a in hours), want["malformed"]),
+    }
+    try:
+        with spark_session("local[2]", str(directory / "spark-warehouse")) as session:
+            ((tokens_in, tokens_out),) = SparkWarehouse(session).rows(
+                "select sum(input_tokens), sum(output_tokens) from marts.fct_token_usage_hourly "
+                "where usage_hour >= ? and usage_hour < ?",
+                [start.replace(tzinfo=None), end.replace(tzinfo=None)],
+            )
+        pairs["input_tokens"] = (tokens_in, manifest["tokens"]["input_tokens"])
+        pairs["output_tokens"] = (tokens_out, manifest["tokens"]["output_tokens"])
+    except Exception as exc:
+        return f"lake counts checked; marts not readable on Spark: {str(exc).splitlines()[0]}"
+    diffs = [f"{k} {got} != {exp}" for k, (got, exp) in pairs.items() if int(got or 0) != exp]
+    return "matches the generator's manifest" if not diffs else "MISMATCH: " + "; ".join(diffs)
 
 
 def _sum_by(counter: Counter, key: Callable) -> dict:
@@ -553,11 +693,13 @@ def _sum_by(counter: Counter, key: Callable) -> dict:
     return dict(out)
 
 
-def check_against_manifest(path: Path, start: datetime, end: datetime, manifest: dict) -> str:
+def check_against_manifest(directory: Path, start: datetime, end: datetime, manifest: dict) -> str:
     """Did the benchmarked run do the job? (counts against what the generator wrote)"""
     import duckdb
 
-    with duckdb.connect(str(path), read_only=True) as con:
+    if os.environ.get("TOKENBILL_ENGINE") == "spark":
+        return check_spark_against_manifest(directory, start, end, manifest)
+    with duckdb.connect(str(directory / "wh.duckdb"), read_only=True) as con:
         valid, dups, quarantined, lines = con.execute(
             "select sum(valid_count), sum(duplicate_count), sum(quarantined_count), "
             "sum(lines_read) from raw.ingestion_audit "
@@ -906,7 +1048,8 @@ def print_backfill(b: dict, events: int) -> None:
         f"{_mb(b['rss_at_run_peak'][1])}); "
         f"this process {_mb(b['rss_peak_backfill'])} (from {_mb(b['rss_start'])}); "
         f"ru_maxrss self {_mb(b['maxrss_self'])}, largest child {_mb(b['maxrss_children'])} "
-        "(fork-inflated: a child counts its parent's pages until it execs)"
+        "(fork-inflated: a child counts its parent's pages until it execs); "
+        f"the S3 server (not counted) {_mb(b.get('rss_peak_s3', 0))}"
     )
     print(f"  CPU: this process {b['cpu_self']:.1f}s, children (dbt) {b['cpu_children']:.1f}s")
 

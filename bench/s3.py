@@ -2,10 +2,20 @@
 
 Run by :mod:`bench.run`, never by hand. Keeping the server (and the generator) out of the
 measured process means the pipeline's peak memory and CPU are its own, as against a real S3
-endpoint: moto holds every object in memory and serves requests on Python threads.
+endpoint: moto serves requests on Python threads and keeps each object's body in a
+``SpooledTemporaryFile`` of ``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE`` bytes (5 MiB by default): the
+objects of a 10M month (~830 KB each) are all in its memory (1 GB of objects took 1.1 GB of
+RSS, measured 2026-12-03), a 100M month's ~10 GB would not fit beside the pipeline.
+``--store disk`` sets the buffer to 1 byte: every body is a file in ``--store-dir`` (one open
+descriptor per object; 4 GB of objects took 276 MB of RSS).
 
-Protocol: prints one JSON line (endpoint, generation seconds, manifest, objects, bytes) on
-stdout once the month is uploaded, then serves until its stdin is closed.
+The month is rendered in ``os.cpu_count()`` processes (hot hours too: an hour is rendered in
+windows, in bounded memory); bodies above the generator's SPOOL_BYTES are written to files in
+``--store-dir`` as well.
+
+Protocol: prints one JSON line (endpoint, generation seconds, manifest, objects, bytes, the
+generator's and this process's peak RSS) on stdout once the month is uploaded, then serves
+until its stdin is closed.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import resource
 import shutil
 import sys
 import time
@@ -33,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--hot-hours", type=int, default=0)
     parser.add_argument("--hot-hour-events", type=int, default=0)
+    parser.add_argument("--store", choices=("memory", "disk"), default="memory")
+    parser.add_argument("--store-dir", help="S3 bodies (--store disk) and spooled objects")
+    parser.add_argument("--no-keep", action="store_true", help="keep no copy for --skip-generate")
     args = parser.parse_args(argv)
+    if args.store_dir:  # before anything asks tempfile for its directory
+        shutil.rmtree(args.store_dir, ignore_errors=True)
+        Path(args.store_dir).mkdir(parents=True)
+        os.environ["TMPDIR"] = args.store_dir
+    if args.store == "disk":
+        os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = "1"  # every body rolls over to a file
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     for key, value in (
@@ -59,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             if not manifest_file.exists():
                 raise SystemExit(f"--skip-generate: no generated month in {cache}; run without")
             objects: Iterator[GeneratedObject] = (
-                GeneratedObject(str(p.relative_to(cache / "objects")), p.read_bytes())
+                GeneratedObject(str(p.relative_to(cache / "objects")), spool=p, owned=False)
                 for p in sorted((cache / "objects").rglob("*"))
                 if p.is_file()
             )
@@ -76,15 +97,21 @@ def main(argv: list[str] | None = None) -> int:
                 args.shapes,
                 hot_hours=args.hot_hours,
                 hot_hour_events=args.hot_hour_events,
-                # A hot hour renders in one pass (~4 KB a row: ~8 GB for 2M events): one
-                # process, so two hot hours never render at once.
-                workers=1 if args.hot_hours else (os.cpu_count() or 1),
+                workers=os.cpu_count() or 1,
             )
-            stats = upload(client, args.bucket, args.prefix, _kept(month, cache / "objects"))
+            objects = month if args.no_keep else _kept(month, cache / "objects")
+            stats = upload(client, args.bucket, args.prefix, objects)
             manifest = month.manifest
-            manifest_file.write_text(json.dumps(manifest))
+            if not args.no_keep:  # the manifest marks a complete copy for --skip-generate
+                manifest_file.write_text(json.dumps(manifest))
             mode = "generated and uploaded"
         seconds = time.monotonic() - started
+        generator = {  # the generator's processes are gone; this process serves S3 from now
+            "rss_server": vm_rss(),
+            "maxrss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "maxrss_renderer": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+            "store": args.store,
+        }
         print(
             json.dumps(
                 {
@@ -93,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     "mode": mode,
                     "manifest": manifest,
                     **stats,
+                    **generator,
                 }
             ),
             flush=True,
@@ -103,12 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def vm_rss() -> int:
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(found.group(1)) * 1024 if found else 0
+
+
 def _kept(objects, directory: Path):
     """Pass objects through, writing each under ``directory`` (for ``--skip-generate``)."""
     for obj in objects:
         path = directory / obj.key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(obj.body)
+        obj.save(path)
         yield obj
 
 

@@ -225,7 +225,8 @@ def parse_count(expr: pl.Expr) -> pl.Expr:
 
 
 #: Every column check as (column, reason code, predicate), in schema order; filled by _check.
-#: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once.
+#: The schema runs each as a pandera check; :func:`passes_contract` runs all of them at once,
+#: and :func:`contract_faults` each on its own, in one pass, where one fails.
 _COLUMN_RULES: list[tuple[str, str, Callable[[pl.Expr], pl.Expr]]] = []
 #: (column, reason code) -> what the rule expects, as a quarantine detail says it.
 _EXPECTED: dict[tuple[str, str], str] = {}
@@ -539,8 +540,8 @@ def passes_contract() -> pl.Expr:
 
     The same predicates as the schema's checks, plus its non-null requirements, evaluated as
     one expression: one vectorised pass over the rows, where pandera runs each check on its
-    own and gathers failure cases. Rows for which this is false are then validated by the
-    schema itself, which says why.
+    own and gathers failure cases. Rows for which this is false are then judged rule by rule
+    (:func:`contract_faults`), which says why.
     """
     terms = [
         pl.col(name).is_not_null()
@@ -561,7 +562,8 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     naming each field, the check and the offending value.
 
     Every row is screened by :func:`passes_contract`; only the rows it rejects (a fraction of
-    a percent of real traffic) go through pandera, whose failure cases are the reasons.
+    a percent of real traffic) are judged rule by rule (:func:`contract_faults`), which says
+    why.
     """
     failures = pl.DataFrame(
         schema={"row": pl.Int64, "reason_codes": pl.List(pl.String), "reason_detail": pl.String}
@@ -579,33 +581,72 @@ def validate_wire_events(wire: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     suspects = screened.filter(~pl.col("ok"))["row"]
     if suspects.len():
         suspect_rows = wire[suspects]
-        try:
-            USAGE_EVENT_SCHEMA.validate(suspect_rows, lazy=True)
-        except pa.errors.SchemaErrors as exc:
-            summary = _summarise_failures(exc.failure_cases, suspect_rows)
+        _require_structure(suspect_rows)
+        faults = contract_faults(suspect_rows)
+        if faults.height:
+            summary = _summarise_faults(faults, suspect_rows)
             # Back from positions among the suspects to positions in ``wire``.
             failures = summary.with_columns(row=suspects.gather(summary["row"]))
     valid = screened.filter(~pl.col("row").is_in(failures["row"].implode()))
     return valid.drop("row", "ok"), failures
 
 
-def _summarise_failures(cases: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+def _require_structure(wire: pl.DataFrame) -> None:
+    """Every column of the schema, of its type: else ingestion has a bug (this is not bad
+    input, and must not be quarantined). pandera would fail such a frame as a whole; as
+    before, only the rows that need judging are held to it."""
+    wrong = [
+        f"{name}: {wire.schema.get(name, 'absent')}, expected {column.dtype}"
+        for name, column in USAGE_EVENT_SCHEMA.columns.items()
+        if name not in wire.schema or wire.schema[name] != column.dtype.type
+    ]
+    if wrong:
+        raise RuntimeError("usage-event schema failed structurally: " + "; ".join(wrong))
+
+
+def contract_faults(rows: pl.DataFrame) -> pl.DataFrame:
+    """Every fault of every row of ``rows``: ``row`` (its position), ``field`` (null for a
+    rule on the whole row) and ``reason``, in no particular order.
+
+    Exactly what ``USAGE_EVENT_SCHEMA.validate(rows, lazy=True)`` reports (a test pins it),
+    judged from the same rules (``_COLUMN_RULES``, ``_ROW_RULES`` and the schema's non-null
+    columns) in one vectorised pass instead of one pandera check at a time: a required value
+    that is null is ``missing_required_field``; a check fails where its predicate is false
+    (pandera's ``ignore_na``: a null outcome passes).
+    """
+    rules: list[tuple[str | None, str, pl.Expr]] = [
+        (name, "missing_required_field", pl.col(name).is_null())
+        for name, column in USAGE_EVENT_SCHEMA.columns.items()
+        if not column.nullable
+    ]
+    rules += [
+        (name, code, ~predicate(pl.col(name)).fill_null(True))
+        for name, code, predicate in _COLUMN_RULES
+    ]
+    rules += [(None, code, ~predicate().fill_null(True)) for code, predicate, _ in _ROW_RULES]
+    failed = (
+        rows.lazy()
+        .select(*(expr.fill_null(False).alias(str(i)) for i, (_, _, expr) in enumerate(rules)))
+        .collect()
+    )
+    found = [
+        pl.DataFrame({"row": failed[str(i)].arg_true().cast(pl.Int64)}).with_columns(
+            field=pl.lit(field, pl.String), reason=pl.lit(code, pl.String)
+        )
+        for i, (field, code, _) in enumerate(rules)
+        if failed[str(i)].any()
+    ]
+    if not found:
+        return pl.DataFrame(schema={"row": pl.Int64, "field": pl.String, "reason": pl.String})
+    return pl.concat(found).unique()
+
+
+def _summarise_faults(faults: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """One row per failed row of ``rows``: its reason codes and the detail of each fault.
 
-    pandera says which check failed on which row; the detail is then worded from the row
-    itself, per (field, reason) at once: the field, its value, the rule and what it expects.
+    The detail is worded from the row itself, per (field, reason) at once: the field, its
+    value, the rule and what it expects.
     """
-    if cases.filter(pl.col("index").is_null()).height:
-        # A failure without a row index is a schema-level problem (a missing column):
-        # that is a bug in ingestion, not bad input, so it must not be quarantined.
-        raise RuntimeError(f"usage-event schema failed structurally:\n{cases}")
-    faults = cases.select(
-        row=pl.col("index").cast(pl.Int64),
-        field=pl.when(pl.col("schema_context") == "Column").then(pl.col("column")),
-        reason=pl.when(pl.col("check") == "not_nullable")
-        .then(pl.lit("missing_required_field"))
-        .otherwise(pl.col("check")),
-    ).unique()
     worded = []
     for (field, reason), group in faults.group_by("field", "reason"):
         detail = rows[group["row"]].select(
@@ -621,6 +662,26 @@ def _summarise_failures(cases: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame
             reason_detail=pl.col("detail").unique(maintain_order=True).str.join("; "),
         )
     )
+
+
+def pandera_faults(rows: pl.DataFrame) -> pl.DataFrame:
+    """The faults pandera's own validation of ``rows`` reports, in :func:`contract_faults`'
+    form: the reference the one-pass judgement is tested against."""
+    try:
+        USAGE_EVENT_SCHEMA.validate(rows, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return pl.DataFrame(schema={"row": pl.Int64, "field": pl.String, "reason": pl.String})
+    if cases.filter(pl.col("index").is_null()).height:
+        raise RuntimeError(f"usage-event schema failed structurally:\n{cases}")
+    return cases.select(
+        row=pl.col("index").cast(pl.Int64),
+        field=pl.when(pl.col("schema_context") == "Column").then(pl.col("column")),
+        reason=pl.when(pl.col("check") == "not_nullable")
+        .then(pl.lit("missing_required_field"))
+        .otherwise(pl.col("check")),
+    ).unique()
 
 
 def _detail(field: str | None, reason: str, knows_nulls: bool) -> pl.Expr:

@@ -42,7 +42,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "TOKENBILL_INGEST_BATCH_MB": (
         "64",
-        "Ingestion routes and lands at most about this many MB of decoded text at once.",
+        "Ingestion routes and lands at most about this many MB of decoded text at once, and "
+        "holds at most about this much of an hour's fetched text (a larger object is spooled "
+        "and streamed in parts).",
     ),
     "TOKENBILL_FIRST_PARTITION": (
         "2026-01-01",
@@ -113,6 +115,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         str(REPO_ROOT / ".tokenbill" / "lake"),
         "Root of the Parquet lake raw events land in with TOKENBILL_ENGINE=spark: a local "
         "directory or an s3:// URL.",
+    ),
+    "TOKENBILL_SPARK_WAREHOUSE": (
+        str(REPO_ROOT / ".tokenbill" / "spark" / "warehouse"),
+        "With TOKENBILL_ENGINE=spark: the dbt spark target's warehouse directory and Derby "
+        "metastore (spark.sql.warehouse.dir), shared by dbt and the Python assets.",
+    ),
+    "TOKENBILL_SPARK_MASTER": (
+        "local[2]",
+        "With TOKENBILL_ENGINE=spark: the Spark master of the Python assets' session "
+        "(local[N]; sc://host:15002 for Spark Connect on a cluster).",
     ),
 }
 

@@ -8,8 +8,8 @@ real response or a fault:
   InternalError``: the request is answered with an S3 error document;
 - ``"reset"``: the connection is reset (TCP RST) before any byte of the response;
 - ``"reset_body"``: the status line, the headers (with the full ``Content-Length``) and the
-  first half of the body are sent, then the connection is reset: what a flaky network does to
-  an object's body, which boto3's request retries do not cover.
+  first half of the body are sent (and received), then the connection is reset: what a flaky
+  network does to an object's body, which boto3's request retries do not cover.
 
 The schedule is keyed by (method, target: the path and query, unquoted) and the request's
 ordinal for that pair, so it is the same whatever the order in which threads send their
@@ -20,10 +20,13 @@ holds every response back, like a slow S3.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import socket
 import socketserver
 import struct
+import termios
 import threading
 import time
 from collections import Counter
@@ -56,6 +59,8 @@ class FaultProxy:
         self.on_request = on_request
         self.delay = delay
         self.seen: Counter[tuple[str, str]] = Counter()
+        #: (method, target, headers) of every request, in the order they came.
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -90,6 +95,7 @@ class FaultProxy:
                 path = unquote(target)
                 with self._lock:
                     self.seen[(method, path)] += 1
+                    self.requests.append((method, path, headers))
                     ordinal = self.seen[(method, path)]
                 fault = self.schedule(method, path, ordinal)
                 if self.on_request is not None:
@@ -111,6 +117,7 @@ class FaultProxy:
                 head = _response_head(response, len(payload))
                 if fault == "reset_body":
                     sock.sendall(head + payload[: len(payload) // 2])
+                    _drain(sock)
                     _reset(sock)
                     return
                 sock.sendall(head + payload)
@@ -154,6 +161,18 @@ def _error_response(fault: str, path: str) -> bytes:
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     ).encode()
     return head + body
+
+
+def _drain(sock: socket.socket, timeout: float = 5.0) -> None:
+    """Wait until the peer has every byte sent (Linux: the send queue is empty), so that the
+    reset which follows cuts the body where it says, not wherever the kernel had got to."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(OSError):
+        while time.monotonic() < deadline:
+            unsent = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            if struct.unpack("i", unsent)[0] == 0:
+                return
+            time.sleep(0.001)
 
 
 def _reset(sock: socket.socket) -> None:

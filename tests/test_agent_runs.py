@@ -21,6 +21,7 @@ import yaml
 from dagster import TimeWindow
 
 from orchestration.defs.ingestion.landing import ensure_raw_schema
+from orchestration.defs.operations.sensors import RERATE_ASSETS
 from orchestration.defs.rating.catalog import (
     catalog_tables,
     load_catalog,
@@ -37,6 +38,7 @@ CARD = (
     "output_above_200k_per_token,cache_read_above_200k_per_token,"
     "cache_write_above_200k_per_token,source\n"
     "p,m,2026-01-01,,0.0005,0.001,,,,,,,,test\n"
+    "p,mpk,2026-01-01,,0.0005,0.001,,,,,,,,test\n"
 )
 
 
@@ -51,6 +53,18 @@ def _prices(plan: str) -> list[dict]:
         for meter, price in (("uncached_input", "0.001"), ("output", "0.002"))
     ]
 
+
+# Plan billall also bills model mpk's requests in started blocks of 2 (1.00 a block): a
+# package is not linear in the quantity, so an hour's row is not a multiple of its attempts.
+REQUEST_BLOCKS = {
+    "price_id": "billall-request-blocks",
+    "meter": "requests",
+    "selector": {"model": "mpk"},
+    "pricing": "package",
+    "package_size": 2,
+    "package_rounding": "up",
+    "versions": [{"effective_from": "2026-01-01", "package_price": "1.00"}],
+}
 
 CATALOG = {
     "customers.yml": {
@@ -70,7 +84,7 @@ CATALOG = {
                 "name": "billall",
                 "currency": "USD",
                 "bill_failed_attempts": True,
-                "prices": _prices("billall"),
+                "prices": [*_prices("billall"), REQUEST_BLOCKS],
             },
         ]
     },
@@ -109,12 +123,23 @@ FIRST_LANDING = [
 LATE_LANDING = [("a4", "cus_a", "06 01:00", "t1", "r3", 1, "failed", "m", 50, 0)]
 
 
-def _frame(rows, first_line: int) -> pl.DataFrame:
+# November, plan billall, model mpk: three calls in hour 02 10, one in hour 02 11; then a
+# late fourth call in hour 02 10 (its object arrives after both hours were rated).
+PACKAGE_LANDING = [
+    ("p1", "cus_b", "02 10:01", "t5", "r5", 1, "success", "mpk", 10, 5),
+    ("p2", "cus_b", "02 10:02", "t5", "r6", 1, "success", "mpk", 10, 5),
+    ("p3", "cus_b", "02 10:03", "t5", "r7", 1, "success", "mpk", 10, 5),
+    ("p4", "cus_b", "02 11:04", "t5", "r8", 1, "success", "mpk", 10, 5),
+]
+PACKAGE_LATE = [("p5", "cus_b", "02 10:05", "t5", "r9", 1, "success", "mpk", 10, 5)]
+
+
+def _frame(rows, first_line: int, month: int = 10) -> pl.DataFrame:
     records = []
     for i, (eid, customer, when, trace, group, attempt, status, model, inp, out) in enumerate(rows):
         day, clock = when.split()
         hour, minute = (int(x) for x in clock.split(":"))
-        ts = datetime(2026, 10, int(day), hour, minute)
+        ts = datetime(2026, month, int(day), hour, minute)
         records.append(
             {
                 "partition_hour": ts.replace(minute=0),
@@ -138,9 +163,9 @@ def _frame(rows, first_line: int) -> pl.DataFrame:
     return pl.DataFrame(records)
 
 
-def _land(warehouse: str, rows, first_line: int) -> None:
+def _land(warehouse: str, rows, first_line: int, month: int = 10) -> None:
     with duckdb.connect(warehouse) as con:
-        con.register("events", _frame(rows, first_line).to_arrow())
+        con.register("events", _frame(rows, first_line, month).to_arrow())
         con.execute("insert into raw.usage_events by name select * from events")
 
 
@@ -155,6 +180,18 @@ def _build(root, warehouse, window, *select) -> None:
 
 OCT5, OCT6, OCT7 = (datetime(2026, 10, d) for d in (5, 6, 7))
 RUN_MARTS = ("fct_agent_run_costs", "fct_request_costs")
+NOV2_10, NOV2_11, NOV2_12 = (datetime(2026, 11, 2, h) for h in (10, 11, 12))
+#: What rerate_sensor rebuilds for the later hours, as dbt models.
+RERATE_MODELS = tuple(key.path[-1] for key in RERATE_ASSETS)
+
+
+def attempt_costs(warehouse: str, where: str = "true") -> list[tuple]:
+    return query(
+        warehouse,
+        "select event_id, strftime(usage_hour, '%d %H'), customer_id, run_id, request_id, "
+        "total_tokens, currency, provider_cost, billed_amount, has_unpriced_usage "
+        f"from marts.int_agent_runs__attempt_costs where {where} order by all",
+    )
 
 
 def runs(warehouse: str) -> list[tuple]:
@@ -166,6 +203,48 @@ def runs(warehouse: str) -> list[tuple]:
         "strftime(first_event_at, '%d %H:%M'), strftime(last_event_at, '%d %H:%M') "
         "from marts.fct_agent_run_costs order by all",
     )
+
+
+def shortfalls(warehouse: str) -> dict[tuple, tuple]:
+    """Per hour and rated grain (every meter of it): the rated amount less the attempts'
+    billed shares and the rated provider cost less theirs, asserted to lie within 0 and 1e-18
+    per attempt-meter share (each is truncated to 18 decimals)."""
+    rows = query(
+        warehouse,
+        """
+        with
+        rated as (
+            select usage_hour, customer_id, provider, model, feature, environment, status,
+                sum(amount) as amount, sum(provider_cost) as provider_cost,
+                count(*) as meter_rows
+            from marts.fct_rated_charges_hourly
+            group by all
+        ),
+        shares as (
+            select usage_hour, customer_id, provider, model, feature, environment, status,
+                sum(billed_amount) as billed_amount, sum(provider_cost) as provider_cost,
+                count(*) as attempts
+            from marts.int_agent_runs__attempt_costs
+            group by all
+        )
+        -- a full join: a rated grain without attempts (or the reverse) has a null count
+        select strftime(usage_hour, '%m-%d %H'), customer_id, model, status,
+            rated.amount - shares.billed_amount, rated.provider_cost - shares.provider_cost,
+            shares.attempts * rated.meter_rows
+        from rated
+        full join shares
+            using (usage_hour, customer_id, provider, model, feature, environment, status)
+        order by all
+        """,
+    )
+    tiny = D("1e-18")
+    assert all(shares is not None for *_, shares in rows)
+    assert all(
+        D(0) <= billed <= shares * tiny and (cost is None or D(0) <= cost <= shares * tiny)
+        for *_, billed, cost, shares in rows
+    )
+    return {(hour, customer, model, status): (billed, cost)
+            for hour, customer, model, status, billed, cost, _ in rows}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +279,35 @@ def warehouse(tmp_path_factory):
     _build(root, path, _window(OCT5, OCT6), *RUN_MARTS)
     _build(root, path, _window(datetime(2026, 10, 1), datetime(2026, 11, 1)),
            "fct_retry_waste_monthly")  # fmt: skip
-    return {"path": path, "first": first, "second": second, "root": root}
+    october_costs = attempt_costs(path)
+    # November: the package hours are built one by one, as the hourly schedule does.
+    november = "usage_hour >= '2026-11-01'"
+    _land(path, PACKAGE_LANDING, 200, month=11)
+    _build(root, path, _window(NOV2_10, NOV2_11), "tag:hourly")
+    _build(root, path, _window(NOV2_11, NOV2_12), "tag:hourly")
+    package_first = attempt_costs(path, november)
+    shortfalls_first = shortfalls(path)
+    # The late call lands in hour 10, whose re-run rates it; hour 11 is now stale until
+    # rerate_sensor's run rebuilds what it selects for it.
+    _land(path, PACKAGE_LATE, 300, month=11)
+    _build(root, path, _window(NOV2_10, NOV2_11), "tag:hourly")
+    package_stale = attempt_costs(path, november)
+    _build(root, path, _window(NOV2_11, NOV2_12), *RERATE_MODELS)
+    package_rerated = attempt_costs(path, november)
+    # Re-running both hours (and October's) changes nothing.
+    _build(root, path, _window(NOV2_10, NOV2_12), "tag:hourly")
+    _build(root, path, _window(OCT5, OCT7), "int_agent_runs__attempt_costs")
+    return {
+        "path": path,
+        "first": first,
+        "second": second,
+        "root": root,
+        "october_costs": october_costs,
+        "package_first": package_first,
+        "shortfalls_first": shortfalls_first,
+        "package_stale": package_stale,
+        "package_rerated": package_rerated,
+    }
 
 
 # Hour 05 10 of cus_a: a1 (retried, not billed: plan pro), a2 and s1 (success). Success rows:
@@ -277,3 +384,81 @@ def test_retry_waste_shows_what_failed_attempts_cost_and_what_was_billed(warehou
         ("cus_b", "mx", "agent", 2, 1, 0, 0, 1, 210, 100, None, None,
          D("0.22"), D("0.1"), D("0.476190"), None, D("0.454545")),
     ]  # fmt: skip
+
+
+# The attempts' costs behind the marts above, one row per attempt, each its share of its rated
+# rows: a1 (retried, plan pro bills it 0), a2 and s1 as in the comment above T1_COMPLETE; a4
+# the next day; b1 and b2 have no provider cost (mx is not on the card).
+OCTOBER_COSTS = [
+    ("a1", "05 10", "cus_a", "t1", "r1", 110, "USD", D("0.06"), D("0"), False),
+    ("a2", "05 10", "cus_a", "t1", "r1", 120, "USD", D("0.07"), D("0.14"), False),
+    ("a3", "05 11", "cus_a", "t1", "r2", 240, "USD", D("0.14"), D("0.28"), False),
+    ("a4", "06 01", "cus_a", "t1", "r3", 50, "USD", D("0.025"), D("0"), False),
+    ("b1", "05 12", "cus_b", "t2", "r4", 100, "USD", None, D("0.1"), False),
+    ("b2", "05 12", "cus_b", "t2", "r4", 110, "USD", None, D("0.12"), False),
+    ("s1", "05 10", "cus_a", "event:s1", "event:s1", 11, "USD", D("0.006"), D("0.012"), False),
+]
+
+
+def test_attempt_costs_are_each_attempts_share_of_its_rated_rows(warehouse):
+    assert warehouse["october_costs"] == OCTOBER_COSTS
+
+
+def _package(eid, hour, request, billed):
+    # Each mpk call: 10 input + 5 output tokens, billed 0.01 + 0.01 plus its share of the
+    # request blocks; cost 0.005 + 0.005 (requests cost nothing).
+    return (eid, hour, "cus_b", "t5", request, 15, "USD", D("0.01"), D("0.02") + billed, False)
+
+
+def test_a_package_hour_is_prorated_to_its_attempts_truncated_to_18_decimals(warehouse):
+    # Hour 10: 3 requests = 2 started blocks = 2.00; each call's share 2.00 x 1/3 truncated.
+    # Hour 11: the period's 4th request: ceil(4/2) - ceil(3/2) = 0 blocks more.
+    third = D("0.666666666666666666")
+    assert warehouse["package_first"] == [
+        _package("p1", "02 10", "r5", third),
+        _package("p2", "02 10", "r6", third),
+        _package("p3", "02 10", "r7", third),
+        _package("p4", "02 11", "r8", D("0")),
+    ]
+
+
+def test_a_late_attempt_is_costed_with_its_hour_and_re_rating_updates_the_later_hours(warehouse):
+    # The late p5 makes hour 10 4 requests (2 blocks: 0.5 each, exact) ...
+    hour_10 = [
+        _package(eid, "02 10", request, D("0.5"))
+        for eid, request in (("p1", "r5"), ("p2", "r6"), ("p3", "r7"), ("p5", "r9"))
+    ]
+    # ... and hour 11's request the period's 5th: ceil(5/2) - ceil(4/2) = 1 block, 1.00. Until
+    # the re-rating rebuilds hour 11, its attempt keeps its old share.
+    assert warehouse["package_stale"] == sorted([*hour_10, _package("p4", "02 11", "r8", D(0))])
+    assert warehouse["package_rerated"] == sorted([*hour_10, _package("p4", "02 11", "r8", D(1))])
+
+
+def test_re_running_hours_leaves_the_attempt_costs_identical(warehouse):
+    assert attempt_costs(warehouse["path"], "usage_hour < '2026-11-01'") == OCTOBER_COSTS
+    november = attempt_costs(warehouse["path"], "usage_hour >= '2026-11-01'")
+    assert november == warehouse["package_rerated"]
+
+
+def test_the_shares_of_each_rated_row_add_up_to_it_short_by_at_most_1e_18_each(warehouse):
+    # Every rated grain has attempts (mx's cost is unknown: null on both sides). Only the
+    # package's thirds were truncated: 2.00 - 3 x 0.666666666666666666 = 2e-18 short; the
+    # late call made its hour's shares exact.
+    october = {
+        ("10-05 10", "cus_a", "m", "retried"): (D(0), D(0)),
+        ("10-05 10", "cus_a", "m", "success"): (D(0), D(0)),
+        ("10-05 11", "cus_a", "m", "success"): (D(0), D(0)),
+        ("10-05 12", "cus_b", "mx", "failed"): (D(0), None),
+        ("10-05 12", "cus_b", "mx", "success"): (D(0), None),
+        ("10-06 01", "cus_a", "m", "failed"): (D(0), D(0)),
+    }
+    assert warehouse["shortfalls_first"] == {
+        **october,
+        ("11-02 10", "cus_b", "mpk", "success"): (D("2e-18"), D(0)),
+        ("11-02 11", "cus_b", "mpk", "success"): (D(0), D(0)),
+    }
+    assert shortfalls(warehouse["path"]) == {
+        **october,
+        ("11-02 10", "cus_b", "mpk", "success"): (D(0), D(0)),
+        ("11-02 11", "cus_b", "mpk", "success"): (D(0), D(0)),
+    }

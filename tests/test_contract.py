@@ -17,6 +17,8 @@ from contracts.usage_event import (
     SOURCE_HOUR,
     USAGE_EVENT_SCHEMA,
     WIRE_FIELDS,
+    contract_faults,
+    pandera_faults,
     passes_contract,
     render_json_schema,
     validate_wire_events,
@@ -305,6 +307,13 @@ def test_the_one_pass_screen_rejects_exactly_the_rows_pandera_fails():
         failed = set(exc.failure_cases["index"].to_list())
     assert {i for i, ok in enumerate(screened) if not ok} == failed
     assert len(failed) == len(rows) - 4  # every row but the four valid ones
+    # Ingestion judges the suspects rule by rule in one pass: the same faults pandera reports.
+    ordered = ("row", "field", "reason")
+    assert (
+        contract_faults(frame).sort(ordered, nulls_last=True).rows()
+        == pandera_faults(frame).sort(ordered, nulls_last=True).rows()
+    )
+    assert contract_faults(frame)["row"].n_unique() == len(failed)
 
 
 def test_published_json_schema_is_generated_from_the_pandera_schema():

@@ -115,6 +115,10 @@ BOUND_SETTINGS = {
         "path": "TOKENBILL_WAREHOUSE_PATH",
         "memory_limit": "TOKENBILL_DUCKDB_MEMORY_LIMIT",
         "analyst_dir": "TOKENBILL_ANALYST_DIR",
+        "engine": "TOKENBILL_ENGINE",
+        "lake_root": "TOKENBILL_LAKE_ROOT",
+        "spark_warehouse": "TOKENBILL_SPARK_WAREHOUSE",
+        "spark_master": "TOKENBILL_SPARK_MASTER",
     },
     "catalog_dir": {"path": "TOKENBILL_CATALOG_DIR"},
     "ingestion": {

@@ -3,12 +3,14 @@
 The hourly job reads the hand-made data set (``pipeline_data.py``) through
 :class:`tests.fault_proxy.FaultProxy`: throttling, server errors and connections reset before
 and during bodies are retried and land exactly what a clean run lands; faults that persist
-fail the run in one line naming the object and the endpoint; and the warehouse is free for
-other processes while S3 is being read.
+fail the run in one line naming the object and the endpoint; a body cut mid-stream resumes
+from the byte reached (and fails, in one line, if the object was rewritten meanwhile); and the
+warehouse is free for other processes while S3 is being read.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -197,3 +199,78 @@ def test_the_warehouse_is_free_for_other_processes_while_s3_is_read(
     (probe,) = probes
     assert (probe.returncode, probe.stdout.strip()) == (0, "2"), probe.stderr
     assert len(tables(warehouse)["raw.ingestion_audit"]) == 2
+
+
+BIG = "dt=2026-10-05/hour=08/big.jsonl.gz"
+
+
+@pytest.fixture
+def with_big_object(uploaded: str) -> tuple[str, bytes]:
+    """The data set and, in hour 08, a gzip object of 40,000 events (~2 MB stored, ~9 MB of
+    text): large enough that a body cut in half has delivered many chunks."""
+    from tests.test_streaming import lines_of_events
+
+    body = gzip.compress("\n".join(lines_of_events(40_000)).encode(), compresslevel=6)
+    boto3.client("s3").put_object(Bucket=uploaded, Key=key(BIG), Body=body)
+    return uploaded, body
+
+
+def test_a_body_cut_mid_stream_resumes_from_the_byte_reached_and_lands_every_line_once(
+    tmp_path, with_big_object, monkeypatch
+):
+    bucket, body = with_big_object
+    _, clean_warehouse, _ = ingest(tmp_path, bucket, "clean")
+    target = f"/{bucket}/{key(BIG)}"
+    etag = boto3.client("s3").head_object(Bucket=bucket, Key=key(BIG))["ETag"]
+
+    def schedule(method: str, path: str, n: int) -> str | None:
+        return "reset_body" if path == target and n == 1 else None
+
+    with FaultProxy(moto_endpoint(), schedule) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result, warehouse, _ = ingest(tmp_path, bucket, "cut")
+
+    assert result.success
+    assert proxy.injected == {"reset_body": 1}
+    first, again = [h for m, p, h in proxy.requests if p == target]
+    assert "Range" not in first
+    # The second GET asks for the rest only, and only of the object first read.
+    offset = int(again["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < offset < len(body)
+    assert again["If-Match"] == etag
+    assert tables(warehouse) == tables(clean_warehouse)
+    assert [row[3] for row in tables(warehouse)["raw.ingestion_audit"]] == [10, 2 + 40_000]
+
+
+def test_an_object_rewritten_while_its_body_is_resumed_fails_the_run_in_one_line(
+    tmp_path, with_big_object, monkeypatch
+):
+    bucket, body = with_big_object
+    target = f"/{bucket}/{key(BIG)}"
+    direct = boto3.client("s3", endpoint_url=moto_endpoint())
+
+    def schedule(method: str, path: str, n: int) -> str | None:
+        return "reset_body" if path == target and n == 1 else None
+
+    def rewrite(method: str, path: str) -> None:
+        if path == target and proxy.seen[("GET", target)] == 2:  # a producer rewrites it
+            direct.put_object(Bucket=bucket, Key=key(BIG), Body=gzip.compress(b"{}\n"))
+
+    with FaultProxy(moto_endpoint(), schedule, on_request=rewrite) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result, warehouse, _ = ingest(tmp_path, bucket, "rewritten", raise_on_error=False)
+
+    assert not result.success
+    assert proxy.seen[("GET", target)] == 2  # no retry can help: the object is another one
+    (failure,) = result.get_step_failure_events()
+    first_line = failure.event_specific_data.error.message.splitlines()[0]
+    assert first_line.startswith(
+        f"dagster._core.definitions.events.Failure: cannot read s3://{bucket}/{key(BIG)} "
+        f"from {proxy.endpoint}: it changed while being read (ETag "
+    )
+    assert " bytes) (ClientError: An error occurred (PreconditionFailed) " in first_line
+    assert first_line.endswith(
+        "its hour was not landed (hours landed before it stay, a re-run replaces them): "
+        "re-run the partitions once its producer has finished writing it"
+    )
+    assert not Path(warehouse).exists()  # its batch (both hours) never reached the warehouse

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,9 +19,10 @@ from orchestration.defs.ingestion.lake import (
     lake_files,
     lake_name,
     read_lake_table,
+    spark_path,
 )
 from orchestration.defs.ingestion.landing import BackgroundLander, ensure_raw_schema, land_batch
-from orchestration.defs.ingestion.parsing import HourInput, S3Object, route_hours
+from orchestration.defs.ingestion.parsing import HourInput, S3Object, piece_batches, route_hours
 from orchestration.defs.ingestion.resources import IngestionSettings
 from orchestration.settings import SettingError, engine_setting
 from orchestration.warehouse import DuckDBWarehouse, SparkWarehouse, lake_replace_tables
@@ -42,20 +42,7 @@ def hour_input(hour: datetime, key: str, *lines: str) -> HourInput:
 def three_hours(input_tokens: int = 5):
     """07:00: two events, one sent twice, one line that is not JSON; 08:00: one event;
     09:00: no objects."""
-    return route_hours(
-        [
-            hour_input(
-                H7,
-                "u/dt=2026-10-05/hour=07/a.jsonl",
-                LINE.format(id="a", h=7, s=1, i=input_tokens),
-                LINE.format(id="b", h=7, s=2, i=6),
-                LINE.format(id="a", h=7, s=1, i=input_tokens),
-                "not json",
-            ),
-            hour_input(H8, "u/dt=2026-10-05/hour=08/a.jsonl", LINE.format(id="c", h=8, s=3, i=7)),
-            HourInput(H9.replace(tzinfo=UTC), [], []),
-        ]
-    )
+    return route_hours(three_hours_inputs(input_tokens))
 
 
 def every_entry(root: Path) -> list[str]:
@@ -80,6 +67,14 @@ def test_engine_setting_names_the_engines_and_rejects_others(monkeypatch):
     )
     assert IngestionSettings(engine="duckdb").lake_sink() is None
     assert IngestionSettings(engine="spark", lake_root="/x/lake").lake_sink().root == "/x/lake"
+
+
+def test_spark_reads_an_s3_lake_root_through_s3a():
+    assert spark_path("s3://tokenbill-lake/prod/lake") == "s3a://tokenbill-lake/prod/lake"
+    assert spark_path("s3://bucket") == "s3a://bucket"
+    assert spark_path("s3a://bucket/p") == "s3a://bucket/p"
+    assert spark_path("/var/lake") == "/var/lake"
+    assert spark_path("gs://b/lake") == "gs://b/lake"
 
 
 def test_a_batch_of_three_hours_lands_one_file_per_table_and_hour(tmp_path):
@@ -116,23 +111,102 @@ def test_rerunning_an_hour_replaces_it_with_identical_rows_and_no_leftovers(tmp_
     assert not [e for e in every_entry(root) if "/." in f"/{e}"]
 
 
-def test_a_piece_of_an_hour_larger_than_a_batch_is_refused_and_the_hour_left_as_it_was(
-    tmp_path,
-):
-    """The lake cannot land an hour in pieces yet: each piece would replace the one before."""
+def pieces_of_a_big_hour(input_tokens: int = 5):
+    """07:00 in pieces of two lines (its 4 lines: 2 events, a resend of one, a line that is
+    not JSON) with 08:00 and 09:00 whole in the batch of the last piece."""
+    seen: dict = {}
+    inputs = [three_hours_inputs(input_tokens)[0]]
+    pieces = list(piece_batches(inputs, 2, 10**9))
+    assert len(pieces) == 2
+    batches = [route_hours(b, seen=seen) for b in pieces[:-1]]
+    last = route_hours(pieces[-1] + three_hours_inputs(input_tokens)[1:], seen=seen)
+    return [*batches, last]
+
+
+def three_hours_inputs(input_tokens: int = 5) -> list[HourInput]:
+    return [
+        hour_input(
+            H7,
+            "u/dt=2026-10-05/hour=07/a.jsonl",
+            LINE.format(id="a", h=7, s=1, i=input_tokens),
+            LINE.format(id="b", h=7, s=2, i=6),
+            LINE.format(id="a", h=7, s=1, i=input_tokens),
+            "not json",
+        ),
+        hour_input(H8, "u/dt=2026-10-05/hour=08/a.jsonl", LINE.format(id="c", h=8, s=3, i=7)),
+        HourInput(H9.replace(tzinfo=UTC), [], []),
+    ]
+
+
+def test_an_hour_larger_than_a_batch_lands_once_its_last_piece_lands(tmp_path):
+    """Each piece is staged under the sink's run; the hour is swapped once, when its last
+    piece lands, with exactly the rows of the hour landed whole (and of the warehouse)."""
     root = tmp_path / "lake"
     sink = LakeSink(str(root))
-    sink(three_hours())
-    before = {t: read_lake_table(root, t) for t in LAKE_TABLES}
-    piece = dataclasses.replace(three_hours(input_tokens=9), split_hours={H7: (True, False)})
-    with pytest.raises(ValueError) as failure:
-        sink(piece)
-    assert str(failure.value) == (
-        "hour(s) 2026-10-05 07:00 hold more lines than one batch, which the Parquet lake "
-        "(TOKENBILL_ENGINE=spark) cannot land in pieces yet: raise "
-        "TOKENBILL_INGEST_BATCH_LINES / TOKENBILL_INGEST_BATCH_MB above the hour's size"
+    sink(three_hours(input_tokens=1))  # the hours as an earlier run left them
+    before = read_lake_table(root, "raw.usage_events").column("input_tokens").to_pylist()
+    first, last = pieces_of_a_big_hour(input_tokens=5)
+    assert first.split_hours == {H7: (True, False)}
+    assert sink(first).height == 0  # nothing completed yet...
+    assert sorted(read_lake_table(root, "raw.usage_events").column("input_tokens").to_pylist()) == (
+        sorted(before)
+    )  # ...and readers still see the old hour, while the piece waits under the run
+    (staged,) = [
+        e
+        for e in every_entry(root)
+        if e.endswith(".parquet") and "_runs/" in e and "usage_events" in e
+    ]
+    assert staged.startswith(f"_runs/{sink.run_id}/2026-10-05T07/raw/usage_events/piece-")
+    audit = sink(last)
+    assert audit.select(
+        "partition_hour",
+        "object_count",
+        "lines_read",
+        "valid_count",
+        "duplicate_count",
+        "quarantined_count",
+    ).sort("partition_hour").rows() == [
+        (H7, 1, 4, 2, 1, 1),
+        (H8, 1, 1, 1, 0, 0),
+        (H9, 0, 0, 0, 0, 0),
+    ]
+    whole = tmp_path / "whole"
+    LakeSink(str(whole))(three_hours(input_tokens=5))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_raw_schema(con)
+    for batch in pieces_of_a_big_hour(input_tokens=5):
+        land_batch(con, batch)
+    for table in LAKE_TABLES:
+        assert read_lake_table(root, table) == read_lake_table(whole, table), table
+        con.register("lake", read_lake_table(root, table))
+        assert con.execute("select * from lake order by all").fetchall() == (
+            con.execute(f"select * from {table} order by all").fetchall()
+        ), table
+        con.unregister("lake")
+        assert len(lake_files(root, table)) == 3, table  # one file per hour, the pieces merged
+    assert not [e for e in every_entry(root) if "_runs" in e or "/." in f"/{e}"]
+
+
+def test_an_s3_lake_lands_an_hour_in_pieces_and_removes_them(s3_client, bucket):
+    sink = LakeSink(f"s3://{bucket}/lake", s3_client)
+    for batch in pieces_of_a_big_hour(input_tokens=5):
+        sink(batch)
+    keys = [
+        o["Key"]
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
+    assert sorted(k.rsplit("/", 1)[0] for k in keys) == sorted(
+        f"lake/{hour_path(t, h)}" for t in LAKE_TABLES for h in (H7, H8, H9)
     )
-    assert {t: read_lake_table(root, t) for t in LAKE_TABLES} == before
+    key = next(k for k in keys if k.startswith(f"lake/{hour_path('raw.usage_events', H7)}/"))
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert sorted(pq.read_table(io.BytesIO(body)).column("event_id").to_pylist()) == ["a", "b"]
+    key = next(k for k in keys if k.startswith(f"lake/{hour_path('raw.ingested_objects', H7)}/"))
+    objects = pq.read_table(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    assert objects.select(["source_key", "line_count"]).to_pylist() == [
+        {"source_key": "u/dt=2026-10-05/hour=07/a.jsonl", "line_count": 4}
+    ]
 
 
 def test_a_crash_between_write_and_swap_leaves_the_old_hour(tmp_path):

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from orchestration.defs.ingestion.parsing import BodyRetry
 from orchestration.errors import SetupError, explain_warehouse_lock
-from orchestration.settings import SETTINGS, analyst_copy_path, env_or_default
+from orchestration.settings import SETTINGS, analyst_copy_path, engine_setting, env_or_default
+from orchestration.warehouse import DuckDBWarehouse, SparkWarehouse, WarehouseTables, spark_session
 
 #: Every asset that writes the warehouse runs in this pool; the instance limits it to 1
 #: (DuckDB allows one writer per file).
@@ -81,7 +82,8 @@ class S3UsageBucket(ConfigurableResource):
 
 
 class Warehouse(ConfigurableResource):
-    """The DuckDB warehouse file, and the copy of it analysts read."""
+    """The warehouse: the DuckDB file and the copy of it analysts read, or with the spark
+    engine the dbt spark target's tables and the lake (``tables()``)."""
 
     path: str = Field(description="Path of the DuckDB file.")
     analyst_dir: str = Field(
@@ -96,6 +98,39 @@ class Warehouse(ConfigurableResource):
         default=300.0,
         description="How long to wait for another process's write lock before failing.",
     )
+    engine: str = Field(
+        default=SETTINGS["TOKENBILL_ENGINE"][0],
+        description="duckdb (the file above) or spark (TOKENBILL_ENGINE).",
+    )
+    lake_root: str = Field(
+        default=SETTINGS["TOKENBILL_LAKE_ROOT"][0],
+        description="Root of the Parquet lake the Spark sources read (TOKENBILL_LAKE_ROOT).",
+    )
+    spark_warehouse: str = Field(
+        default=SETTINGS["TOKENBILL_SPARK_WAREHOUSE"][0],
+        description="The dbt spark target's warehouse directory (TOKENBILL_SPARK_WAREHOUSE).",
+    )
+    spark_master: str = Field(
+        default=SETTINGS["TOKENBILL_SPARK_MASTER"][0],
+        description="Spark master of the Python assets' session (TOKENBILL_SPARK_MASTER).",
+    )
+
+    @property
+    def is_spark(self) -> bool:
+        """Whether the engine is spark; a wrong engine fails with one line naming the setting."""
+        return engine_setting(self.engine) == "spark"
+
+    @contextmanager
+    def tables(self, read_only: bool = False) -> Iterator[WarehouseTables]:
+        """The warehouse operations (orchestration/warehouse.py) on the engine's warehouse:
+        the DuckDB file (``connect``), or a Spark session on the dbt spark target's tables
+        writing tokenbill's own tables to the lake, for the length of the block."""
+        if self.is_spark:
+            with spark_session(self.spark_master, self.spark_warehouse) as spark:
+                yield SparkWarehouse(spark, self.lake_root)
+            return
+        with self.connect(read_only=read_only) as con:
+            yield DuckDBWarehouse(con)
 
     @contextmanager
     def connect(
@@ -154,5 +189,9 @@ def shared_resources(
             path=warehouse_path or env_or_default("TOKENBILL_WAREHOUSE_PATH"),
             memory_limit=env_or_default("TOKENBILL_DUCKDB_MEMORY_LIMIT"),
             analyst_dir=analyst_dir or env_or_default("TOKENBILL_ANALYST_DIR"),
+            engine=env_or_default("TOKENBILL_ENGINE"),
+            lake_root=env_or_default("TOKENBILL_LAKE_ROOT"),
+            spark_warehouse=env_or_default("TOKENBILL_SPARK_WAREHOUSE"),
+            spark_master=env_or_default("TOKENBILL_SPARK_MASTER"),
         ),
     }

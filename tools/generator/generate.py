@@ -9,8 +9,12 @@ What a month looks like (every number below is a module constant):
   Customers depend on the seed only, so they are the same across months.
 * Traffic follows a diurnal/weekday curve; the month's ``events`` valid unique events are
   allocated to the hours exactly (largest remainder), and each hour is simulated on its own
-  random stream (any hour can be recomputed alone). Hours are rendered in small chunks, so
-  memory stays bounded by about max(one hour, ``CHUNK_ROWS`` rows) whatever the month's size.
+  random stream (any hour can be recomputed alone). Hours are rendered in small chunks of
+  hours, and an hour larger than ``WINDOW_ROWS`` rows (a hot hour, or any hour of a 100M
+  month) alone, object by object, in windows of lines gzip-streamed into its body (a
+  temporary file past ``SPOOL_BYTES``): rendering memory stays bounded by about
+  ``WINDOW_ROWS`` rows whatever the month's or the hour's size (an hour's plan, a few
+  hundred bytes a row of numpy arrays, is still whole).
 * Calls come from features with log-normal token sizes (fits from the reference traces),
   agent runs of 5-60 calls sharing a ``trace_id``, prompt caching (reads for every provider,
   writes for Anthropic-style providers), reasoning tokens for reasoning models, failed
@@ -38,14 +42,20 @@ import functools
 import gzip
 import io
 import re
+import shutil
+import tempfile
+import weakref
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.usage_event import (
@@ -178,7 +188,7 @@ _REGIONS = {  # (provider, eu) -> region; OpenAI and Anthropic direct report non
 _OFFSETS_MIN = (120, -300, 330, 60, -240)
 
 #: Hours are simulated one by one but rendered in chunks of at least this many rows (one
-#: polars pass per chunk): memory stays bounded by about max(one hour, CHUNK_ROWS rows).
+#: polars pass per chunk; an hour above WINDOW_ROWS rows is rendered alone, in windows).
 CHUNK_ROWS = 16_384
 GZIP_LEVEL = 6
 
@@ -186,10 +196,70 @@ _HOUR_MS = 3_600_000
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
-@dataclass
 class GeneratedObject:
-    key: str  # relative to the prefix, e.g. "dt=2026-10-05/hour=07/part-0000.jsonl.gz"
-    body: bytes
+    """One object: its ``key`` (relative to the prefix, e.g.
+    ``dt=2026-10-05/hour=07/part-0000.jsonl.gz``) and its body, in memory or, for a large
+    object (above ``SPOOL_BYTES``, e.g. a hot hour), in a file (``spool``): ``body`` reads
+    it, ``open()`` streams it, ``save()`` copies it.
+
+    A spool file the generator wrote (``owned``) lives as long as the object: it is removed
+    once the object is collected. It belongs to the process holding the object: pickling it
+    (a rendering process returning it) hands the file over to the unpickled copy.
+    """
+
+    __slots__ = ("key", "_body", "spool", "owned", "_finalizer", "__weakref__")
+
+    def __init__(
+        self,
+        key: str,
+        body: bytes | None = None,
+        *,
+        spool: Path | None = None,
+        owned: bool = True,
+    ):
+        if (body is None) == (spool is None):
+            raise ValueError("give a body or a spool file, not both")
+        self.key, self._body, self.spool, self.owned = key, body, spool, owned
+        self._own()
+
+    def _own(self) -> None:
+        owns = self.spool is not None and self.owned
+        self._finalizer = weakref.finalize(self, _unlink, self.spool) if owns else None
+
+    @property
+    def body(self) -> bytes:
+        return self._body if self.spool is None else self.spool.read_bytes()
+
+    @property
+    def size(self) -> int:
+        return len(self._body) if self.spool is None else self.spool.stat().st_size
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self._body) if self.spool is None else self.spool.open("rb")
+
+    def save(self, path: Path) -> None:
+        """Write the body to ``path`` (a spool file is copied, never read into memory)."""
+        if self.spool is None:
+            path.write_bytes(self._body)
+        else:
+            shutil.copyfile(self.spool, path)
+
+    def __getstate__(self) -> tuple:
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the unpickled copy owns the file now
+        return self.key, self._body, self.spool, self.owned
+
+    def __setstate__(self, state: tuple) -> None:
+        self.key, self._body, self.spool, self.owned = state
+        self._own()
+
+    def __repr__(self) -> str:
+        where = f"spool={str(self.spool)!r}" if self.spool else f"{len(self._body):,} bytes"
+        return f"GeneratedObject({self.key!r}, {where})"
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,6 +568,9 @@ class _HourPlan:
     dup_delay: np.ndarray
     formats: list[int] = field(default_factory=list)  # per object, index into FORMATS
     otlp_batches: int = 0  # OTLP lines of the hour (each holds one batch of spans)
+    #: Per-row id counters when this plan holds some rows of its hour only (see
+    #: _window_plan); None: every row, counters from bad_reason (_row_counters).
+    counters: np.ndarray | None = None
 
 
 def _draw_units(c: _Customers, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -856,7 +929,9 @@ def _wire_frame(c: _Customers, mp: _MonthPlan, hps: list[_HourPlan], ids: _Ids) 
     r = {k: np.concatenate([hp.rows[k] for hp in hps]) for k in hps[0].rows}
     bad_reason = np.concatenate([hp.bad_reason for hp in hps])
     hour = np.concatenate([np.full(len(hp.bad_reason), hp.hour, dtype=np.int64) for hp in hps])
-    idx = np.concatenate([_row_counters(hp.bad_reason) for hp in hps])
+    idx = np.concatenate(
+        [_row_counters(hp.bad_reason) if hp.counters is None else hp.counters for hp in hps]
+    )
     hp_pos = np.concatenate(
         [np.full(len(hp.bad_reason), i, dtype=np.int64) for i, hp in enumerate(hps)]
     )
@@ -1154,6 +1229,161 @@ def _jsonl_bodies(wire: pl.DataFrame, hps: list[_HourPlan]) -> dict[tuple[int, i
     }
 
 
+#: An hour of more rows than this is rendered alone, object by object, in windows of about
+#: this many lines (each row takes a few KB while rendered): memory stays bounded whatever
+#: the hour's size (a hot hour of millions of events is ONE object).
+WINDOW_ROWS = 32_768
+#: A body larger than this is written to a temporary file as it is rendered (see
+#: GeneratedObject.spool), so no object's body has to fit in memory.
+SPOOL_BYTES = 64 * 1024 * 1024
+#: Rows the rendering processes may work ahead of the oldest chunk in flight (their bodies
+#: wait in memory, ~100-160 bytes a row): about as many as one process renders while
+#: another renders a 2M-event hot hour.
+AHEAD_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """The rendering sizes a month's processes use (read from the module when it starts)."""
+
+    window_rows: int = WINDOW_ROWS
+    spool_bytes: int = SPOOL_BYTES
+    spool_dir: str | None = None  # None: tempfile's default (TMPDIR)
+
+    @classmethod
+    def now(cls) -> _Sizes:
+        return cls(WINDOW_ROWS, SPOOL_BYTES, tempfile.gettempdir())
+
+
+def _render_windows(
+    c: _Customers, mp: _MonthPlan, hp: _HourPlan, ids: _Ids, sizes: _Sizes | None = None
+) -> Iterator[GeneratedObject]:
+    """The objects of one hour, each rendered in windows of about ``window_rows`` lines: the
+    same keys and bytes as :func:`_render_chunk` renders in one pass (a test compares them).
+
+    A JSON-lines object's lines are in time order (``_jsonl_bodies``), so a window is a range
+    of that order's keys; it renders the rows whose lines fall in it (an OTLP batch with all
+    its spans, a resend with its source row) as a plan of their own, and its text is
+    gzip-streamed into the body. A Parquet object's rows are rendered in windows and
+    written in one table (its bytes do not depend on the windows)."""
+    sizes = sizes or _Sizes.now()
+    window_rows = sizes.window_rows
+    counters = _row_counters(hp.bad_reason)
+    prefix = _hour_prefix(mp, hp.hour)
+    for o, fmt in enumerate(hp.formats):
+        key = f"{prefix}part-{o:04d}.{FORMATS[fmt]}"
+        if fmt == _PARQUET:
+            rows = _object_rows(hp, o)
+            tables = []
+            for start in range(0, len(rows), window_rows):
+                sel, at = np.unique(rows[start : start + window_rows], return_inverse=True)
+                sub = _window_plan(hp, counters, sel, np.ones(len(sel), dtype=bool), [], fmt)
+                wire = _wire_frame(c, mp, [sub], ids).select(_PARQUET_FIELDS)
+                tables.append(wire[pl.Series(at)].to_arrow())
+            buf = io.BytesIO()
+            pq.write_table(pa.concat_tables(tables).combine_chunks(), buf, compression="zstd")
+            yield GeneratedObject(key, buf.getvalue())
+            continue
+        body = _BodyWriter(fmt == 0, sizes)
+        for sel, emit, dups in _jsonl_windows(hp, o, window_rows):
+            sub = _window_plan(hp, counters, sel, emit, dups, fmt)
+            text = _jsonl_bodies(_wire_frame(c, mp, [sub], ids), [sub])[(0, 0)]
+            body.write((text + "\n").encode())
+        yield body.close(key)
+
+
+def _jsonl_windows(
+    hp: _HourPlan, o: int, window_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Windows of JSON-lines object ``o``'s lines: (rows to render, sorted; which of them are
+    lines of this window rather than only the source of a resend; the resends, as indices
+    into ``hp.dup_src``). Lines are ordered by key (the time in the hour: an attempt's, a
+    resend's at its delay, an OTLP batch's first span's), ties in one window."""
+    ts, shape = hp.rows["ts"], hp.rows["shape"]
+    mine = hp.obj == o
+    is_otlp = shape == sh.S[sh.OTLP]
+    direct = np.flatnonzero(mine & ~is_otlp)  # one line per attempt, or a token-type pair
+    dups = np.flatnonzero(hp.dup_obj == o)
+    dup_key = ts[hp.dup_src[dups]] + hp.dup_delay[dups]
+    otlp = np.flatnonzero(mine & is_otlp)
+    batch = hp.rows["otlp_batch"][otlp]
+    batches, first = np.unique(batch, return_inverse=True)
+    batch_key = np.full(len(batches), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(batch_key, first, ts[otlp])
+    keys = np.sort(np.concatenate([ts[direct], dup_key, batch_key]))
+    cuts = np.unique(keys[::window_rows])
+    bounds = [*cuts.tolist(), np.iinfo(np.int64).max]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = direct[(ts[direct] >= lo) & (ts[direct] < hi)]
+        rows = np.union1d(rows, otlp[np.isin(batch, batches[(batch_key >= lo) & (batch_key < hi)])])
+        resends = dups[(dup_key >= lo) & (dup_key < hi)]
+        sel = np.union1d(rows, hp.dup_src[resends])
+        yield sel, np.isin(sel, rows), resends
+
+
+def _window_plan(
+    hp: _HourPlan,
+    counters: np.ndarray,
+    sel: np.ndarray,
+    emit: np.ndarray,
+    dups: np.ndarray | list,
+    fmt: int,
+) -> _HourPlan:
+    """Rows ``sel`` (sorted indices) of an hour as a plan of one object (0) of format
+    ``fmt``: the rows where ``emit`` and the resends ``dups`` (indices into ``hp.dup_src``)
+    are its lines; the other rows (object -1) are only rendered as a resend's source."""
+    dups = np.asarray(dups, dtype=np.int64)
+    return _HourPlan(
+        hour=hp.hour,
+        rows={k: v[sel] for k, v in hp.rows.items()},
+        bad_reason=hp.bad_reason[sel],
+        bad_variant=hp.bad_variant[sel],
+        obj=np.where(emit, 0, -1),
+        dup_src=np.searchsorted(sel, hp.dup_src[dups]),
+        dup_obj=np.zeros(len(dups), dtype=np.int64),
+        dup_delay=hp.dup_delay[dups],
+        formats=[fmt],
+        counters=counters[sel],
+    )
+
+
+class _BodyWriter:
+    """An object's body, written piece by piece (gzip-compressed as it comes for .jsonl.gz:
+    the same bytes as gzip.compress(..., mtime=0) of the whole), in memory up to
+    SPOOL_BYTES, then in a temporary file."""
+
+    def __init__(self, gzipped: bool, sizes: _Sizes):
+        self._sizes = sizes
+        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzipped else None
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._file = None
+
+    def write(self, data: bytes) -> None:
+        self._put(self._zip.compress(data) if self._zip else data)
+
+    def _put(self, data: bytes) -> None:
+        if self._file is None and self._size + len(data) > self._sizes.spool_bytes:
+            self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
+                prefix="tokenbill-object-", suffix=".part", dir=self._sizes.spool_dir, delete=False
+            )
+            self._file.writelines(self._parts)
+            self._parts = []
+        if self._file is None:
+            self._parts.append(data)
+        else:
+            self._file.write(data)
+        self._size += len(data)
+
+    def close(self, key: str) -> GeneratedObject:
+        if self._zip:
+            self._put(self._zip.flush())
+        if self._file is None:
+            return GeneratedObject(key, b"".join(self._parts))
+        self._file.close()
+        return GeneratedObject(key, spool=Path(self._file.name))
+
+
 def _hour_prefix(mp: _MonthPlan, hour: int) -> str:
     return f"dt={mp.year:04d}-{mp.mon:02d}-{hour // 24 + 1:02d}/hour={hour % 24:02d}/"
 
@@ -1316,8 +1546,11 @@ class GeneratedMonth(Iterator[GeneratedObject]):
     """Iterator over one month's objects, hour by hour; ``manifest`` once it is exhausted.
 
     ``workers`` > 1 renders chunks of hours in that many processes (hours are independent:
-    the same keys and bytes, in the same order, as one process); at most ``2 * workers``
-    chunks are in flight, so memory stays bounded by about that many chunks."""
+    the same keys and bytes, in the same order, as one process). Chunks are submitted while
+    fewer than ``2 * workers`` are in flight or fewer than AHEAD_ROWS rows are behind the
+    oldest (whose objects come first): a hot hour rendering in one process does not hold
+    the others idle, and memory stays bounded by about AHEAD_ROWS rows of bodies (those
+    above SPOOL_BYTES are files, see GeneratedObject)."""
 
     def __init__(
         self,
@@ -1334,16 +1567,22 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         self._customers = _customers(seed)
         self._acc = _Manifest(self._plan, self._customers)
         self._workers = max(1, int(workers))
+        self._sizes = _Sizes.now()
         self._manifest: dict | None = None
         self._it = self._objects()
 
     def _chunks(self) -> list[list[int]]:
-        """Consecutive hours of at least CHUNK_ROWS rows (a hour plans exactly its rows)."""
+        """Consecutive hours of at least CHUNK_ROWS rows (a hour plans exactly its rows); an
+        hour of more than WINDOW_ROWS rows is a chunk of its own (rendered in windows)."""
         mp = self._plan
         chunks, chunk, rows = [], [], 0
         for hour in range(mp.hours):
+            hour_rows = int(mp.n_valid[hour]) + len(mp.bad_reasons[hour])
+            if hour_rows > self._sizes.window_rows and chunk:
+                chunks.append(chunk)
+                chunk, rows = [], 0
             chunk.append(hour)
-            rows += int(mp.n_valid[hour]) + len(mp.bad_reasons[hour])
+            rows += hour_rows
             if rows >= CHUNK_ROWS or hour == mp.hours - 1:
                 chunks.append(chunk)
                 chunk, rows = [], 0
@@ -1353,7 +1592,7 @@ class GeneratedMonth(Iterator[GeneratedObject]):
         chunks = self._chunks()
         if self._workers == 1:
             for hours in chunks:
-                objects, counts = _chunk_objects(self._args, hours)
+                objects, counts = _chunk_objects(self._args, hours, self._sizes)
                 self._acc.merge(counts)
                 yield from objects
         else:
@@ -1361,14 +1600,24 @@ class GeneratedMonth(Iterator[GeneratedObject]):
 
             ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
             with ProcessPoolExecutor(max_workers=self._workers, mp_context=ctx) as pool:
-                pending: deque = deque()
+                pending: deque = deque()  # (future, rows), in key order
                 for hours in chunks:
-                    if len(pending) >= 2 * self._workers:
-                        yield from self._collect(pending.popleft())
-                    pending.append(pool.submit(_chunk_objects, self._args, hours))
+                    while len(pending) >= 2 * self._workers and self._ahead(pending) >= AHEAD_ROWS:
+                        yield from self._collect(pending.popleft()[0])
+                    future = pool.submit(_chunk_objects, self._args, hours, self._sizes)
+                    pending.append((future, self._rows(hours)))
                 while pending:
-                    yield from self._collect(pending.popleft())
+                    yield from self._collect(pending.popleft()[0])
         self._manifest = self._acc.result()
+
+    def _rows(self, hours: list[int]) -> int:
+        mp = self._plan
+        return sum(int(mp.n_valid[h]) + len(mp.bad_reasons[h]) for h in hours)
+
+    @staticmethod
+    def _ahead(pending: deque) -> int:
+        """Rows submitted after the oldest chunk still pending (its objects come first)."""
+        return sum(rows for _, rows in list(pending)[1:])
 
     def _collect(self, future) -> list[GeneratedObject]:
         objects, counts = future.result()
@@ -1393,7 +1642,9 @@ def _month_context(args: tuple) -> tuple[_MonthPlan, _Customers, _Ids]:
     return _plan_month(*args), _customers(args[2]), _Ids(args[2])
 
 
-def _chunk_objects(args: tuple, hours: list[int]) -> tuple[list[GeneratedObject], dict]:
+def _chunk_objects(
+    args: tuple, hours: list[int], sizes: _Sizes
+) -> tuple[list[GeneratedObject], dict]:
     """The objects of some consecutive hours, in key order, and their manifest counts."""
     mp, c, ids = _month_context(args)
     acc = _Manifest(mp, c)
@@ -1402,12 +1653,16 @@ def _chunk_objects(args: tuple, hours: list[int]) -> tuple[list[GeneratedObject]
         hp = _plan_hour(c, mp, hour)
         acc.add_hour(hp, hour)
         chunk.append((hour, hp))
-    plans = [hp for _, hp in chunk if hp is not None]
+    big = {hour for hour, hp in chunk if hp is not None and len(hp.bad_reason) > sizes.window_rows}
+    plans = [hp for hour, hp in chunk if hp is not None and hour not in big]
     rendered = iter(_render_chunk(c, mp, plans, ids) if plans else ())
     objects = []
     for hour, hp in chunk:
         n_regular = 0 if hp is None else len(hp.formats)
-        objects += [next(rendered) for _ in range(n_regular)]
+        if hour in big:
+            objects += _render_windows(c, mp, hp, ids, sizes)
+        else:
+            objects += [next(rendered) for _ in range(n_regular)]
         for i, (suffix, _, body) in enumerate(mp.specials.get(hour, [])):
             objects.append(GeneratedObject(_special_key(mp, hour, n_regular + i, suffix), body))
     return objects, acc.counts()
@@ -1497,7 +1752,7 @@ def upload(
 
     def put(obj: GeneratedObject) -> None:
         key = f"{prefix}/{obj.key}" if prefix else obj.key
-        if len(obj.body) <= MULTIPART_BYTES:
+        if obj.size <= MULTIPART_BYTES:
             client.put_object(Bucket=bucket, Key=key, Body=obj.body, ContentType=_content_type(key))
             return
         from boto3.s3.transfer import TransferConfig  # a large object: parts in parallel
@@ -1505,13 +1760,10 @@ def upload(
         config = TransferConfig(
             multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES
         )
-        client.upload_fileobj(
-            io.BytesIO(obj.body),
-            bucket,
-            key,
-            ExtraArgs={"ContentType": _content_type(key)},
-            Config=config,
-        )
+        with obj.open() as body:  # a spool file is streamed from disk
+            client.upload_fileobj(
+                body, bucket, key, ExtraArgs={"ContentType": _content_type(key)}, Config=config
+            )
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         pending: set = set()
@@ -1522,7 +1774,7 @@ def upload(
                     future.result()
             pending.add(pool.submit(put, obj))
             count += 1
-            size += len(obj.body)
+            size += obj.size
         for future in pending:
             future.result()
     return {"objects": count, "bytes": size}
@@ -1535,7 +1787,7 @@ def write_local(directory: str | Path, objects: Iterable[GeneratedObject]) -> di
     for obj in objects:
         path = root / obj.key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(obj.body)
+        obj.save(path)
         count += 1
-        size += len(obj.body)
+        size += obj.size
     return {"objects": count, "bytes": size}

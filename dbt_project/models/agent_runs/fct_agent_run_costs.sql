@@ -10,7 +10,7 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- depends_on: {{ source('tokenbill_raw', 'usage_events') }} (delete_vanished reads the raw lines)
 -- One row per agent run: the attempts sharing a trace id (an attempt without one is its own
 -- run). Incremental on whole runs: a run is touched by the window when one of its attempts is
 -- in it (or its stored row overlaps it), and every touched run is re-aggregated from all of
@@ -18,57 +18,43 @@
 -- insert replaces the run's row (delete+insert on customer_id, run_id). So a late attempt
 -- re-aggregates its run, and re-running any day gives the same rows. A daily model: it runs
 -- after the day's hours are rated and again after a late hour is re-rated (rollup_sensor).
+--
+-- The attempts' costs are computed once per hour (int_agent_runs__attempt_costs); here they
+-- are only summed, in steps that keep memory flat over a month-wide window: per call and
+-- model first (the only step over attempts), then per model (its calls are its rows: no
+-- count(distinct)), then per run (a short list per run for the map). Every run of the read
+-- range is aggregated and the touched ones are kept: the same rows as aggregating the touched
+-- runs' attempts, without a join of attempts to runs.
+
+{%- set hours = agent_run_max_hours() | int %}
 
 with
 
-{{ attempt_costs(hours_before=agent_run_max_hours() | int, hours_after=agent_run_max_hours() | int) }},
+attempt_costs as (
 
-touched as (
-
-    select distinct customer_id, run_id
-    from attempt_costs
-    where {{ in_window('usage_hour') }}
-    {% if is_incremental() %}
-    union
-    select customer_id, run_id
-    from {{ this }}
-    where first_event_at < {{ window_end() }} and last_event_at >= {{ window_start() }}
-    {% endif %}
+    select * from {{ ref('int_agent_runs__attempt_costs') }}
+    where
+        usage_hour >= {{ dbt.dateadd('hour', -hours, window_start()) }}
+        and usage_hour < {{ dbt.dateadd('hour', hours, window_end()) }}
 
 ),
 
-run_attempts as (
-
-    select attempt_costs.*
-    from attempt_costs
-    semi join touched
-        on attempt_costs.customer_id = touched.customer_id and attempt_costs.run_id = touched.run_id
-
-),
-
-calls_by_model as (
-
-    select customer_id, run_id, map(list(model order by model), list(calls order by model)) as model_calls
-    from (
-        select customer_id, run_id, model, cast(count(distinct request_id) as bigint) as calls
-        from run_attempts
-        group by all
-    )
-    group by all
-
-),
-
-runs as (
+-- The measures of each logical call's attempts on one model (a call retried on another
+-- model has a row per model). Money is kept as (sum, count of known values, count of
+-- values) so that the run's known_sum is exact from the parts.
+call_models as (
 
     select
         customer_id,
         run_id,
+        request_id,
+        model,
         max(trace_id) as trace_id,
         max(currency) as currency,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,
+        bool_or({{ in_window('usage_hour') }}) as in_window,
         count(*) as attempts,
-        count(distinct request_id) as model_calls,
         count(*) filter (where attempt > 1) as retries,
         count(*) filter (where status = 'failed') as failed_attempts,
         count(*) filter (where status = 'retried') as retried_attempts,
@@ -80,40 +66,148 @@ runs as (
         sum(output_tokens) as output_tokens,
         sum(reasoning_tokens) as reasoning_tokens,
         sum(total_tokens) as total_tokens,
-        {{ known_sum('provider_cost') }} as provider_cost,
-        {{ known_sum('billed_amount') }} as billed_amount,
+        sum(provider_cost) as provider_cost,
+        count(provider_cost) as costed_attempts,
+        sum(billed_amount) as billed_amount,
+        count(billed_amount) as billed_attempts,
         bool_or(has_unpriced_usage) as has_unpriced_usage
-    from run_attempts
-    group by all
+    from attempt_costs
+    group by customer_id, run_id, request_id, model
+
+),
+
+-- Logical calls per run: a call on two models is one call.
+run_calls as (
+
+    select customer_id, run_id, count(*) as model_calls
+    from (
+        select customer_id, run_id, request_id
+        from call_models
+        group by customer_id, run_id, request_id
+    ) as calls
+    group by customer_id, run_id
+
+),
+
+run_models as (
+
+    select
+        customer_id,
+        run_id,
+        model,
+        count(*) as calls,
+        max(trace_id) as trace_id,
+        max(currency) as currency,
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at,
+        bool_or(in_window) as in_window,
+        sum(attempts) as attempts,
+        sum(retries) as retries,
+        sum(failed_attempts) as failed_attempts,
+        sum(retried_attempts) as retried_attempts,
+        sum(cancelled_attempts) as cancelled_attempts,
+        sum(input_tokens) as input_tokens,
+        sum(cached_input_tokens) as cached_input_tokens,
+        sum(cache_write_tokens) as cache_write_tokens,
+        sum(uncached_input_tokens) as uncached_input_tokens,
+        sum(output_tokens) as output_tokens,
+        sum(reasoning_tokens) as reasoning_tokens,
+        sum(total_tokens) as total_tokens,
+        sum(provider_cost) as provider_cost,
+        sum(costed_attempts) as costed_attempts,
+        sum(billed_amount) as billed_amount,
+        sum(billed_attempts) as billed_attempts,
+        bool_or(has_unpriced_usage) as has_unpriced_usage
+    from call_models
+    group by customer_id, run_id, model
+
+),
+
+runs as (
+
+    select
+        customer_id,
+        run_id,
+        max(trace_id) as trace_id,
+        max(currency) as currency,
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at,
+        bool_or(in_window) as in_window,
+        {{ map_agg('model', 'calls') }} as model_calls_by_model,
+        sum(attempts) as attempts,
+        sum(retries) as retries,
+        sum(failed_attempts) as failed_attempts,
+        sum(retried_attempts) as retried_attempts,
+        sum(cancelled_attempts) as cancelled_attempts,
+        sum(input_tokens) as input_tokens,
+        sum(cached_input_tokens) as cached_input_tokens,
+        sum(cache_write_tokens) as cache_write_tokens,
+        sum(uncached_input_tokens) as uncached_input_tokens,
+        sum(output_tokens) as output_tokens,
+        sum(reasoning_tokens) as reasoning_tokens,
+        sum(total_tokens) as total_tokens,
+        -- known_sum over the attempts: known only if every attempt's value is
+        case when sum(costed_attempts) = sum(attempts) then sum(provider_cost) end as provider_cost,
+        case when sum(billed_attempts) = sum(attempts) then sum(billed_amount) end as billed_amount,
+        bool_or(has_unpriced_usage) as has_unpriced_usage
+    from run_models
+    group by customer_id, run_id
+
+),
+
+{% if is_incremental() %}
+-- Stored runs overlapping the window: re-aggregated too (their attempts may have changed).
+stored as (
+
+    select customer_id, run_id
+    from {{ this }}
+    where first_event_at < {{ window_end() }} and last_event_at >= {{ window_start() }}
+
+),
+{% endif %}
+
+touched as (
+
+    select runs.*
+    from runs
+    where
+        runs.in_window
+        {%- if is_incremental() %}
+        or exists (
+            select 1
+            from stored
+            where stored.customer_id = runs.customer_id and stored.run_id = runs.run_id
+        )
+        {%- endif %}
 
 )
 
 select
-    runs.run_id,
-    runs.trace_id,
-    runs.customer_id,
-    runs.currency,
-    runs.first_event_at,
-    runs.last_event_at,
-    cast(runs.attempts as bigint) as attempts,
-    cast(runs.model_calls as bigint) as model_calls,
-    calls_by_model.model_calls as model_calls_by_model,
-    cast(runs.retries as bigint) as retries,
-    cast(runs.failed_attempts as bigint) as failed_attempts,
-    cast(runs.retried_attempts as bigint) as retried_attempts,
-    cast(runs.cancelled_attempts as bigint) as cancelled_attempts,
-    cast(runs.input_tokens as bigint) as input_tokens,
-    cast(runs.cached_input_tokens as bigint) as cached_input_tokens,
-    cast(runs.cache_write_tokens as bigint) as cache_write_tokens,
-    cast(runs.uncached_input_tokens as bigint) as uncached_input_tokens,
-    cast(runs.output_tokens as bigint) as output_tokens,
-    cast(runs.reasoning_tokens as bigint) as reasoning_tokens,
-    cast(runs.total_tokens as bigint) as total_tokens,
-    cast(runs.provider_cost as decimal(38, 18)) as provider_cost,
-    runs.provider_cost is not null as has_provider_cost,
-    cast(runs.billed_amount as decimal(38, 18)) as billed_amount,
-    runs.has_unpriced_usage,
-    cast(runs.billed_amount - runs.provider_cost as decimal(38, 18)) as margin
-from runs
-inner join calls_by_model
-    on runs.customer_id = calls_by_model.customer_id and runs.run_id = calls_by_model.run_id
+    touched.run_id,
+    touched.trace_id,
+    touched.customer_id,
+    touched.currency,
+    touched.first_event_at,
+    touched.last_event_at,
+    cast(touched.attempts as bigint) as attempts,
+    cast(run_calls.model_calls as bigint) as model_calls,
+    touched.model_calls_by_model,
+    cast(touched.retries as bigint) as retries,
+    cast(touched.failed_attempts as bigint) as failed_attempts,
+    cast(touched.retried_attempts as bigint) as retried_attempts,
+    cast(touched.cancelled_attempts as bigint) as cancelled_attempts,
+    cast(touched.input_tokens as bigint) as input_tokens,
+    cast(touched.cached_input_tokens as bigint) as cached_input_tokens,
+    cast(touched.cache_write_tokens as bigint) as cache_write_tokens,
+    cast(touched.uncached_input_tokens as bigint) as uncached_input_tokens,
+    cast(touched.output_tokens as bigint) as output_tokens,
+    cast(touched.reasoning_tokens as bigint) as reasoning_tokens,
+    cast(touched.total_tokens as bigint) as total_tokens,
+    cast(touched.provider_cost as decimal(38, 18)) as provider_cost,
+    touched.provider_cost is not null as has_provider_cost,
+    cast(touched.billed_amount as decimal(38, 18)) as billed_amount,
+    touched.has_unpriced_usage,
+    cast(touched.billed_amount - touched.provider_cost as decimal(38, 18)) as margin
+from touched
+inner join run_calls
+    on touched.customer_id = run_calls.customer_id and touched.run_id = run_calls.run_id

@@ -10,16 +10,26 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
+-- depends_on: {{ source('tokenbill_raw', 'usage_events') }} (delete_vanished reads the raw lines)
 -- One row per logical model call: the attempts sharing a request group id (an attempt
 -- without one is its own request). Incremental on whole requests exactly as
 -- fct_agent_run_costs is on whole runs (see there). Attempts are ordered by (attempt,
 -- event_ts, event_id); attempts_until_success counts them up to and including the first
--- success.
+-- success. The attempts' costs are computed once per hour (int_agent_runs__attempt_costs).
+
+{%- set hours = agent_run_max_hours() | int %}
 
 with
 
-{{ attempt_costs(hours_before=agent_run_max_hours() | int, hours_after=agent_run_max_hours() | int) }},
+-- The attempts' costs, computed once per hour (int_agent_runs__attempt_costs).
+attempt_costs as (
+
+    select * from {{ ref('int_agent_runs__attempt_costs') }}
+    where
+        usage_hour >= {{ dbt.dateadd('hour', -hours, window_start()) }}
+        and usage_hour < {{ dbt.dateadd('hour', hours, window_end()) }}
+
+),
 
 touched as (
 
@@ -35,6 +45,8 @@ touched as (
 
 ),
 
+-- touched holds each request once (distinct, union): the join keeps the attempts of the
+-- touched requests, each once.
 ordered as (
 
     select
@@ -44,7 +56,7 @@ ordered as (
             order by attempt_costs.attempt, attempt_costs.event_ts, attempt_costs.event_id
         ) as attempt_order
     from attempt_costs
-    semi join touched
+    inner join touched
         on
             attempt_costs.customer_id = touched.customer_id
             and attempt_costs.request_id = touched.request_id
@@ -59,8 +71,8 @@ requests as (
         max(request_group_id) as request_group_id,
         max(run_id) as run_id,
         max(currency) as currency,
-        arg_max(model, attempt_order) as final_model,
-        arg_max(status, attempt_order) as final_status,
+        max_by(model, attempt_order) as final_model,
+        max_by(status, attempt_order) as final_status,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,
         count(*) as attempts,
@@ -83,7 +95,7 @@ requests as (
         end as failed_attempt_billed_amount,
         bool_or(has_unpriced_usage) as has_unpriced_usage
     from ordered
-    group by all
+    group by customer_id, request_id
 
 )
 

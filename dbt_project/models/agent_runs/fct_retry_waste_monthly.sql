@@ -8,16 +8,21 @@
     )
 }}
 
--- depends_on: {{ ref('stg_tokenbill__usage_events') }}
 -- What failed, retried and cancelled attempts cost and what was billed for them, per month,
 -- customer, model and feature: "you pay the provider for three attempts but bill one" made
 -- visible. Wasted attempts are the attempts whose status is not success. Their billed amount
 -- is whatever the rating billed (only quantity the plan's bill_failed_attempts makes
--- billable is charged); shares are ratios (not money), rounded to 6 decimals.
+-- billable is charged); shares are ratios (not money), rounded to 6 decimals. Reads the
+-- attempts' costs computed once per hour (int_agent_runs__attempt_costs).
 
 with
 
-{{ attempt_costs() }},
+attempt_costs as (
+
+    select * from {{ ref('int_agent_runs__attempt_costs') }}
+    where {{ in_window('usage_hour') }}
+
+),
 
 month_attempts as (
 
@@ -26,7 +31,6 @@ month_attempts as (
         *,
         status <> 'success' as is_wasted
     from attempt_costs
-    where {{ in_window('usage_hour') }}
 
 ),
 

@@ -32,16 +32,12 @@ def alerts_feed(
     def put(key: str, body: bytes) -> None:
         client.put_object(Bucket=s3.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
 
-    with warehouse.connect() as con:
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'marts' and table_name = 'fct_billing_alerts'"
-        ).fetchone()[0]
-        if not exists:
+    with warehouse.tables() as con:
+        if not con.relation_exists("marts", "fct_billing_alerts"):
             context.log.info("no alerts yet: marts.fct_billing_alerts is built by the monthly run")
             return MaterializeResult(metadata={"alerts": MetadataValue.int(0)})
         written = export_new_alerts(con, put, prefix, datetime.now(UTC).replace(tzinfo=None))
-        exported_total = con.execute("select count(*) from billing.exported_alerts").fetchone()[0]
+        exported_total = con.rows("select count(*) from billing.exported_alerts")[0][0]
     if written is None:
         context.log.info("no new alerts to export")
         return MaterializeResult(

@@ -25,6 +25,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import duckdb
+import pyarrow as pa
+
+from orchestration.warehouse import WarehouseTables, as_tables
 
 EXPORTED_DDL = """
 create schema if not exists billing;
@@ -51,11 +54,9 @@ class Batch:
     by_type: dict[str, int]
 
 
-def new_alerts(con: duckdb.DuckDBPyConnection) -> list[dict]:
+def new_alerts(con: duckdb.DuckDBPyConnection | WarehouseTables) -> list[dict]:
     """The alerts of fct_billing_alerts whose id was never exported, oldest first."""
-    cursor = con.execute(NEW_ALERTS_SQL)
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return as_tables(con).query(NEW_ALERTS_SQL).to_pylist()
 
 
 def alert_line(alert: dict) -> str:
@@ -81,27 +82,42 @@ def batch(alerts: list[dict], prefix: str) -> Batch:
     return Batch(key=key, body=body, alert_ids=ids, by_type=by_type)
 
 
-def export_new_alerts(con: duckdb.DuckDBPyConnection, put, prefix: str, now: datetime):
+def export_new_alerts(
+    con: duckdb.DuckDBPyConnection | WarehouseTables, put, prefix: str, now: datetime
+):
     """Export the alerts not exported yet as one object (``put(key, body)``) and record their
     ids, all or nothing. Returns the Batch, or None when there is nothing new."""
-    con.execute(EXPORTED_DDL)
-    con.execute("begin transaction")
-    try:
+    con = as_tables(con)
+    con.ensure_table("billing.exported_alerts", EXPORTED_DDL, exported_rows([], now, ""))
+    # One transaction on DuckDB (the object is put before the ids are committed); on Spark
+    # the ids are written after the put: a failed put records nothing.
+    with con.transaction():
         alerts = new_alerts(con)
         if not alerts:
-            con.execute("rollback")
             return None
         written = batch(alerts, prefix)
-        con.execute(
-            "insert into billing.exported_alerts select unnest(?), ?, ?",
-            [written.alert_ids, now, written.key],
+        if con.engine == "spark":
+            put(written.key, written.body)
+        con.replace_where(
+            "billing.exported_alerts",
+            "false",
+            [],
+            exported_rows(written.alert_ids, now, written.key),
         )
-        put(written.key, written.body)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        if con.engine != "spark":
+            put(written.key, written.body)
     return written
+
+
+def exported_rows(alert_ids: list[str], now: datetime, key: str) -> pa.Table:
+    """Rows of ``billing.exported_alerts``: the ids exported at ``now`` in object ``key``."""
+    return pa.table(
+        {
+            "alert_id": pa.array(alert_ids, pa.string()),
+            "exported_at": pa.array([now] * len(alert_ids), pa.timestamp("us")),
+            "object_key": pa.array([key] * len(alert_ids), pa.string()),
+        }
+    )
 
 
 def _json_value(value):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -25,9 +25,10 @@ from dagster import (
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_env
-from orchestration.defs.dbt.child import PARENT_PID_ENV, environment_args
+from orchestration.defs.dbt.child import PARENT_PID_ENV, RUN_FIRST_ENV, environment_args
 from orchestration.defs.dbt.project import tokenbill_dbt_project
 from orchestration.defs.dbt.resource import TokenbillDbtCliResource
+from orchestration.defs.ingestion.lake import spark_path
 from orchestration.defs.partitions import daily_partitions, hourly_partitions, monthly_partitions
 from orchestration.defs.progress import Progress
 from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
@@ -116,6 +117,7 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             "TOKENBILL_WAREHOUSE_PATH": warehouse.path,
             "TOKENBILL_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit,
             "TOKENBILL_DBT_TARGET": dbt.dbt_target(),  # the engine's (TOKENBILL_ENGINE)
+            **engine_env(warehouse),
             **dbt_build_env(window, invoice_vars(context.run.tags, dbt.invoice_grace_days)),
             PARENT_PID_ENV: str(os.getpid()),  # dbt dies with this process (child.py)
         }
@@ -151,6 +153,20 @@ def _grain_assets(tag: str, partitions_def: PartitionsDefinition | None):
             )
 
     return _assets
+
+
+def engine_env(warehouse: Warehouse) -> dict[str, str | None]:
+    """What the dbt process needs besides the DuckDB file: with the spark engine, the spark
+    target's warehouse directory, the lake root (``s3://`` as ``s3a://``) and the lake's
+    source tables registered before the build (``create_lake_sources``, in the same dbt
+    process: child.py); nothing (unset) with duckdb."""
+    if not warehouse.is_spark:
+        return dict.fromkeys(("TOKENBILL_SPARK_WAREHOUSE", "TOKENBILL_LAKE_ROOT", RUN_FIRST_ENV))
+    return {
+        "TOKENBILL_SPARK_WAREHOUSE": warehouse.spark_warehouse,
+        "TOKENBILL_LAKE_ROOT": spark_path(warehouse.lake_root),
+        RUN_FIRST_ENV: "run-operation create_lake_sources",
+    }
 
 
 def stream_with_progress(invocation, context: AssetExecutionContext) -> Iterator[Any]:
@@ -205,34 +221,32 @@ def table_observations(run_results: Mapping[str, Any], warehouse: Warehouse, win
     ]
     if not built:
         return
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.tables(read_only=True) as con:
         tables = {
             name: [c for c in PERIOD_COLUMNS if c in columns]
-            for name, columns in con.execute(
-                "select table_name, list(column_name) from information_schema.columns "
-                "where table_schema = 'marts' and table_name in (select table_name from "
-                "information_schema.tables where table_type = 'BASE TABLE') group by 1"
-            ).fetchall()
+            for name, columns in con.base_table_columns("marts").items()
         }
         for name in built:
             if name not in tables:
                 continue  # views and ephemeral models
             metadata: dict[str, Any] = {
-                "dagster/row_count": con.execute(f"select count(*) from marts.{name}").fetchone()[0]
+                "dagster/row_count": con.rows(f"select count(*) from marts.{name}")[0][0]
             }
             where = "true"
             if window is not None and tables[name]:
                 where = f"{tables[name][0]} >= ? and {tables[name][0]} < ?"
                 params = [naive_utc(window.start), naive_utc(window.end)]
-                metadata["rows_in_window"] = con.execute(
+                metadata["rows_in_window"] = con.rows(
                     f"select count(*) from marts.{name} where {where}", params
-                ).fetchone()[0]
+                )[0][0]
             if name in SAMPLED and metadata.get("rows_in_window", 1):
-                sample = con.execute(
-                    f"select {SAMPLED[name]} from marts.{name} where {where} "
-                    "order by all desc limit 5",
-                    params if where != "true" else [],
-                ).pl()
+                sample = pl.from_arrow(
+                    con.query(
+                        f"select {SAMPLED[name]} from marts.{name} where {where} "
+                        "order by all desc limit 5",
+                        params if where != "true" else [],
+                    )
+                )
                 metadata["sample"] = MetadataValue.md(_markdown(sample))
             yield AssetObservation(asset_key=["marts", name], metadata=metadata)
 
@@ -261,14 +275,16 @@ def with_failing_rows(held, manifest: Mapping[str, Any], warehouse: Warehouse):
     A result whose rows cannot be read is reported as it came: the check result is never lost."""
     if not held:
         return
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.tables(read_only=True) as con:
         for event in held:
             try:
-                frame = con.execute(
-                    f"select * from {stored_failures(event, manifest)} order by all "
-                    f"limit {FAILING_ROWS_SHOWN}"
-                ).pl()
-            except duckdb.Error:
+                relation = stored_failures(event, manifest)
+                if con.engine == "spark":  # Spark quotes names with backticks
+                    relation = relation.replace('"', "`")
+                frame = pl.from_arrow(
+                    con.query(f"select * from {relation} order by all limit {FAILING_ROWS_SHOWN}")
+                )
+            except Exception:  # the check result is never lost for its rows
                 yield event
                 continue
             yield event.with_metadata(
@@ -327,20 +343,19 @@ def blocking_test_failures(
     if not failed:
         return []
     lines = []
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.tables(read_only=True) as con:
         for result, props in failed:
             meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
             model = (meta.get("dagster") or {}).get("ref", {}).get("name") or (
                 props.get("attached_node") or props["depends_on"]["nodes"][0]
             ).split(".")[-1]
             try:
-                cursor = con.execute(
+                found = con.query(
                     f"select * from (\n{result['compiled_code']}\n) limit {FAILURE_SAMPLE_ROWS}"
                 )
-                columns = [c[0] for c in cursor.description]
                 rows = [
-                    ", ".join(f"{c}={_plain(v)}" for c, v in zip(columns, row, strict=True))
-                    for row in cursor.fetchall()
+                    ", ".join(f"{c}={_plain(v)}" for c, v in row.items())
+                    for row in found.to_pylist()
                 ]
             except Exception as exc:  # the message must not hide the failure it reports
                 rows = [f"(rows not readable: {str(exc).splitlines()[0]})"]

@@ -17,6 +17,11 @@ its own environment:
   the dbt window travels this way instead of as ``--vars``, which would make dbt re-parse the
   project on every run). The command shown on a failed run is therefore complete: pasted
   into a shell it rebuilds the same window.
+* ``TOKENBILL_DBT_RUN_FIRST`` (e.g. ``run-operation create_lake_sources``, what the Spark
+  engine needs before every build: the raw lake's tables registered and their file listings
+  refreshed) is a dbt command run first, in this same process, with the same
+  ``--profiles-dir``/``--project-dir``/``--target``/``--target-path``: on dbt-spark's session
+  method both share one Spark (one JVM start, not two). If it fails, the command is not run.
 * ``tokenbill-dbt --version`` prints the version of this environment's ``dbt-core`` without
   importing dbt: dagster-dbt asks it once per resource instance (once per dbt step), and
   starting dbt only to answer would cost every step about two seconds.
@@ -37,6 +42,10 @@ PARENT_PID_ENV = "TOKENBILL_DBT_PARENT_PID"
 #: Leading arguments that set (``NAME=VALUE``) or unset (``--unset=NAME``) a variable.
 ASSIGNMENT = re.compile(r"(?P<name>[A-Z_][A-Z0-9_]*)=(?P<value>.*)", re.S)
 UNSET = "--unset="
+#: A dbt command to run before the one on the command line, in the same process.
+RUN_FIRST_ENV = "TOKENBILL_DBT_RUN_FIRST"
+#: Options of the command line that the command run first takes too.
+SHARED_OPTIONS = ("--profiles-dir", "--project-dir", "--target", "--target-path")
 
 
 def environment_args(values: dict[str, str | None]) -> list[str]:
@@ -75,6 +84,30 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     return True
 
 
+def shared_options(args: list[str]) -> list[str]:
+    """The ``SHARED_OPTIONS`` of ``args``, with their values (``--opt value`` or ``--opt=v``)."""
+    shared = []
+    for index, arg in enumerate(args):
+        name = arg.split("=", 1)[0]
+        if name in SHARED_OPTIONS:
+            shared += [arg] if "=" in arg else args[index : index + 2]
+    return shared
+
+
+def run_first(args: list[str]) -> None:
+    """Run ``TOKENBILL_DBT_RUN_FIRST`` (if set) with the options of ``args``; exit 2 if it
+    fails."""
+    first = os.environ.pop(RUN_FIRST_ENV, "").split()
+    if not first:
+        return
+    from dbt.cli.main import dbtRunner
+
+    result = dbtRunner().invoke([*first, *shared_options(args)])
+    if not result.success:
+        sys.stderr.write(f"tokenbill-dbt: {' '.join(first)} failed: {result.exception}\n")
+        sys.exit(2)
+
+
 def version_text() -> str:
     """What ``tokenbill-dbt --version`` prints (dbt's first lines, with the same version)."""
     return f"Core:\n  - installed: {package_version('dbt-core')}\n"
@@ -86,6 +119,7 @@ def main() -> None:
         sys.stdout.write(version_text())
         sys.exit(0)
     die_with_parent()
+    run_first(args)
     from dbt.cli.main import cli
 
     sys.argv = ["dbt", *args]

@@ -50,7 +50,7 @@ def enforcement_file(
 ) -> MaterializeResult:
     window_end = context.partition_time_window.end.astimezone(UTC).replace(tzinfo=None)
     key = s3.enforcement_key
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.tables(read_only=True) as con:
         body = enforcement_document(con, window_end)
     # One PUT of the complete body: S3 replaces an object atomically.
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=body, ContentType="application/json")

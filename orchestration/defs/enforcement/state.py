@@ -48,6 +48,11 @@ from decimal import Decimal
 
 import duckdb
 
+from orchestration.warehouse import WarehouseTables, as_tables
+
+#: A DuckDB connection or the warehouse operations on either engine (orchestration/warehouse.py).
+Connection = duckdb.DuckDBPyConnection | WarehouseTables
+
 SCHEMA = "tokenbill.enforcement/v1"
 
 HARD_LIMITS_SQL = """
@@ -56,7 +61,7 @@ select
     billing_period_start, billing_period_end, reached_hour
 from marts.fct_quota_usage
 where enforcement = 'hard' and is_reached
-    and billing_period_start <= $last_hour and $last_hour < billing_period_end
+    and billing_period_start <= ? and ? < billing_period_end
 order by customer_id, limit_id
 """
 
@@ -64,7 +69,8 @@ order by customer_id, limit_id
 OUT_OF_CREDIT_SQL = """
 with
 booked as (
-    select coalesce(max(entry_ts), '-infinity'::timestamp) as booked_through
+    -- nothing booked: from the start of time (a literal both DuckDB and Spark read)
+    select coalesce(max(entry_ts), timestamp '0001-01-01 00:00:00') as booked_through
     from {ledger}
 ),
 last_entry as (
@@ -80,13 +86,13 @@ wallets as (
 granted_since as (
     select grants.wallet_id, sum(grants.amount) as amount
     from catalog.wallet_grants as grants, booked
-    where grants.granted_at > booked.booked_through and grants.granted_at < $as_of
+    where grants.granted_at > booked.booked_through and grants.granted_at < ?
     group by grants.wallet_id
 ),
 charged_since as (
     select rated.customer_id, sum(rated.amount) as amount
     from marts.fct_rated_charges_hourly as rated, booked
-    where rated.usage_hour > booked.booked_through and rated.usage_hour < $as_of
+    where rated.usage_hour > booked.booked_through and rated.usage_hour < ?
         and rated.customer_id in (select customer_id from wallets)
     group by rated.customer_id
 )
@@ -107,16 +113,6 @@ order by wallets.customer_id
 LAST_RATED_SQL = "select max(usage_hour) from marts.fct_token_usage_hourly"
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
-
-
 def _text(value) -> str | None:
     if value is None:
         return None
@@ -127,22 +123,23 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def as_of_hour(con: duckdb.DuckDBPyConnection, window_end: datetime | None) -> datetime:
+def as_of_hour(con: Connection, window_end: datetime | None) -> datetime:
     """The instant the state holds at: the end of the last rated hour, or the run's window end
     where that is later (an hour without usage still moves the file on)."""
-    last = con.execute(LAST_RATED_SQL).fetchone()[0]
+    last = as_tables(con).rows(LAST_RATED_SQL)[0][0]
     candidates = [t for t in (last and last + timedelta(hours=1), window_end) if t is not None]
     if not candidates:
         raise ValueError("nothing is rated yet: run hourly_usage_job for an hour first")
     return max(candidates)
 
 
-def blocked_entries(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[dict]:
+def blocked_entries(con: Connection, as_of: datetime) -> list[dict]:
     """Every customer/limit to block as of ``as_of``: hard limits reached in the billing
     period of the last hour before it, then wallets out of credit without overage."""
+    con = as_tables(con)
     entries = []
-    params = {"last_hour": as_of - timedelta(hours=1)}
-    for row in con.execute(HARD_LIMITS_SQL, params).fetchall():
+    last_hour = as_of - timedelta(hours=1)
+    for row in con.rows(HARD_LIMITS_SQL, [last_hour, last_hour]):
         customer, subscription, limit, metric, model, feature, cap, used, start, end, hour = row
         entries.append(
             {
@@ -160,16 +157,16 @@ def blocked_entries(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[dic
                 "reached_hour": _text(hour),
             }
         )
-    if _relation_exists(con, "catalog", "wallets"):
+    if con.relation_exists("catalog", "wallets"):
         ledger = (
             "billing.wallet_ledger"
-            if _relation_exists(con, "billing", "wallet_ledger")
-            else "(select null::varchar as wallet_id, null::timestamp as entry_ts, "
-            "null::integer as entry_order, null::decimal(38, 18) as wallet_balance_after "
-            "where false)"
+            if con.relation_exists("billing", "wallet_ledger")
+            else "(select cast(null as string) as wallet_id, cast(null as timestamp) as "
+            "entry_ts, cast(null as integer) as entry_order, cast(null as decimal(38, 18)) as "
+            "wallet_balance_after where false)"
         )
         sql = OUT_OF_CREDIT_SQL.format(ledger=ledger)
-        for customer, wallet, currency, credit in con.execute(sql, {"as_of": as_of}).fetchall():
+        for customer, wallet, currency, credit in con.rows(sql, [as_of, as_of]):
             entries.append(
                 {
                     "customer_id": customer,
@@ -188,7 +185,7 @@ def checksum(blocked: list[dict]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def enforcement_document(con: duckdb.DuckDBPyConnection, window_end: datetime | None) -> bytes:
+def enforcement_document(con: Connection, window_end: datetime | None) -> bytes:
     """The complete enforcement file body (deterministic: same warehouse, same bytes)."""
     as_of = as_of_hour(con, window_end)
     blocked = blocked_entries(con, as_of)

@@ -107,8 +107,14 @@ def raw_usage_events(
     prefixes = [(h, s3.hour_prefix(h.strftime("%Y-%m-%d"), h.hour)) for h in hours]
     reasons, samples, formats = Counter(), [], Counter()
     progress = IngestionProgress(hours, context.log.info)
+    max_lines, max_bytes = ingestion.max_lines(), ingestion.max_bytes()
     fetched = fetch_hours(
-        client, s3.bucket, prefixes, ahead_bytes=PREFETCH_BYTES, retry=s3.body_retry()
+        client,
+        s3.bucket,
+        prefixes,
+        ahead_bytes=PREFETCH_BYTES,
+        retry=s3.body_retry(),
+        hold_bytes=max_bytes,
     )
     # The warehouse is opened by the lander for each batch it writes, and only then: S3 is
     # read and lines are parsed with the file free for analysts and the late-data sensor.
@@ -123,7 +129,6 @@ def raw_usage_events(
                 yield item
 
         seen: dict = {}  # the winners of an hour larger than a batch, across its pieces
-        max_lines, max_bytes = ingestion.max_lines(), ingestion.max_bytes()
         try:
             for batch_inputs in piece_batches(observed(fetched), max_lines, max_bytes):
                 batch = route_hours(batch_inputs, warehouse.memory_limit, seen)

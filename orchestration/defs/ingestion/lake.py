@@ -36,6 +36,19 @@ Replacing an hour, the choice per storage:
 
 Within a batch every file is written before any hour is swapped, and each hour's audit is
 swapped last: an hour whose audit is new has all its tables new.
+
+An hour larger than one batch (``RoutedBatch.split_hours``: more lines than
+``TOKENBILL_INGEST_BATCH_LINES`` / ``_MB``) arrives in pieces. Each piece's rows are staged
+under the sink's run, ``{root}/_runs/{run id}/{hour}/raw/<table>/piece-N.parquet`` (a name
+starting with ``_``: no reader lists it), and the hour is left as it was. The piece that
+closes the hour merges the staged pieces by the warehouse's own rule (``landing._close_hours``
+in an in-memory DuckDB: an object read in pieces is one ``ingested_objects`` row, its lines
+summed; the audits summed) and swaps the hour once, like a whole hour; then its pieces are
+removed. A run that dies between pieces leaves its ``_runs/<run id>/`` behind, never read
+(delete ``_runs/`` entries older than a day, or let a lifecycle rule expire them on S3); the
+hour's re-run stages under its own run id.
+
+Spark reads an ``s3://`` root as ``s3a://`` (hadoop-aws's file system): :func:`spark_path`.
 """
 
 from __future__ import annotations
@@ -56,7 +69,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestration.defs.ingestion.landing import RAW_DDL, RAW_MIGRATIONS
+from orchestration.defs.ingestion.landing import RAW_DDL, RAW_MIGRATIONS, _close_hours
 from orchestration.defs.ingestion.parsing import RoutedBatch
 
 #: Raw table -> the RoutedBatch frame it holds (``None``: the audits, computed from it), in
@@ -80,6 +93,15 @@ def lake_name(table: str) -> str:
 def hour_path(table: str, hour: datetime) -> str:
     """The hour's partition directory, relative to the root."""
     return f"{lake_name(table)}/event_date={hour:%Y-%m-%d}/event_hour={hour:%H}"
+
+
+def spark_path(root: str) -> str:
+    """The lake root as Spark (Hadoop) names it: ``s3://bucket/prefix`` -> ``s3a://bucket/prefix``
+    (hadoop-aws's S3A file system; EMR's EMRFS also reads ``s3://``, open-source Spark does
+    not), anything else (a local directory, ``s3a://``, ``abfss://``, ``gs://``) unchanged."""
+    if root.startswith("s3://"):
+        return "s3a://" + root.removeprefix("s3://")
+    return root
 
 
 def new_run_id() -> str:
@@ -130,32 +152,115 @@ class LakeSink:
     def __init__(self, root: str, s3_client=None):
         self.root = root.rstrip("/")
         self._s3 = s3_client
+        self._run_id: str | None = None
+        self._pieces = 0
 
     @property
     def is_s3(self) -> bool:
         return self.root.startswith("s3://")
 
     def __call__(self, batch: RoutedBatch) -> pl.DataFrame:
-        if batch.split_hours:
-            # Each piece would replace the hour written by the one before: refuse rather than
-            # lose lines (the warehouse sink stages pieces; the lake does not yet).
-            hours = ", ".join(f"{h:%Y-%m-%d %H:00}" for h in sorted(batch.split_hours))
-            raise ValueError(
-                f"hour(s) {hours} hold more lines than one batch, which the Parquet lake "
-                "(TOKENBILL_ENGINE=spark) cannot land in pieces yet: raise "
-                "TOKENBILL_INGEST_BATCH_LINES / TOKENBILL_INGEST_BATCH_MB above the hour's size"
-            )
+        """Land the batch; return the audit of the hours it completed (as ``land_batch``):
+        its whole hours, and the split hours whose last piece it holds."""
         audit = batch.audit()
         run_id = new_run_id()
         tables = typed_tables(batch)
-        hours = sorted(batch.hours)
+        split = batch.split_hours
+        direct = [h for h in sorted(batch.hours) if h not in split]
+        closing = sorted(h for h, (_, closes) in split.items() if closes)
+        for hour, (opens, _) in sorted(split.items()):
+            if opens:  # what an earlier attempt of this sink left for the hour
+                self._drop_pieces(hour)
+        for table, rows in tables.items():
+            for hour, part in hour_slices(rows, sorted(split)):
+                self._put_piece(table, hour, part)
         staged = []
         for table, rows in tables.items():  # every file first...
-            for hour, part in hour_slices(rows, hours):
+            for hour, part in hour_slices(rows, direct):
                 staged.append(self.stage(hour_path(table, hour), run_id, part))
+        finished = []
+        for hour in closing:  # (a split hour: its pieces merged, as the warehouse merges them)
+            merged = self._merge_pieces(hour)
+            staged += [self.stage(hour_path(t, hour), run_id, part) for t, part in merged.items()]
+            finished.append(pl.from_arrow(merged["raw.ingestion_audit"]))
         for stage in staged:  # ...then every hour, its audit last
             stage()
-        return audit
+        for hour in closing:
+            self._drop_pieces(hour)
+        landed = audit.filter(pl.col("partition_hour").is_in(direct))
+        return pl.concat([landed, *(f.select(landed.columns) for f in finished)])
+
+    # -- the pieces of an hour larger than a batch, staged under the sink's run ---------------
+    @property
+    def run_id(self) -> str:
+        """This sink's run (one ingestion step): its split hours' pieces are staged under
+        ``{root}/_runs/{run id}/`` (``_``: no reader lists it)."""
+        if self._run_id is None:
+            self._run_id = new_run_id()
+        return self._run_id
+
+    def _pieces_prefix(self, hour: datetime) -> str:
+        return f"_runs/{self.run_id}/{hour:%Y-%m-%dT%H}/"
+
+    def _put_piece(self, table: str, hour: datetime, part: pa.Table) -> None:
+        self._pieces += 1
+        key = f"{self._pieces_prefix(hour)}{lake_name(table)}/piece-{self._pieces:06d}.parquet"
+        if self.is_s3:
+            bucket, key = self._s3_key(key)
+            self._client().put_object(Bucket=bucket, Key=key, Body=parquet_bytes(part))
+            return
+        path = Path(self.root) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, path, compression="zstd")
+
+    def _read_pieces(self, hour: datetime, table: str) -> list[pa.Table]:
+        prefix = f"{self._pieces_prefix(hour)}{lake_name(table)}/"
+        if self.is_s3:
+            bucket, key = self._s3_key(prefix)
+            client = self._client()
+            keys = sorted(o["Key"] for o in self._s3_objects(bucket, key))
+            return [
+                pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+                for k in keys
+            ]
+        return [pq.read_table(p) for p in sorted((Path(self.root) / prefix).glob("piece-*"))]
+
+    def _drop_pieces(self, hour: datetime) -> None:
+        prefix = self._pieces_prefix(hour)
+        if self.is_s3:
+            bucket, key = self._s3_key(prefix)
+            self._delete_objects(bucket, [o["Key"] for o in self._s3_objects(bucket, key)])
+            return
+        shutil.rmtree(Path(self.root) / prefix, ignore_errors=True)
+        for parent in ((Path(self.root) / prefix).parent, Path(self.root) / "_runs"):
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+    def _merge_pieces(self, hour: datetime) -> dict[str, pa.Table]:
+        """Every raw table of a split hour from its staged pieces, merged by the warehouse's
+        own rule (``landing._close_hours``: objects read in pieces summed, audits summed), in
+        an in-memory DuckDB over the raw tables' DDL."""
+        con = duckdb.connect()
+        try:
+            con.execute(RAW_DDL)
+            con.execute(RAW_MIGRATIONS)
+            con.execute("create schema raw_staging")
+            for table in LAKE_TABLES:
+                staging = table.replace("raw.", "raw_staging.", 1)
+                con.execute(f"create table {staging} as select * from {table} limit 0")
+                for piece in self._read_pieces(hour, table):
+                    con.register("piece", piece)
+                    con.execute(f"insert into {staging} by name select * from piece")
+                    con.unregister("piece")
+            _close_hours(con, [hour])
+            return {
+                table: con.execute(
+                    f"select * from {table} where partition_hour = ? order by all", [hour]
+                ).to_arrow_table()
+                for table in LAKE_TABLES
+            }
+        finally:
+            con.close()
 
     # -- local directory: write hidden, exchange atomically ---------------------------------
     def stage(self, relative: str, run_id: str, part: pa.Table) -> Callable[[], None]:
@@ -174,25 +279,33 @@ class LakeSink:
 
     # -- S3: write under a fresh run id, then delete the hour's other objects ---------------
     def _stage_s3(self, relative: str, run_id: str, part: pa.Table):
-        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
-        hour_prefix = f"{prefix.strip('/')}/{relative}/".lstrip("/")
+        bucket, hour_prefix = self._s3_key(f"{relative}/")
         key = f"{hour_prefix}part-{run_id}{PART_SUFFIX}"
         client = self._client()
         client.put_object(Bucket=bucket, Key=key, Body=parquet_bytes(part))
 
         def switch() -> None:
-            old = [
-                {"Key": o["Key"]}
-                for page in client.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=hour_prefix
-                )
-                for o in page.get("Contents", [])
-                if o["Key"] != key
-            ]
-            for start in range(0, len(old), 1000):
-                client.delete_objects(Bucket=bucket, Delete={"Objects": old[start : start + 1000]})
+            old = [o["Key"] for o in self._s3_objects(bucket, hour_prefix) if o["Key"] != key]
+            self._delete_objects(bucket, old)
 
         return switch
+
+    def _s3_key(self, relative: str) -> tuple[str, str]:
+        """(bucket, key) of a path relative to an ``s3://bucket/prefix`` root."""
+        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
+        return bucket, f"{prefix.strip('/')}/{relative}".lstrip("/")
+
+    def _s3_objects(self, bucket: str, prefix: str) -> list[dict]:
+        pages = (
+            self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
+        return [o for page in pages for o in page.get("Contents", [])]
+
+    def _delete_objects(self, bucket: str, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            self._client().delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+            )
 
     def _client(self):
         if self._s3 is None:

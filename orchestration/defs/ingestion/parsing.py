@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import random
-import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,13 +19,6 @@ from functools import cached_property
 import duckdb
 import polars as pl
 import pyarrow as pa
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    IncompleteReadError,
-    ReadTimeoutError,
-    ResponseStreamingError,
-)
 
 from contracts.usage_event import (
     NULL_FIELDS,
@@ -36,6 +27,16 @@ from contracts.usage_event import (
     SOURCE_HOUR,
     WIRE_FIELDS,
     validate_wire_events,
+)
+from orchestration.defs.ingestion.reading import (
+    BODY_READ_ERRORS,
+    BodyRetry,
+    ObjectReadError,
+    Spooled,
+    cut_lines,
+    read_object,
+    spool_object,
+    texts,
 )
 from orchestration.defs.ingestion.shapes import MappedLines, map_lines, native_names
 from orchestration.settings import SETTINGS
@@ -137,62 +138,19 @@ def list_hour_objects(client, bucket: str, prefix: str) -> list[S3Object]:
     return sorted(found, key=lambda o: o.key)
 
 
-#: Failures of an object's *body*, once S3 has answered its GET: a connection reset or a
-#: stall mid-stream, or fewer bytes than announced. boto3 retries requests, not these.
-BODY_READ_ERRORS = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
+__all__ = ["BODY_READ_ERRORS", "BodyRetry", "ObjectReadError", "read_object"]  # reading.py's
+
+#: Objects up to this size as stored are read whole into memory (while their hour holds less
+#: than a batch of text); larger ones are spooled and decoded in parts (:func:`fetch_hours`).
+SMALL_OBJECT_BYTES = 1024 * 1024
+#: Object kinds by name, as :func:`reading.spool_object` reads them, and what their decode
+#: failure is called in the quarantine (as :func:`decode_object` calls it).
+_KINDS = {".jsonl.gz": "gzip", ".jsonl": "text", ".parquet": "parquet"}
+_FAILURES = {"gzip": "cannot gunzip/decode", "text": "not UTF-8", "parquet": "cannot read Parquet"}
 
 
-@dataclass(frozen=True)
-class BodyRetry:
-    """How often an object whose body read fails is fetched again, and the backoff between:
-    ``base_seconds`` doubling up to ``max_seconds``, each wait jittered down to half so that
-    the fetch threads do not retry in step."""
-
-    attempts: int = 5
-    base_seconds: float = 0.25
-    max_seconds: float = 4.0
-
-    def wait(self, attempt: int) -> float:
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
-
-
-class ObjectReadError(Exception):
-    """An object could not be fetched: the network or S3 failed past every retry (the data
-    itself is never the cause: an unreadable object is quarantined, not an error)."""
-
-
-def read_object(client, bucket: str, key: str, retry: BodyRetry) -> bytes:
-    """The object's bytes. The GET is retried by boto3 (its retry mode: 503 SlowDown, 500,
-    connections reset before an answer); a body that breaks while being read is fetched again
-    whole, up to ``retry.attempts`` times. What was read of a broken body is dropped before
-    the next attempt, so a retry holds no more than the object once."""
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
-        except (BotoCoreError, ClientError) as exc:
-            raise _read_error(
-                client, bucket, key, exc, "the request failed past boto3's retries"
-            ) from exc
-        try:
-            return body.read()
-        except BODY_READ_ERRORS as exc:
-            body.close()
-            if attempt == retry.attempts:
-                raise _read_error(
-                    client, bucket, key, exc, f"its body broke on all {attempt} attempts"
-                ) from exc
-            time.sleep(retry.wait(attempt))
-    raise AssertionError("unreachable: BodyRetry.attempts must be >= 1")
-
-
-def _read_error(client, bucket: str, key: str, exc: Exception, how: str) -> ObjectReadError:
-    cause = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
-    return ObjectReadError(
-        f"cannot read s3://{bucket}/{key} from {client.meta.endpoint_url}: {how} ({cause}); "
-        "its hour was not landed (hours landed before it stay, a re-run replaces them): check "
-        "the network and the S3 endpoint, then re-run the partitions"
-    )
+def _kind(key: str) -> str | None:
+    return next((kind for suffix, kind in _KINDS.items() if key.endswith(suffix)), None)
 
 
 def fetch_hours(
@@ -202,23 +160,42 @@ def fetch_hours(
     ahead_bytes: int,
     ahead: int = 16,
     retry: BodyRetry = BodyRetry(),  # noqa: B008 - frozen
+    hold_bytes: int = 64 * 1024 * 1024,
 ) -> Iterator[HourInput]:
     """List, fetch and decode hours in order, up to ``ahead`` hours in flight at once.
 
     Fetching is I/O and gunzip releases the GIL: doing both in the pool overlaps them with
     the routing of earlier hours. The look-ahead also stops at about ``ahead_bytes`` of decoded
     text (judged by the largest hour seen so far, at least two hours), so memory stays at a
-    few hours of objects whatever the range and however large its hours. An object that
-    cannot be read (:func:`read_object`) raises :class:`ObjectReadError` in order, and the
-    hours not yet fetched are not.
+    few hours of objects whatever the range and however large its hours.
+
+    An hour holds at most about ``hold_bytes`` of decoded text (give it the batch size): its
+    small objects are read whole while it holds less; any other object is read to a spool
+    file and decoded to its end as it arrives (:func:`reading.spool_object`), kept if its
+    text fits what the hour may still hold, else left in the spool, to be decoded again part
+    by part by :func:`hour_pieces` (route the items through :func:`piece_batches`). An object
+    that does not decode is known here, before any of its lines is routed, and quarantined
+    whole. An object that cannot be read (the network, S3) raises :class:`ObjectReadError`
+    in order, and the hours not yet fetched are not.
     """
 
     def fetch(hour: datetime, prefix: str) -> HourInput:
         objects = list_hour_objects(client, bucket, prefix)
-        bodies = [read_object(client, bucket, o.key, retry) for o in objects]
-        item = HourInput(hour, objects, bodies)
-        item.decode()
-        return item
+        decoded, held = [], 0
+        for obj in objects:
+            kind = _kind(obj.key)
+            if kind is None:  # unsupported: quarantined by name, never read
+                dec = decode_object(obj.key, b"")
+            elif obj.size <= SMALL_OBJECT_BYTES and held < hold_bytes:
+                dec = decode_object(obj.key, read_object(client, bucket, obj.key, retry))
+            else:
+                spooled = spool_object(
+                    client, bucket, obj.key, kind, retry, keep_bytes=max(0, hold_bytes - held)
+                )
+                dec = _spooled_object(obj.key, spooled)
+            held += dec.size if dec.stream is None else 0
+            decoded.append(dec)
+        return HourInput(hour, objects, [], decoded)
 
     largest = 0  # the largest hour yet; until one is seen, two hours in flight
     pool = ThreadPoolExecutor(max_workers=ahead)
@@ -290,16 +267,21 @@ class UnreadableObject(Exception):
 @dataclass(frozen=True)
 class DecodedObject:
     """One object made readable: JSON Lines ``text``, or Parquet ``rows`` re-encoded as JSON
-    objects (one per row), or the ``error`` that makes it unreadable."""
+    objects (one per row), or the ``error`` that makes it unreadable; or, for an object
+    larger than a batch, its ``stream``: read and checked to decode, its lines still in a
+    spool file, which :func:`hour_pieces` cuts into parts (never routed as it is)."""
 
     text: str | None = None
     rows: pl.Series | None = None
     error: UnreadableObject | None = None
+    stream: Spooled | None = None
 
     @property
     def size(self) -> int:
         if self.text is not None:
             return len(self.text)
+        if self.stream is not None:
+            return self.stream.size
         return int(self.rows.str.len_bytes().sum()) if self.rows is not None else 0
 
 
@@ -317,10 +299,7 @@ def decode_object(key: str, body: bytes) -> DecodedObject:
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
                 raise UnreadableObject("unreadable_object", f"cannot gunzip/decode: {exc}") from exc
         if key.endswith(".jsonl"):
-            try:
-                return DecodedObject(text=body.decode("utf-8-sig"))
-            except UnicodeDecodeError as exc:
-                raise UnreadableObject("unreadable_object", f"not UTF-8: {exc}") from exc
+            return _text_object(body, "text")
         if key.endswith(".parquet"):
             return DecodedObject(rows=_parquet_lines(body))
         raise UnreadableObject(
@@ -330,11 +309,38 @@ def decode_object(key: str, body: bytes) -> DecodedObject:
         return DecodedObject(error=exc)
 
 
+def _spooled_object(key: str, spooled: Spooled) -> DecodedObject:
+    """What :func:`decode_object` would make of a spooled object, its text kept or not."""
+    if spooled.error is not None:
+        detail = f"{_FAILURES[spooled.kind]}: {spooled.error}"
+        return DecodedObject(error=UnreadableObject("unreadable_object", detail))
+    if spooled.kept is not None:
+        try:
+            return _text_object(spooled.kept, spooled.kind)
+        except UnreadableObject as exc:
+            return DecodedObject(error=exc)
+    return DecodedObject(stream=spooled)
+
+
+def _text_object(data: bytes, kind: str) -> DecodedObject:
+    """UTF-8 text of an object's (decompressed) bytes; a byte-order mark at its start is not
+    part of the first line ("utf-8-sig")."""
+    try:
+        return DecodedObject(text=data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise UnreadableObject("unreadable_object", f"{_FAILURES[kind]}: {exc}") from exc
+
+
 def _parquet_lines(body: bytes) -> pl.Series:
     try:
         frame = pl.read_parquet(io.BytesIO(body))
     except Exception as exc:  # polars raises several error types for corrupt files
         raise UnreadableObject("unreadable_object", f"cannot read Parquet: {exc}") from exc
+    return _json_rows(frame)
+
+
+def _json_rows(frame: pl.DataFrame) -> pl.Series:
+    """Parquet rows as JSON objects, times as RFC 3339 UTC text (naive ones are UTC)."""
     if frame.height == 0:
         return pl.Series("raw_line", [], dtype=pl.String)
     stamps = [
@@ -387,41 +393,44 @@ _SENT_NULL = ", ".join(
 )
 #: metadata as the contract defines it: the object sent, with unknown top-level fields merged
 #: in (JSON merge patch with nulls deletes the known keys: what is left is unknown). Also
-#: non-objects, as their JSON text, for validation to reject. And the required fields sent as
-#: an explicit null (a line with one always comes here), for the quarantine's wording.
-_MERGE_SQL = f"""
-select
-    line_idx,
-    case
-        when json_type(raw_line, '$.metadata') = 'OBJECT'
-            then json_merge_patch(
-                raw_line->'$.metadata', json_merge_patch(raw_line, '{_KNOWN_NULLS}')
-            )::varchar
-        when json_type(raw_line, '$.metadata') is null
-            or json_type(raw_line, '$.metadata') = 'NULL'
-            then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
-        else (raw_line->'$.metadata')::varchar
-    end as metadata,
-    list_filter([{_SENT_NULL}], lambda f: f is not null) as {NULL_FIELDS}
-from lines
-"""
-#: One parse per line into the wire fields (``from_json``: every value as the text it was
-#: sent as, numbers included). A line whose keys outnumber its non-null known fields has an
-#: unknown field (or an explicit null, or a repeated key): only those lines (``needs_merge``)
-#: go through ``_MERGE_SQL``. Any other line's metadata is exactly what it sent.
+#: non-objects, as their JSON text, for validation to reject.
+_MERGED_METADATA = f"""case
+            when json_type(raw_line, '$.metadata') = 'OBJECT'
+                then json_merge_patch(
+                    raw_line->'$.metadata', json_merge_patch(raw_line, '{_KNOWN_NULLS}')
+                )::varchar
+            when json_type(raw_line, '$.metadata') is null
+                or json_type(raw_line, '$.metadata') = 'NULL'
+                then nullif(json_merge_patch(raw_line, '{_KNOWN_NULLS}')::varchar, '{{}}')
+            else (raw_line->'$.metadata')::varchar
+        end"""
+#: One statement per batch of lines: one ``from_json`` per line into the wire fields (every
+#: value as the text it was sent as, numbers included). A line whose keys outnumber its
+#: non-null known fields has an unknown field (or an explicit null, or a repeated key): only
+#: for those lines (``needs_merge``; a CASE evaluates its branch on its rows alone) is the
+#: metadata merged (``_MERGED_METADATA``) and are the required fields sent as an explicit null
+#: listed, for the quarantine's wording. Any other line's metadata is exactly what it sent.
 _EXTRACT_SQL = f"""
-with objects as (
+with
+objects as (
     select line_idx, raw_line, from_json(raw_line, '{_WIRE_STRUCT}') as w
     from lines
     where json_valid(raw_line) and starts_with(ltrim(raw_line, e' \\t\\r\\n'), '{{')
+),
+flagged as (
+    select
+        *,
+        len(json_keys(raw_line))
+            > {" + ".join(f"(w.{f} is not null)::int" for f in WIRE_FIELDS)} as needs_merge
+    from objects
 )
 select
     line_idx,
     {", ".join(f"w.{f} as {f}" for f in WIRE_FIELDS if f != "metadata")},
-    w.metadata::varchar as metadata,
-    len(json_keys(raw_line))
-        > {" + ".join(f"(w.{f} is not null)::int" for f in WIRE_FIELDS)} as needs_merge
-from objects
+    case when needs_merge then {_MERGED_METADATA} else w.metadata::varchar end as metadata,
+    case when needs_merge then list_filter([{_SENT_NULL}], lambda f: f is not null) end
+        as {NULL_FIELDS}
+from flagged
 """
 #: Rows per Arrow record batch handed to DuckDB: its scan runs one batch per thread.
 _SCAN_ROWS = 50_000
@@ -442,34 +451,17 @@ def extract_wire_fields(
     try:
         con.register("lines", _chunked(indexed))
         wire = con.sql(_EXTRACT_SQL).pl()
-        if not wire["line_idx"].is_sorted():
-            wire = wire.sort("line_idx")
-        to_merge = wire["needs_merge"].arg_true()
-        if to_merge.len():
-            con.register("lines", _chunked(indexed[wire["line_idx"].gather(to_merge)]))
-            merged = con.sql(_MERGE_SQL).pl()
-            if not merged["line_idx"].is_sorted():
-                merged = merged.sort("line_idx")
-            wire = wire.with_columns(wire["metadata"].scatter(to_merge, merged["metadata"]))
-            # Row -> its position among the merged lines (null elsewhere: no null was sent).
-            position = pl.Series(dtype=pl.UInt32).extend_constant(None, wire.height)
-            position = position.scatter(to_merge, pl.int_range(to_merge.len(), eager=True))
-            null_fields = merged[NULL_FIELDS].gather(position)
     finally:
         con.close()
+    if not wire["line_idx"].is_sorted():
+        wire = wire.sort("line_idx")
     carry = [c for c in lines.columns if c not in ("raw_line", "native_line")]
     carried = lines.select(carry)[wire["line_idx"]] if carry else pl.DataFrame()
     not_objects = indexed.select("line_idx").join(
         wire.select("line_idx"), on="line_idx", how="anti", maintain_order="left"
     )
-    if not to_merge.len():
-        null_fields = pl.Series(dtype=pl.List(pl.String)).extend_constant(None, wire.height)
     return wire.select("line_idx").hstack(
-        [
-            *carried.get_columns(),
-            *wire.select(WIRE_FIELDS).get_columns(),
-            null_fields.alias(NULL_FIELDS),
-        ]
+        [*carried.get_columns(), *wire.select(*WIRE_FIELDS, NULL_FIELDS).get_columns()]
     ), not_objects
 
 
@@ -484,7 +476,10 @@ def _chunked(frame: pl.DataFrame) -> pa.Table:
 
 @dataclass
 class HourInput:
-    """One hour's objects and their bodies, as fetched from S3; ``decode`` reads them."""
+    """One hour's objects and their bodies; ``decode`` reads them. :func:`fetch_hours` gives
+    them decoded already (``bodies`` empty), an object larger than a batch as a ``stream``
+    that only :func:`hour_pieces` reads: what :func:`route_hours` gets is always text, rows or
+    an error per object (or per part of one, with ``line_offsets``)."""
 
     hour: datetime
     objects: list[S3Object]
@@ -819,11 +814,16 @@ def _deduplicate(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def hour_pieces(item: HourInput, max_lines: int, max_bytes: int) -> Iterator[HourInput]:
     """Cut one decoded hour into pieces of at most ``max_lines`` lines / about ``max_bytes``
     of text (whole lines; at least one line), objects in key order. Each piece knows the
-    lines of its objects before it (``line_offsets``), so line numbers stay the object's.
-    An hour that fits is yielded as it is."""
+    lines of its objects before it (``line_offsets``), so line numbers stay the object's,
+    and holds at most one part of each object (an object in several parts always spans
+    several pieces: landing sums its line counts). An hour that fits is yielded as it is.
+
+    A spooled object (``DecodedObject.stream``) is decoded again here, part by part, as the
+    pieces are consumed: memory is a piece and a chunk, not the object."""
     decoded = item.decode()
     pairs = sorted(zip(item.objects, decoded, strict=True), key=lambda p: p[0].key)
-    if item.decoded_size <= max_bytes and _line_total(decoded) <= max_lines:
+    streamed = any(d.stream is not None for d in decoded)
+    if not streamed and item.decoded_size <= max_bytes and _line_total(decoded) <= max_lines:
         yield item
         return
     objects: list[S3Object] = []
@@ -842,7 +842,8 @@ def hour_pieces(item: HourInput, max_lines: int, max_bytes: int) -> Iterator[Hou
     for obj, dec in pairs:
         for offset, part in _object_parts(dec, max_lines, max_bytes):
             n = _line_total([part])
-            if objects and (lines + n > max_lines or size + part.size > max_bytes):
+            again = bool(offset) and objects and objects[-1].key == obj.key
+            if objects and (lines + n > max_lines or size + part.size > max_bytes or again):
                 yield piece(closes=False)
             objects.append(obj)
             parts.append(part)
@@ -874,6 +875,8 @@ def _line_total(decoded: list[DecodedObject]) -> int:
             total += d.text.count("\n") + 1
         elif d.rows is not None:
             total += len(d.rows)
+        elif d.stream is not None:
+            total += d.stream.lines
     return total
 
 
@@ -882,7 +885,10 @@ def _object_parts(
 ) -> Iterator[tuple[int | None, DecodedObject]]:
     """(lines before, part) of one object. The first part of a text is its head as it is
     (split like the whole text would be); a later part is whole lines without their final
-    newline, numbered from the offset."""
+    newline, numbered from the offset. A spooled object is read from its spool, in parts."""
+    if dec.stream is not None:
+        yield from _stream_parts(dec.stream, max_lines, max_bytes)
+        return
     if dec.error is not None or dec.size <= max_bytes and _line_total([dec]) <= max_lines:
         yield None, dec
         return
@@ -906,6 +912,30 @@ def _object_parts(
         yield offset, DecodedObject(text=chunk.removesuffix("\n"))
         offset += taken
         pos = end
+
+
+def _stream_parts(
+    stream: Spooled, max_lines: int, max_bytes: int
+) -> Iterator[tuple[int | None, DecodedObject]]:
+    """The parts of a spooled object, decoded again from its spool (at least one part: an
+    object without lines is still an object read). Its spool is closed once read."""
+    if stream.kind != "parquet":
+        for offset, text in cut_lines(texts(stream.chunks()), max_lines, max_bytes):
+            yield offset, DecodedObject(text=text)
+        return
+    offset = 0
+    for batch in stream.batches(max_lines):
+        rows = _json_rows(pl.from_arrow(batch))
+        ends = rows.str.len_bytes().cum_sum()
+        start = 0
+        while start < len(rows):
+            below = int(ends[start - 1]) if start else 0
+            end = max(start + 1, int(ends.search_sorted(below + max_bytes, side="right")))
+            yield offset + start, DecodedObject(rows=rows.slice(start, end - start))
+            start = end
+        offset += len(rows)
+    if not offset:
+        yield None, DecodedObject(rows=pl.Series("raw_line", [], dtype=pl.String))
 
 
 def _earlier_copies(

@@ -26,7 +26,8 @@ class IngestionSettings(ConfigurableResource):
     )
     batch_mb: str = Field(
         default=SETTINGS[BATCH_MB][0],
-        description=f"Most MB of decoded text routed and landed at once ({BATCH_MB}, >= 1).",
+        description=f"Most MB of decoded text routed and landed at once, and held of an "
+        f"hour's fetched text: larger objects are streamed in parts ({BATCH_MB}, >= 1).",
     )
 
     engine: str = Field(

@@ -49,7 +49,7 @@ def invoice_export(
     window = context.partition_time_window
     start, end = (w.replace(tzinfo=None) for w in (window.start, window.end))
     prefix = s3.export_prefix
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.tables(read_only=True) as con:
         documents = invoice_documents(con, start, end, prefix)
         statements = statement_documents(con, start, end, prefix)
     client = s3.client()

@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import duckdb
 
 from orchestration.defs.invoicing.export import export_key
+from orchestration.warehouse import WarehouseTables, as_tables
 
 INVOICES_SQL = """
 select
@@ -72,19 +73,20 @@ SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 
 
 def statement_documents(
-    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, prefix: str
+    con: duckdb.DuckDBPyConnection | WarehouseTables, start: datetime, end: datetime, prefix: str
 ) -> dict[str, bytes]:
     """S3 key -> HTML bytes, one statement per finalized invoice of periods in [start, end)."""
+    con = as_tables(con)
     documents = {}
-    has_wallets = _has_relation(con, "marts", "fct_wallet_balances")
-    for invoice in con.execute(INVOICES_SQL, [start, end]).fetchall():
+    has_wallets = con.relation_exists("marts", "fct_wallet_balances")
+    for invoice in con.rows(INVOICES_SQL, [start, end]):
         (invoice_id, customer_id, _, subscription_id, currency, exponent, period_start,
          period_end, *_) = invoice  # fmt: skip
-        lines = con.execute(LINES_SQL, [invoice_id]).fetchall()
-        daily = con.execute(DAILY_SQL, [subscription_id, period_start]).fetchall()
-        by_model = con.execute(BY_MODEL_SQL, [subscription_id, period_start]).fetchall()
+        lines = con.rows(LINES_SQL, [invoice_id])
+        daily = con.rows(DAILY_SQL, [subscription_id, period_start])
+        by_model = con.rows(BY_MODEL_SQL, [subscription_id, period_start])
         wallets, balance = (
-            con.execute(BALANCE_SQL, [customer_id, currency, period_end.date()]).fetchone()
+            con.rows(BALANCE_SQL, [customer_id, currency, period_end.date()])[0]
             if has_wallets
             else (0, None)
         )
@@ -272,16 +274,6 @@ def _unit_price(price: Decimal | None, unit: str | None, currency: str, exponent
 
 def _esc(value) -> str:
     return html.escape(str(value))
-
-
-def _has_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
 
 
 _CSS = """

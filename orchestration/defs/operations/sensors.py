@@ -13,9 +13,10 @@ change, or the nightly ``reclose_schedule``, picks the hour up).
 ``rerate_sensor`` watches the successful re-runs ``late_data_sensor`` launched. Tiers,
 packages and allowances price the period-to-date quantity, so a late event in hour ``h``
 changes the charges of every later hour of its billing period: the sensor requests one
-ranged ``hourly_usage_job`` run that rebuilds only ``fct_rated_charges_hourly`` (no
-re-ingestion) over ``[h + 1h, last rated hour of the billing periods containing h]``, with a
-run key derived from the hour and the listing fingerprint of the late-data run.
+ranged ``hourly_usage_job`` run that rebuilds only ``fct_rated_charges_hourly`` (with the
+priced usage it reads and the attempt costs that read it; no re-ingestion) over
+``[h + 1h, last rated hour of the billing periods containing h]``, with a run key derived
+from the hour and the listing fingerprint of the late-data run.
 
 ``rollup_sensor`` watches the successful hourly runs that automation launched outside the
 hourly schedule (``late_data_sensor``'s, ``rerate_sensor``'s and ``reclose_schedule``'s) and
@@ -68,10 +69,12 @@ RERATE_INTERVAL_SECONDS = 60
 #: What a re-rating run rebuilds: the rated charges only (rating reads the hourly token mart,
 #: which the late hour's own re-run already rebuilt; nothing is re-ingested).
 #: The priced usage first (a table since each window's pricing is computed once), then the
-#: rated charges that read it.
+#: rated charges that read it, then the attempts' shares of them (a table too, which the
+#: agent-run marts of the days rollup_sensor rolls up aggregate).
 RERATE_ASSETS = [
     AssetKey(["marts", "int_rating__priced_usage"]),
     AssetKey(["marts", "fct_rated_charges_hourly"]),
+    AssetKey(["marts", "int_agent_runs__attempt_costs"]),
 ]
 #: How long an evaluation waits for a warehouse writer's lock before skipping the tick (a tick
 #: must finish well within the sensor timeout; the next tick tries again).
@@ -283,7 +286,8 @@ def read_rerate_end(warehouse: Warehouse, last_hour: datetime) -> datetime | Non
         "After each successful hourly_usage_job run launched by late_data_sensor, re-rate the "
         "later hours of the billing periods the late hour belongs to (tiers and allowances "
         "price the period so far): one ranged hourly_usage_job run of fct_rated_charges_hourly "
-        "only, from the hour after the late one to the last rated hour of those periods. "
+        "(with the priced usage it reads and the attempt costs that read it) only, from the "
+        "hour after the late one to the last rated hour of those periods. "
         "Running by default: it acts only on late-data re-runs."
     ),
 )

@@ -65,6 +65,9 @@ def analyst_snapshot_asset(upstream: Sequence[AssetsDefinition]) -> AssetsDefini
         ),
     )
     def analyst_snapshot(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+        if warehouse.is_spark:  # analysts query the Spark tables (Thrift, a SQL warehouse)
+            context.log.info("TOKENBILL_ENGINE=spark: no DuckDB copy to publish")
+            return MaterializeResult(metadata={"engine": MetadataValue.text("spark")})
         published = publish_snapshot(warehouse)
         context.log.info(
             f"published {published.path} ({published.size_bytes / 2**20:.1f} MiB, "

@@ -77,7 +77,7 @@ def pricing_catalog(
             metadata={"problems": MetadataValue.md(problem_table(exc.problems))},
         ) from None
     tables = loaded.tables()
-    with warehouse.connect() as con:
+    with warehouse.tables() as con:
         write_catalog(con, tables)
     plans: pl.DataFrame = tables["plans"]
     context.log.info(

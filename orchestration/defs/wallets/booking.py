@@ -17,7 +17,6 @@ from decimal import Decimal
 
 import polars as pl
 
-from orchestration.defs.tables import relation_exists
 from orchestration.defs.wallets.ledger import (
     HOUR,
     ZERO,
@@ -30,6 +29,7 @@ from orchestration.defs.wallets.ledger import (
     simulate,
 )
 from orchestration.defs.wallets.ledger_table import INPUTS, LEDGER_COLUMNS, LEDGER_SCHEMA
+from orchestration.warehouse import as_tables
 
 #: A billing period is at most 31 days: the open period at a month's start began within this.
 PERIOD_REACH = timedelta(days=32)
@@ -52,30 +52,31 @@ def months_of(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]
 def _read_inputs(con, start: datetime, end: datetime) -> dict:
     """The rows of ``int_wallets__draw_inputs`` a month needs: wallets, grants, the charges of
     the billing periods open in it, and the calendar around it."""
-    if not relation_exists(con, "marts", "int_wallets__draw_inputs"):
+    con = as_tables(con)
+    if not con.relation_exists("marts", "int_wallets__draw_inputs"):
         raise LedgerInputError(
             f"{INPUTS} is missing: run catalog_job, then the hourly job (its dbt build "
             "creates the view) before booking wallets"
         )
     wallets = {}
-    for wallet_id, customer_id, currency, amount, threshold, max_per, rank in con.execute(
+    for wallet_id, customer_id, currency, amount, threshold, max_per, rank in con.rows(
         f"select wallet_id, customer_id, currency, amount, threshold, max_per_period, "
         f"draw_rank from {INPUTS} where input_type = 'wallet' order by wallet_id"
-    ).fetchall():
+    ):
         rule = TopUpRule(threshold, amount, max_per, rank) if threshold is not None else None
         wallets[wallet_id] = (WalletSpec(wallet_id, customer_id, currency, rule), rank)
     grants = defaultdict(list)
-    for wallet_id, grant_id, kind, amount, granted_at, expires_at, rank in con.execute(
+    for wallet_id, grant_id, kind, amount, granted_at, expires_at, rank in con.rows(
         f"select wallet_id, grant_id, grant_kind, amount, valid_from, valid_to, draw_rank "
         f"from {INPUTS} where input_type = 'grant' order by wallet_id, draw_rank"
-    ).fetchall():
+    ):
         grants[wallet_id].append(GrantState(grant_id, kind, amount, granted_at, expires_at, rank))
     charges: dict[str, dict[datetime, tuple[datetime, Decimal]]] = defaultdict(dict)
-    for wallet_id, hour, period, amount in con.execute(
+    for wallet_id, hour, period, amount in con.rows(
         f"select wallet_id, valid_from, billing_period_start, amount from {INPUTS} "
         "where input_type = 'charge' and valid_from >= ? and valid_from < ?",
         [start - PERIOD_REACH, end],
-    ).fetchall():
+    ):
         if hour in charges[wallet_id]:
             raise LedgerInputError(
                 f"{wallet_id}: two billing periods charge hour {hour:%Y-%m-%d %H:%M} in "
@@ -83,11 +84,11 @@ def _read_inputs(con, start: datetime, end: datetime) -> dict:
             )
         charges[wallet_id][hour] = (period, amount)
     intervals = defaultdict(list)
-    for wallet_id, valid_from, valid_to, period in con.execute(
+    for wallet_id, valid_from, valid_to, period in con.rows(
         f"select wallet_id, valid_from, valid_to, billing_period_start from {INPUTS} "
         "where input_type = 'period' and valid_to > ? and valid_from <= ?",
         [start - PERIOD_REACH, end],
-    ).fetchall():
+    ):
         intervals[wallet_id].append((valid_from, valid_to, period))
     return {
         "wallets": wallets,
@@ -99,7 +100,9 @@ def _read_inputs(con, start: datetime, end: datetime) -> dict:
 
 def book_month(con, start: datetime, end: datetime) -> dict:
     """Replace the ledger entries of ``[start, end)`` inside the caller's transaction; returns
-    a summary for the asset's metadata."""
+    a summary for the asset's metadata. ``con``: a DuckDB connection or the warehouse
+    operations on either engine (orchestration/warehouse.py)."""
+    con = as_tables(con, in_transaction=True)
     inputs = _read_inputs(con, start, end)
     # Earlier ledger rows, per grant: how it was booked and what is left of it; per open
     # billing period: what it drew from each grant.
@@ -108,11 +111,11 @@ def book_month(con, start: datetime, end: datetime) -> dict:
     balance_previous_hour: dict[str, Decimal] = defaultdict(lambda: ZERO)
     top_ups: dict[str, Counter] = defaultdict(Counter)
     used: dict[str, dict[datetime, dict[str, Decimal]]] = defaultdict(lambda: defaultdict(dict))
-    for wallet_id, grant_id, kind, entry_type, entry_ts, period, amount in con.execute(
+    for wallet_id, grant_id, kind, entry_type, entry_ts, period, amount in con.rows(
         "select wallet_id, grant_id, grant_kind, entry_type, entry_ts, billing_period_start, "
         "amount from billing.wallet_ledger where entry_ts < ?",
         [start],
-    ).fetchall():
+    ):
         g = prior[wallet_id].setdefault(
             grant_id, {"kind": kind, "remaining": ZERO, "booked": None, "expired": False}
         )
@@ -214,13 +217,8 @@ def book_month(con, start: datetime, end: datetime) -> dict:
     frame = pl.DataFrame(
         [e.row() for e in entries] or None, schema=LEDGER_SCHEMA, orient="row"
     ).select(LEDGER_COLUMNS)
-    con.execute(
-        "delete from billing.wallet_ledger where entry_ts >= ? and entry_ts < ?", [start, end]
+    con.replace_where(
+        "billing.wallet_ledger", "entry_ts >= ? and entry_ts < ?", [start, end], frame.to_arrow()
     )
-    con.register("incoming_ledger", frame.to_arrow())
-    con.execute("insert into billing.wallet_ledger by name select * from incoming_ledger")
-    con.unregister("incoming_ledger")
-    later = con.execute(
-        "select count(*) from billing.wallet_ledger where entry_ts >= ?", [end]
-    ).fetchone()[0]
+    later = con.rows("select count(*) from billing.wallet_ledger where entry_ts >= ?", [end])[0][0]
     return {"results": results, "entries": entries, "later_rows": later}

@@ -27,7 +27,13 @@ from orchestration.defs.resources import WAREHOUSE_POOL, Warehouse
 from orchestration.defs.wallets.booking import LedgerInputError, book_month, months_of
 from orchestration.defs.wallets.ledger_checks import CHECKS, run_checks
 from orchestration.defs.wallets.ledger_metadata import ledger_metadata
-from orchestration.defs.wallets.ledger_table import INPUTS_KEY, LEDGER_DDL, LEDGER_KEY
+from orchestration.defs.wallets.ledger_table import (
+    INPUTS_KEY,
+    LEDGER_DDL,
+    LEDGER_KEY,
+    LEDGER_TABLE,
+    empty_ledger,
+)
 from orchestration.timeutil import naive_utc
 
 OWNERS = ["team:billing"]
@@ -64,19 +70,16 @@ def wallet_ledger(context: AssetExecutionContext, warehouse: Warehouse):
     window = context.partition_time_window
     start, end = naive_utc(window.start), naive_utc(window.end)
     months = []
-    with warehouse.connect() as con:
-        con.execute(LEDGER_DDL)
-        con.execute("begin transaction")
+    with warehouse.tables() as con:
+        con.ensure_table(LEDGER_TABLE, LEDGER_DDL, empty_ledger())
         try:
-            for month_start, month_end in months_of(start, end):
-                months.append(book_month(con, month_start, month_end))
-            con.execute("commit")
+            # One transaction on DuckDB; on Spark each month is replaced on its own, in order
+            # (a failure leaves the earlier months booked, which a re-run replaces).
+            with con.transaction():
+                for month_start, month_end in months_of(start, end):
+                    months.append(book_month(con, month_start, month_end))
         except LedgerInputError as exc:
-            con.execute("rollback")
             raise Failure(description=str(exc)) from None
-        except Exception:
-            con.execute("rollback")
-            raise
         checks = run_checks(con, until=end)
     metadata = ledger_metadata(months)
     context.log.info(f"booked {metadata['dagster/row_count']} ledger entries for {start:%Y-%m}")

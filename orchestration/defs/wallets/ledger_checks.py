@@ -18,6 +18,7 @@ from orchestration.defs.wallets.ledger_table import (
     LEDGER_ORDER,
     LEDGER_ORDER_DESC,
 )
+from orchestration.warehouse import as_tables
 
 CHECKS = {
     "wallet_balance_identity": "Per wallet, grants + top-ups = credit used (deductions - "
@@ -242,7 +243,7 @@ def check_violations(con, name: str, until: datetime | None = None) -> list[tupl
     if "{until}" in sql:
         bound = datetime(9999, 12, 31) if until is None else until
         sql = sql.replace("{until}", f"timestamp '{bound:%Y-%m-%d %H:%M:%S}'")
-    return con.execute(sql).fetchall()
+    return as_tables(con).rows(sql)
 
 
 def run_checks(con, until: datetime | None = None) -> list[AssetCheckResult]:

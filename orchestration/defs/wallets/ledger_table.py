@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 from dagster import AssetKey
 
 from orchestration.defs.tables import MONEY, create_table_ddl
@@ -40,6 +41,13 @@ LEDGER_DDL = (
     # Ledgers booked before entry_order existed: re-run their months to number the entries.
     + f"alter table {LEDGER_TABLE} add column if not exists entry_order integer;\n"
 )
+
+
+def empty_ledger() -> pa.Table:
+    """No entries, with the table's columns and types (the Spark lake table's first file)."""
+    return pl.DataFrame(schema=LEDGER_SCHEMA).to_arrow()
+
+
 #: The order entries were booked in (ledger.py numbers them within an instant).
 LEDGER_ORDER = "entry_ts, entry_order"
 LEDGER_ORDER_DESC = "entry_ts desc, entry_order desc"

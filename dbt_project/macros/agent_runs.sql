@@ -41,6 +41,10 @@
     replaced by the model's insert. key: the mart's id column; raw_key: the same id computed
     from a raw line (alias raw). -#}
 {% macro delete_vanished(key, raw_key) -%}
+    {{- adapter.dispatch('delete_vanished', 'tokenbill')(key, raw_key) -}}
+{%- endmacro %}
+
+{% macro default__delete_vanished(key, raw_key) -%}
     {%- if is_incremental() -%}
         {%- set hours = agent_run_max_hours() | int -%}
         delete from {{ this }}
@@ -57,6 +61,13 @@
     {%- else -%}
         select 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- Spark (macros/portable/agent_runs.sql): the run marts overwrite whole days of runs
+    (insert_overwrite); a day's vanished runs are simply not produced again. As
+    spark__delete_window, a run mart on Spark still on another strategy is refused. -#}
+{% macro spark__delete_vanished(key, raw_key) -%}
+    {{- spark__delete_window('first_event_date') -}}
 {%- endmacro %}
 
 {#- floor(numerator * multiplier / denominator) of two decimal(38, 18) amounts, exactly, as a

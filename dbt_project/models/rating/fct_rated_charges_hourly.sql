@@ -155,9 +155,11 @@ to_cap as (
         coalesce(earlier_capped.uncapped_before, 0)
         + coalesce(sum(charged.uncapped_amount) over (
             partition by charged.subscription_id, charged.billing_period_start, charged.price_id
+            -- nulls last as in int_rating__priced_usage (Spark's default is nulls first).
             order by
-                charged.usage_hour, charged.provider, charged.model, charged.feature,
-                charged.environment, charged.status
+                charged.usage_hour, charged.provider nulls last, charged.model nulls last,
+                charged.feature nulls last, charged.environment nulls last,
+                charged.status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as price_before
     from charged
@@ -206,9 +208,9 @@ subscription_running as (
         + coalesce(sum(price_capped.price_capped_amount) over (
             partition by price_capped.subscription_id, price_capped.billing_period_start
             order by
-                price_capped.usage_hour, price_capped.price_id, price_capped.provider,
-                price_capped.model, price_capped.feature, price_capped.environment,
-                price_capped.status
+                price_capped.usage_hour, price_capped.price_id, price_capped.provider nulls last,
+                price_capped.model nulls last, price_capped.feature nulls last,
+                price_capped.environment nulls last, price_capped.status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as subscription_before
     from price_capped

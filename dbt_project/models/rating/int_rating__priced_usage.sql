@@ -322,7 +322,11 @@ period_to_date as (
         usage_row,
         coalesce(sum(case when unpriced_reason is null then billable_quantity end) over (
             partition by subscription_id, price_id, billing_period_start
-            order by usage_hour, provider, model, feature, environment, status
+            -- nulls last, spelled out: DuckDB's default, and Spark's (nulls first) would
+            -- give a null feature's row another place, so another period-to-date quantity.
+            order by
+                usage_hour, provider nulls last, model nulls last, feature nulls last,
+                environment nulls last, status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as period_quantity_before
     from (

@@ -142,7 +142,9 @@
 {%- endmacro %}
 
 {% macro spark__format_price(amount, exponent, currency) -%}
-    {%- set digits = "trim(trailing '.' from trim(trailing '0' from cast(cast(" ~ amount ~ " as decimal(38, 9)) as string)))" -%}
+    {#- Spark's cast of a decimal to string is scientific below 10^-6 (0 at scale 9 is
+        '0E-9'): format_number writes every digit (grouped by commas, removed here). -#}
+    {%- set digits = "trim(trailing '.' from trim(trailing '0' from replace(format_number(cast(" ~ amount ~ " as decimal(38, 9)), 9), ',', '')))" -%}
     case {{ currency }}
         when 'USD' then '$' when 'EUR' then '€' when 'GBP' then '£' when 'JPY' then '¥'
         else {{ currency }} || ' '

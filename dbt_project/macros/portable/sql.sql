@@ -211,3 +211,10 @@
         div cast({{ denominator }} as decimal(38, 18))
     )
 {%- endmacro %}
+
+{#- The materialization of the wallet marts: views on DuckDB; tables on Spark, where a view is
+    recomputed with its whole chain of views (ledger, balances, runway, spikes) by every read,
+    each data test one read. A run that selects them rebuilds them (SPARK.md). -#}
+{% macro view_materialization() -%}
+    {{- return('table' if target.type == 'spark' else 'view') -}}
+{%- endmacro %}

@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Billing alerts with the hour they happened:
 -- - low_balance: a ledger entry takes a wallet's balance from >= a threshold of

@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Usage spikes: an hour or a UTC day whose tokens (total_tokens) or billed amount (rated
 -- charges, before credits) exceed factor x the trailing baseline, per customer (model null)

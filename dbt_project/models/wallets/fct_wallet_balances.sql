@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- One row per wallet and UTC day, from the wallet's first entry to the last day the ledger
 -- has booked: the day's movements, the balance at day end (midnight after the day), and the

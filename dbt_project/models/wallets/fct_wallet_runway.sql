@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Credit runway per wallet and UTC day: how many whole days the balance at day end lasts at
 -- the trailing burn rate, the net credit used (deducted - reversed) over the last

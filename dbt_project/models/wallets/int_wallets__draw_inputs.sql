@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['hourly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['hourly']) }}
 
 -- Everything the Python draw-down (billing/wallet_ledger) reads, and the only thing it reads:
 -- one owner per billing rule. Four kinds of rows per wallet (input_type):

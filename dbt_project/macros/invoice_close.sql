@@ -11,5 +11,5 @@
 {#- The id of a subscription's invoice for the billing period starting at period_start:
     inv_<subscription>_<period start YYYYMMDD>. -#}
 {% macro invoice_id(subscription_id, period_start) -%}
-    'inv_' || {{ subscription_id }} || '_' || strftime({{ period_start }}, '%Y%m%d')
+    'inv_' || {{ subscription_id }} || '_' || {{ format_timestamp(period_start, '%Y%m%d') }}
 {%- endmacro %}

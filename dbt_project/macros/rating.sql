@@ -16,15 +16,15 @@
     instant with its subscription's billing period (rating, wallet draw-down, credits, invoices). -#}
 {% macro subscription_active_at(ts, subscription) -%}
     {{ ts }} >= {{ subscription }}.starts_at
-    and {{ ts }} < coalesce({{ subscription }}.ends_at, 'infinity'::timestamp)
+    and {{ ts }} < coalesce({{ subscription }}.ends_at, {{ infinity_timestamp() }})
 {%- endmacro %}
 
 {#- Whole-number division of non-negative integers, rounding down or up. -#}
 {% macro int_div(numerator, denominator, rounding='down') -%}
     {%- if rounding == 'up' -%}
-        (({{ numerator }} + {{ denominator }} - 1) // {{ denominator }})
+        {{ integer_divide('(' ~ numerator ~ ' + ' ~ denominator ~ ' - 1)', denominator) }}
     {%- else -%}
-        ({{ numerator }} // {{ denominator }})
+        {{ integer_divide(numerator, denominator) }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -55,10 +55,34 @@
     unscaled integer (its decimal(38, 18) digits without the point, as a hugeint). Used for
     time proration of non-negative amounts. -#}
 {% macro prorate(amount, numerator, denominator) -%}
+    {{- return(adapter.dispatch('prorate', 'tokenbill')(amount, numerator, denominator)) -}}
+{%- endmacro %}
+
+{% macro default__prorate(amount, numerator, denominator) -%}
     cast(
         cast(
             cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
             * {{ numerator }} // {{ denominator }}
+            as decimal(38, 0)
+        ) * cast(0.000000000000000001 as decimal(38, 18))
+        as decimal(38, 18)
+    )
+{%- endmacro %}
+
+{#- Spark (decimal operations without precision loss, SPARK.md) has no hugeint and no integer
+    division of decimals: the unscaled amount is a decimal(38, 0), and floor() of its quotient
+    by the denominator as a decimal(7, 0) is exact: the quotient keeps 8 decimals, and a
+    remainder r/d with d < 10^7 never rounds up to the next integer there. The denominator
+    (seconds of a billing period, at most 2,678,400) must stay below 10^7: a larger one fails
+    the cast (ANSI mode) rather than round. -#}
+{% macro spark__prorate(amount, numerator, denominator) -%}
+    cast(
+        cast(
+            floor(
+                cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as string), '.', '') as decimal(38, 0))
+                * {{ numerator }}
+                / cast({{ denominator }} as decimal(7, 0))
+            )
             as decimal(38, 0)
         ) * cast(0.000000000000000001 as decimal(38, 18))
         as decimal(38, 18)

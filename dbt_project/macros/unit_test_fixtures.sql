@@ -21,8 +21,8 @@
         'output' as meter,
         'p' as provider,
         'm' as model,
-        cast(null as varchar) as feature,
-        cast(null as varchar) as environment,
+        cast(null as {{ string_type() }}) as feature,
+        cast(null as {{ string_type() }}) as environment,
         'success' as status,
         '{{ price.get("currency", "USD") }}' as currency,
         '{{ price.pricing_model }}' as pricing_model,
@@ -31,17 +31,17 @@
         {% if price.package_rounding is defined -%}
         '{{ price.package_rounding }}'
         {%- else -%}
-        cast(null as varchar)
+        cast(null as {{ string_type() }})
         {%- endif %} as package_rounding,
         cast({{ price.get("package_price", "null") }} as decimal(38, 18)) as package_price,
         cast({{ price.get("markup", "null") }} as decimal(38, 18)) as markup,
         cast({{ price.get("floor_per_token", "null") }} as decimal(38, 18)) as floor_per_token,
-        cast({{ row.quantity }} as hugeint) as quantity,
-        cast({{ row.get("billable_quantity", row.quantity) }} as hugeint) as billable_quantity,
-        cast({{ row.period_quantity_before }} as hugeint) as period_quantity_before,
+        cast({{ row.quantity }} as {{ sum_of_bigint_type() }}) as quantity,
+        cast({{ row.get("billable_quantity", row.quantity) }} as {{ sum_of_bigint_type() }}) as billable_quantity,
+        cast({{ row.period_quantity_before }} as {{ sum_of_bigint_type() }}) as period_quantity_before,
         cast(null as decimal(38, 18)) as provider_cost,
         false as has_provider_cost,
-        cast(null as varchar) as unpriced_reason
+        cast(null as {{ string_type() }}) as unpriced_reason
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}
 {%- endmacro %}
@@ -65,7 +65,7 @@
         'unit' as unit_description,
         cast(1 as bigint) as quantity,
         cast(null as decimal(38, 18)) as unit_price,
-        cast(null as varchar) as unit,
+        cast(null as {{ string_type() }}) as unit,
         cast({{ row.amount_precise }} as decimal(38, 18)) as amount_precise
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}

@@ -14,12 +14,12 @@
 
 select
     customer_id,
-    string_agg(distinct model, ', ' order by model) as models,
-    string_agg(distinct unpriced_reason, ', ' order by unpriced_reason) as reasons,
-    string_agg(
-        distinct strftime(billing_period_start, '%Y-%m-%d'), ', '
-        order by strftime(billing_period_start, '%Y-%m-%d')
-    ) as held_periods,
+    {{ string_agg_ordered('model', "', '", 'model', distinct=true) }} as models,
+    {{ string_agg_ordered('unpriced_reason', "', '", 'unpriced_reason', distinct=true) }} as reasons,
+    {{ string_agg_ordered(
+        format_timestamp('billing_period_start', '%Y-%m-%d'), "', '",
+        format_timestamp('billing_period_start', '%Y-%m-%d'), distinct=true
+    ) }} as held_periods,
     min(first_usage_hour) as first_usage_hour,
     max(last_usage_hour) as last_usage_hour
 from {{ ref('fct_invoice_holds') }}

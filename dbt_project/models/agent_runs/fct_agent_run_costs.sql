@@ -2,8 +2,10 @@
     config(
         schema='marts',
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key=['customer_id', 'run_id'],
+        incremental_strategy=('insert_overwrite' if target.type == 'spark' else 'delete+insert'),
+        unique_key=(none if target.type == 'spark' else ['customer_id', 'run_id']),
+        partition_by=(['first_event_date'] if target.type == 'spark' else none),
+        contract={'enforced': target.type != 'spark'},
         on_schema_change='fail',
         tags=['daily'],
         pre_hook="{{ delete_vanished('run_id', run_id('raw.')) }}",
@@ -25,8 +27,14 @@
 -- count(distinct)), then per run (a short list per run for the map). Every run of the read
 -- range is aggregated and the touched ones are kept: the same rows as aggregating the touched
 -- runs' attempts, without a join of attempts to runs.
+--
+-- On Spark (macros/portable/agent_runs.sql) the mart is partitioned by first_event_date and a
+-- build overwrites whole days: it keeps every run whose first attempt falls in the days of the
+-- window +- agent_run_max_hours(), each aggregated from its attempts within as many hours of
+-- those days. first_event_date is Spark's partition column only: it is not in the contract
+-- (DuckDB's table has none), so the contract is enforced on DuckDB.
 
-{%- set hours = agent_run_max_hours() | int %}
+{%- set by_day = agent_runs_by_day() %}
 
 with
 
@@ -34,8 +42,7 @@ attempt_costs as (
 
     select * from {{ ref('int_agent_runs__attempt_costs') }}
     where
-        usage_hour >= {{ dbt.dateadd('hour', -hours, window_start()) }}
-        and usage_hour < {{ dbt.dateadd('hour', hours, window_end()) }}
+        {{ agent_runs_read_range('usage_hour') }}
 
 ),
 
@@ -157,7 +164,7 @@ runs as (
 
 ),
 
-{% if is_incremental() %}
+{% if is_incremental() and not by_day %}
 -- Stored runs overlapping the window: re-aggregated too (their attempts may have changed).
 stored as (
 
@@ -173,8 +180,12 @@ touched as (
     select runs.*
     from runs
     where
+        {%- if by_day %}
+        {{ agent_runs_in_days('runs.first_event_at') }}
+        {%- else %}
         runs.in_window
-        {%- if is_incremental() %}
+        {%- endif %}
+        {%- if is_incremental() and not by_day %}
         or exists (
             select 1
             from stored
@@ -231,6 +242,9 @@ select
     cast(touched.billed_amount as decimal(38, 18)) as billed_amount,
     touched.has_unpriced_usage,
     cast(touched.billed_amount - touched.provider_cost as decimal(38, 18)) as margin
+    {%- if by_day %},
+    cast(touched.first_event_at as date) as first_event_date
+    {%- endif %}
 from touched
 inner join run_calls
     on touched.customer_id = run_calls.customer_id and touched.run_id = run_calls.run_id

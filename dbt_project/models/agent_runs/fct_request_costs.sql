@@ -2,8 +2,10 @@
     config(
         schema='marts',
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key=['customer_id', 'request_id'],
+        incremental_strategy=('insert_overwrite' if target.type == 'spark' else 'delete+insert'),
+        unique_key=(none if target.type == 'spark' else ['customer_id', 'request_id']),
+        partition_by=(['first_event_date'] if target.type == 'spark' else none),
+        contract={'enforced': target.type != 'spark'},
         on_schema_change='fail',
         tags=['daily'],
         pre_hook="{{ delete_vanished('request_id', request_id('raw.')) }}",
@@ -16,8 +18,11 @@
 -- fct_agent_run_costs is on whole runs (see there). Attempts are ordered by (attempt,
 -- event_ts, event_id); attempts_until_success counts them up to and including the first
 -- success. The attempts' costs are computed once per hour (int_agent_runs__attempt_costs).
+-- On Spark, partitioned by first_event_date, a build overwrites whole days of requests as
+-- fct_agent_run_costs does (see there): every request of the read range is aggregated and
+-- those whose first attempt is in the days are kept.
 
-{%- set hours = agent_run_max_hours() | int %}
+{%- set by_day = agent_runs_by_day() %}
 
 with
 
@@ -26,8 +31,7 @@ attempt_costs as (
 
     select * from {{ ref('int_agent_runs__attempt_costs') }}
     where
-        usage_hour >= {{ dbt.dateadd('hour', -hours, window_start()) }}
-        and usage_hour < {{ dbt.dateadd('hour', hours, window_end()) }}
+        {{ agent_runs_read_range('usage_hour') }}
 
 ),
 
@@ -35,8 +39,10 @@ touched as (
 
     select distinct customer_id, request_id
     from attempt_costs
+    {%- if not by_day %}
     where {{ in_window('usage_hour') }}
-    {% if is_incremental() %}
+    {%- endif %}
+    {% if is_incremental() and not by_day %}
     union
     select customer_id, request_id
     from {{ this }}
@@ -120,4 +126,10 @@ select
     cast(billed_amount as decimal(38, 18)) as billed_amount,
     cast(failed_attempt_billed_amount as decimal(38, 18)) as failed_attempt_billed_amount,
     has_unpriced_usage
+    {%- if by_day %},
+    cast(first_event_at as date) as first_event_date
+    {%- endif %}
 from requests
+{%- if by_day %}
+where {{ agent_runs_in_days('first_event_at') }}
+{%- endif %}

@@ -2,6 +2,8 @@
     config(
         schema='marts',
         materialized='incremental',
+        incremental_strategy=('insert_overwrite' if target.type == 'spark' else none),
+        partition_by=(['usage_month'] if target.type == 'spark' else none),
         on_schema_change='fail',
         tags=['monthly'],
         pre_hook="{{ delete_window('usage_month') }}",

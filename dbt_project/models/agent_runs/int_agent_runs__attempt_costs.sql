@@ -21,7 +21,7 @@
 -- The rating owns prices, allowances, tiers and bill_failed_attempts: an attempt's share of
 -- the rated hourly row it belongs to (same hour, customer, provider, model, feature,
 -- environment, status and meter) is the row's amount and provider cost times the attempt's
--- quantity over the row's quantity, truncated to 18 decimals (macro prorate). So the attempts
+-- quantity over the row's quantity, truncated to 18 decimals (macro attempt_share). So the attempts
 -- of a row add up to the row, short by at most 1e-18 each. A call above 200k prompt tokens is
 -- costed at long-context rates in its row: its share is the row's average rate. Usage no price
 -- rates (fct_unpriced_usage) has an unknown billed amount (null, flagged, never 0). Reasoning
@@ -133,16 +133,16 @@ meter_costs as (
         attempt_meters.usage_hour,
         case
             when rated.usage_hour is not null
-                then {{ prorate('rated.amount', 'attempt_meters.quantity', 'rated.quantity') }}
+                then {{ attempt_share('rated.amount', 'attempt_meters.quantity', 'rated.quantity') }}
             when unpriced.usage_hour is not null then null
             else 0
         end as billed_amount,
         case
             when rated.usage_hour is not null and rated.provider_cost is not null
-                then {{ prorate('rated.provider_cost', 'attempt_meters.quantity', 'rated.quantity') }}
+                then {{ attempt_share('rated.provider_cost', 'attempt_meters.quantity', 'rated.quantity') }}
             when rated.usage_hour is not null then null
             when unpriced.usage_hour is not null and unpriced.provider_cost is not null
-                then {{ prorate('unpriced.provider_cost', 'attempt_meters.quantity', 'unpriced.quantity') }}
+                then {{ attempt_share('unpriced.provider_cost', 'attempt_meters.quantity', 'unpriced.quantity') }}
             when unpriced.usage_hour is not null then null
             when attempt_meters.meter in ('reasoning', 'requests') then 0
         end as provider_cost,

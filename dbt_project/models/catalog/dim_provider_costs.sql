@@ -19,6 +19,6 @@ select
     coalesce(cache_write_above_200k_per_token, cache_write_per_token, input_per_token)
         as cache_write_above_200k_per_token,
     source,
-    list_sort(list_filter(string_split(coalesce(aliases, ''), ' '), name -> name <> ''))
+    {{ sorted_words("coalesce(aliases, '')") }}
         as aliases
 from {{ source('catalog', 'provider_costs') }}

@@ -43,6 +43,6 @@ candidates as (
 
 )
 
-select * exclude (precedence)
+select {{ star_except(['precedence']) }}
 from candidates
 where precedence = 1

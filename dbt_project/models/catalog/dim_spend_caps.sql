@@ -21,7 +21,7 @@ subscription_caps as (
     select
         subscriptions.subscription_id,
         subscriptions.customer_id,
-        cast(null as varchar) as price_id,
+        cast(null as {{ string_type() }}) as price_id,
         coalesce(customer_caps.max_spend, plan_caps.max_spend) as max_spend,
         case when customer_caps.max_spend is not null then 'customer' else 'plan' end as scope
     from subscriptions

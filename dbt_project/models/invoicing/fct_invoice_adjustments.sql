@@ -41,8 +41,8 @@ booked as (
         group by all
     {% else %}
         select
-            cast(null as varchar) as original_invoice_id,
-            cast(null as varchar) as line_key,
+            cast(null as {{ string_type() }}) as original_invoice_id,
+            cast(null as {{ string_type() }}) as line_key,
             cast(null as decimal(38, 18)) as amount_precise
         where false
     {% endif %}
@@ -116,8 +116,8 @@ targets as (
 )
 
 select
-    md5(original_invoice_id || '|' || line_key || '|' || cast(delta as varchar) || '|'
-        || cast({{ as_of() }} as varchar)) as adjustment_id,
+    md5(original_invoice_id || '|' || line_key || '|' || cast(delta as {{ string_type() }}) || '|'
+        || cast({{ as_of() }} as {{ string_type() }})) as adjustment_id,
     original_invoice_id,
     original_period_start,
     subscription_id,
@@ -127,7 +127,7 @@ select
     cast(target_period_start as timestamp) as target_period_start,
     line_key,
     line_type,
-    'Adjustment to ' || original_invoice_id || ' (' || strftime(original_period_start, '%Y-%m')
+    'Adjustment to ' || original_invoice_id || ' (' || {{ format_timestamp('original_period_start', '%Y-%m') }}
     || '): ' || description as description,
     cast(delta as decimal(38, 18)) as amount_precise,
     {{ as_of() }} as booked_at

@@ -51,9 +51,9 @@ adjustments as (
         original_invoice_id,
         original_period_start,
         booked_at,
-        md5(string_agg(adjustment_id, ',' order by adjustment_id)) as adjustment_id,
-        'Adjustment to ' || original_invoice_id || ' (' || strftime(original_period_start, '%Y-%m')
-        || '): ' || string_agg(replace(line_key, 'usage:', ''), ', ' order by line_key)
+        md5({{ string_agg_ordered('adjustment_id', "','", 'adjustment_id') }}) as adjustment_id,
+        'Adjustment to ' || original_invoice_id || ' (' || {{ format_timestamp('original_period_start', '%Y-%m') }}
+        || '): ' || {{ string_agg_ordered("replace(line_key, 'usage:', '')", "', '", 'line_key') }}
             as description,
         cast(count(*) as bigint) as corrected_lines,
         sum(amount_precise) as amount_precise
@@ -95,7 +95,7 @@ lines as (
         billing_period_start, billing_period_end, line_key, line_type, description,
         unit_description, quantity, unit_price, unit, amount_precise,
         'finalized' as status,
-        cast(null as varchar) as original_invoice_id,
+        cast(null as {{ string_type() }}) as original_invoice_id,
         cast(null as timestamp) as original_period_start
     from frozen
 

@@ -77,16 +77,7 @@ tiers as (
 
 ),
 
--- Where tiers apply, how the period's quantity (after the allowance) spreads over them, at
--- the price version in force at the end of the period: "10.0M at $19.50 + 2.0M at $17.55".
-tier_breakdown as (
-
-    select
-        rated.subscription_id,
-        rated.billing_period_start,
-        rated.price_id,
-        rated.meter,
-        string_agg(
+{% set tier_text -%}
             {{ format_quantity(
                 "case prices.pricing_model
                     when 'volume' then greatest(rated.quantity - prices.included_tokens, 0)
@@ -99,9 +90,19 @@ tier_breakdown as (
             || {{ format_price('tiers.unit_price_per_token * prices.unit_size', 'rated.minor_unit_exponent', 'rated.currency') }}
             || case when tiers.flat_fee > 0
                 then ' + ' || {{ format_price('tiers.flat_fee', 'rated.minor_unit_exponent', 'rated.currency') }} || ' flat'
-                else '' end,
-            ' + ' order by tiers.tier
-        ) as breakdown
+                else '' end
+{%- endset %}
+
+-- Where tiers apply, how the period's quantity (after the allowance) spreads over them, at
+-- the price version in force at the end of the period: "10.0M at $19.50 + 2.0M at $17.55".
+tier_breakdown as (
+
+    select
+        rated.subscription_id,
+        rated.billing_period_start,
+        rated.price_id,
+        rated.meter,
+        {{ string_agg_ordered(tier_text, "' + '", 'tiers.tier') }} as breakdown
     from rated
     inner join prices
         on rated.price_id = prices.price_id and rated.price_version = prices.price_version
@@ -167,14 +168,14 @@ lines as (
         'Platform fee (' || fees.plan_id || ')'
         || case
             when fees.active_seconds < fees.period_seconds
-                then ', ' || cast(fees.active_seconds // 86400 as varchar) || ' of '
-                || cast(fees.period_seconds // 86400 as varchar) || ' days'
+                then ', ' || cast({{ integer_divide('fees.active_seconds', 86400) }} as {{ string_type() }}) || ' of '
+                || cast({{ integer_divide('fees.period_seconds', 86400) }} as {{ string_type() }}) || ' days'
             else ''
         end as description,
         'per billing period, prorated by time' as unit_description,
         cast(fees.active_seconds as bigint) as quantity,
         cast(null as decimal(38, 18)) as unit_price,
-        cast(null as varchar) as unit,
+        cast(null as {{ string_type() }}) as unit,
         fees.platform_fee_amount as amount_precise
     from fees
     inner join periods
@@ -218,7 +219,7 @@ lines as (
         || case when rated.meter = 'requests' then ' requests' else ' tokens' end
         || case
             when prices.included_tokens > 0
-                then ', first ' || cast(prices.included_tokens as varchar) || ' free'
+                then ', first ' || cast(prices.included_tokens as {{ string_type() }}) || ' free'
             else ''
         end,
         cast(rated.quantity as bigint),
@@ -326,7 +327,7 @@ lines as (
         periods.invoice_id,
         'top_up:' || ledger.grant_id,
         'top_up',
-        'Credit top-up ' || ledger.grant_id || ' (' || strftime(ledger.entry_ts, '%Y-%m-%d %H:%M')
+        'Credit top-up ' || ledger.grant_id || ' (' || {{ format_timestamp('ledger.entry_ts', '%Y-%m-%d %H:%M') }}
         || ' UTC)',
         'automatic top-up purchase',
         1,

@@ -25,7 +25,7 @@ periods as (
         currency,
         billing_period_start,
         max_value,
-        arg_max(used_through, usage_hour) as used,
+        max_by(used_through, usage_hour) as used,
         min(case when used_through >= max_value then usage_hour end) as reached_hour,
         max(usage_hour) as last_usage_hour
     from hourly

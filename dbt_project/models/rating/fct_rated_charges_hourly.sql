@@ -27,14 +27,8 @@ tier_lists as (
     select
         price_id,
         price_version,
-        list(
-            struct_pack(
-                lower_tokens := lower_tokens,
-                upper_tokens := upper_tokens,
-                unit_price_per_token := unit_price_per_token,
-                flat_fee := flat_fee
-            )
-        ) as tiers
+        {{ struct_list(['lower_tokens', 'upper_tokens', 'unit_price_per_token', 'flat_fee']) }}
+            as tiers
     from {{ ref('dim_price_tiers') }}
     group by all
 
@@ -54,7 +48,7 @@ bounds as (
 
 ),
 
-charged as materialized (
+charged as {{ materialized_cte() }} (
 
     select
         bounds.*,
@@ -79,13 +73,11 @@ charged as materialized (
                     bounds.billable_quantity * coalesce(bounds.floor_per_token, 0)
                 )
             when bounds.pricing_model = 'volume'
-                then coalesce(list_sum(list_transform(bounds.tiers, tier ->
-                    {{ volume_value('bounds.chargeable_through', 'tier') }}
-                    - {{ volume_value('bounds.chargeable_before', 'tier') }}
-                )), 0)
-            else coalesce(list_sum(list_transform(bounds.tiers, tier ->
-                {{ graduated_amount('bounds.chargeable_before', 'bounds.chargeable_through', 'tier') }}
-            )), 0)
+                then coalesce({{ list_sum_over('bounds.tiers', 'tier',
+                    volume_value('bounds.chargeable_through', 'tier')
+                    ~ ' - ' ~ volume_value('bounds.chargeable_before', 'tier')) }}, 0)
+            else coalesce({{ list_sum_over('bounds.tiers', 'tier',
+                graduated_amount('bounds.chargeable_before', 'bounds.chargeable_through', 'tier')) }}, 0)
         end as uncapped_amount
     from bounds
 
@@ -126,9 +118,9 @@ earlier as (
     group by all
     {% else %}
     select
-        cast(null as varchar) as subscription_id,
+        cast(null as {{ string_type() }}) as subscription_id,
         cast(null as timestamp) as billing_period_start,
-        cast(null as varchar) as price_id,
+        cast(null as {{ string_type() }}) as price_id,
         cast(null as decimal(38, 18)) as uncapped_before
     where false
     {% endif %}
@@ -163,9 +155,11 @@ to_cap as (
         coalesce(earlier_capped.uncapped_before, 0)
         + coalesce(sum(charged.uncapped_amount) over (
             partition by charged.subscription_id, charged.billing_period_start, charged.price_id
+            -- nulls last as in int_rating__priced_usage (Spark's default is nulls first).
             order by
-                charged.usage_hour, charged.provider, charged.model, charged.feature,
-                charged.environment, charged.status
+                charged.usage_hour, charged.provider nulls last, charged.model nulls last,
+                charged.feature nulls last, charged.environment nulls last,
+                charged.status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as price_before
     from charged
@@ -214,9 +208,9 @@ subscription_running as (
         + coalesce(sum(price_capped.price_capped_amount) over (
             partition by price_capped.subscription_id, price_capped.billing_period_start
             order by
-                price_capped.usage_hour, price_capped.price_id, price_capped.provider,
-                price_capped.model, price_capped.feature, price_capped.environment,
-                price_capped.status
+                price_capped.usage_hour, price_capped.price_id, price_capped.provider nulls last,
+                price_capped.model nulls last, price_capped.feature nulls last,
+                price_capped.environment nulls last, price_capped.status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as subscription_before
     from price_capped
@@ -230,9 +224,10 @@ subscription_running as (
 subscription_capped as (
 
     select
-        * exclude (
-            price_cap, subscription_cap, price_before, price_capped_amount, subscription_before
-        ),
+        {{ star_except([
+            'price_cap', 'subscription_cap', 'price_before', 'price_capped_amount',
+            'subscription_before',
+        ]) }},
         case
             when subscription_cap is null then price_capped_amount
             else
@@ -248,7 +243,8 @@ final as (
     select charged.*, charged.uncapped_amount as amount
     from charged
     where charged.subscription_id not in (select subscription_id from capped_subscriptions)
-    union all by name
+    -- Both branches: charged's columns, then amount (Spark's union is positional).
+    {{ union_all_by_name() }}
     select * from subscription_capped
 
 )

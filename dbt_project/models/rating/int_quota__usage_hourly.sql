@@ -39,7 +39,7 @@ token_hours as (
         on
             usage.customer_id = subscriptions.customer_id
             and usage.usage_hour >= subscriptions.starts_at
-            and usage.usage_hour < coalesce(subscriptions.ends_at, 'infinity'::timestamp)
+            and usage.usage_hour < coalesce(subscriptions.ends_at, {{ infinity_timestamp() }})
     group by all
 
 ),
@@ -52,8 +52,8 @@ spend_hours as (
         usage_hour,
         model,
         feature,
-        cast(0 as hugeint) as tokens,
-        cast(0 as hugeint) as requests,
+        cast(0 as {{ sum_of_bigint_type() }}) as tokens,
+        cast(0 as {{ sum_of_bigint_type() }}) as requests,
         sum(amount) as spend
     from {{ ref('fct_rated_charges_hourly') }}
     where subscription_id in (select subscription_id from limits)
@@ -87,7 +87,7 @@ counted as (
     inner join usage_hours
         on
             limits.subscription_id = usage_hours.subscription_id
-            and coalesce(usage_hours.model like limits.model_like escape '\', limits.model_like is null)
+            and coalesce(usage_hours.model like limits.model_like escape {{ like_escape() }}, limits.model_like is null)
             and coalesce(usage_hours.feature = limits.feature, limits.feature is null)
     group by all
 

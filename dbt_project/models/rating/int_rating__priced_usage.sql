@@ -54,7 +54,7 @@ card_names as (
 
     select card.*, card.model as card_name from card
     union all
-    select card.*, unnest(card.aliases) as card_name from card
+    select card.*, {{ unnest_list('card.aliases') }} as card_name from card
 
 ),
 
@@ -97,7 +97,7 @@ costed as (
             and usage.provider = card.provider
             and usage.model = card.card_name
             and usage.usage_hour >= card.effective_from
-            and usage.usage_hour < coalesce(card.effective_to, 'infinity'::timestamp)
+            and usage.usage_hour < coalesce(card.effective_to, {{ infinity_timestamp() }})
 
 ),
 
@@ -150,11 +150,12 @@ metered as (
 -- subscription id an event carries is informational. Materialized (computed once), so that
 -- usage_row, a number for each usage row, is the same wherever it is read: price matching
 -- groups and joins on it instead of on eight text columns, in a fraction of the memory.
-subscribed as materialized (
+subscribed as {{ materialized_cte() }} (
 
     select
         metered.*,
-        row_number() over () as usage_row,
+        {{ row_number_any('metered.usage_hour, metered.customer_id, metered.meter, metered.provider, metered.model, metered.feature, metered.environment, metered.status') }}
+            as usage_row,
         subscriptions.subscription_id,
         subscriptions.plan_id,
         subscriptions.currency,
@@ -216,7 +217,7 @@ candidate_prices as (
         on
             owner_keys.meter = owned_prices.meter
             and owner_keys.owner_key = owned_prices.owner_key
-            and owner_keys.model like owned_prices.model_like escape '\'
+            and owner_keys.model like owned_prices.model_like escape {{ like_escape() }}
             and coalesce(owned_prices.provider = owner_keys.provider, owned_prices.provider is null)
             and coalesce(owned_prices.feature = owner_keys.feature, owned_prices.feature is null)
             and coalesce(
@@ -224,7 +225,7 @@ candidate_prices as (
                 owned_prices.environment is null
             )
             and owner_keys.usage_hour >= owned_prices.effective_from
-            and owner_keys.usage_hour < coalesce(owned_prices.effective_to, 'infinity'::timestamp)
+            and owner_keys.usage_hour < coalesce(owned_prices.effective_to, {{ infinity_timestamp() }})
 
 ),
 
@@ -251,7 +252,7 @@ chosen as (
         usage_row,
         count(*) as top_candidates,
         min(price_id) as price_id,
-        arg_min(price_version, price_id) as price_version
+        min_by(price_version, price_id) as price_version
     from top_candidates
     group by usage_row
 
@@ -261,7 +262,7 @@ ambiguous as (
 
     select
         usage_row,
-        string_agg(price_id, ',' order by price_id) as top_price_ids
+        {{ string_agg_ordered('price_id', "','", 'price_id') }} as top_price_ids
     from top_candidates
     where usage_row in (select usage_row from chosen where top_candidates > 1)
     group by usage_row
@@ -295,7 +296,7 @@ best as (
 resolved as (
 
     select
-        * exclude (top_price_ids),
+        {{ star_except(['top_price_ids']) }},
         case
             when subscription_id is null then 'no_active_subscription'
             when price_id is null then 'no_matching_price'
@@ -321,7 +322,11 @@ period_to_date as (
         usage_row,
         coalesce(sum(case when unpriced_reason is null then billable_quantity end) over (
             partition by subscription_id, price_id, billing_period_start
-            order by usage_hour, provider, model, feature, environment, status
+            -- nulls last, spelled out: DuckDB's default, and Spark's (nulls first) would
+            -- give a null feature's row another place, so another period-to-date quantity.
+            order by
+                usage_hour, provider nulls last, model nulls last, feature nulls last,
+                environment nulls last, status nulls last
             rows between unbounded preceding and 1 preceding
         ), 0) as period_quantity_before
     from (
@@ -334,7 +339,7 @@ period_to_date as (
 )
 
 select
-    resolved.* exclude (usage_row),
+    resolved.{{ star_except(['usage_row']) }},
     period_to_date.period_quantity_before
 from resolved
 inner join period_to_date on resolved.usage_row = period_to_date.usage_row

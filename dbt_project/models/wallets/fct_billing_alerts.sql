@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Billing alerts with the hour they happened:
 -- - low_balance: a ledger entry takes a wallet's balance from >= a threshold of
@@ -17,8 +17,9 @@
 --   the trailing baseline, per customer or per customer and model).
 -- alert_id = alert_type|source_id|threshold (shortest exact form), built from the alert's own facts only (never a
 -- row number or a run time), so it is the same in every rebuild: the alerts feed
--- (orchestration/defs/alerts) exports each id once. Branches are unioned by name: a branch
--- leaves out the optional columns it has no value for (model, baseline).
+-- (orchestration/defs/alerts) exports each id once. Every branch lists the same columns in the
+-- same order (null where it has no value: model, baseline, ...): DuckDB unions them by name,
+-- Spark by position (macros/portable/sql.sql).
 
 with
 
@@ -55,14 +56,16 @@ low_balance as (
         'low_balance' as alert_type,
         ordered.customer_id,
         ordered.wallet_id,
-        cast(null as varchar) as subscription_id,
-        cast(null as varchar) as price_id,
+        cast(null as {{ string_type() }}) as subscription_id,
+        cast(null as {{ string_type() }}) as price_id,
+        cast(null as {{ string_type() }}) as model,
         ordered.currency,
         ordered.billing_period_start,
         date_trunc('hour', ordered.entry_ts) as alert_hour,
         ordered.entry_ts as alerted_at,
         thresholds.threshold,
         ordered.wallet_balance_after as value_after,
+        cast(null as decimal(38, 18)) as baseline,
         ordered.entry_id as source_id
     from ordered
     inner join thresholds on ordered.wallet_id = thresholds.wallet_id
@@ -102,17 +105,19 @@ allowance as (
     select
         'allowance_' || pct.percent as alert_type,
         usage.customer_id,
-        cast(null as varchar) as wallet_id,
+        cast(null as {{ string_type() }}) as wallet_id,
         usage.subscription_id,
         usage.price_id,
+        cast(null as {{ string_type() }}) as model,
         usage.currency,
         usage.billing_period_start,
         min(usage.usage_hour) as alert_hour,
         min(usage.usage_hour) as alerted_at,
         cast(usage.included_tokens as decimal(20, 0)) * pct.fraction as threshold,
         min(usage.period_quantity_after) as value_after,
+        cast(null as decimal(38, 18)) as baseline,
         usage.subscription_id || '|' || usage.price_id || '|'
-        || strftime(usage.billing_period_start, '%Y-%m-%d') as source_id
+        || {{ format_timestamp('usage.billing_period_start', '%Y-%m-%d') }} as source_id
     from usage
     cross join (values (80, 0.80), (100, 1.00)) as pct (percent, fraction)
     where
@@ -124,7 +129,7 @@ allowance as (
 
 quota_hours as (
 
-    select *, unnest(alert_percents) as percent
+    select *, {{ unnest_list('alert_percents') }} as percent
     from {{ ref('int_quota__usage_hourly') }}
 
 ),
@@ -134,17 +139,19 @@ quota as (
     select
         'quota' as alert_type,
         customer_id,
-        cast(null as varchar) as wallet_id,
+        cast(null as {{ string_type() }}) as wallet_id,
         subscription_id,
-        cast(null as varchar) as price_id,
+        cast(null as {{ string_type() }}) as price_id,
+        cast(null as {{ string_type() }}) as model,
         currency,
         billing_period_start,
         min(usage_hour) as alert_hour,
         min(usage_hour) as alerted_at,
         {{ prorate('max_value', 'percent', 100) }} as threshold,
-        arg_min(used_through, usage_hour) as value_after,
-        subscription_id || '|' || limit_id || '|' || strftime(billing_period_start, '%Y-%m-%d')
-            as source_id
+        min_by(used_through, usage_hour) as value_after,
+        cast(null as decimal(38, 18)) as baseline,
+        subscription_id || '|' || limit_id || '|'
+        || {{ format_timestamp('billing_period_start', '%Y-%m-%d') }} as source_id
     from quota_hours
     where
         (used_through - used_in_hour) * 100 < max_value * percent
@@ -177,8 +184,9 @@ low_runway as (
         'low_runway' as alert_type,
         runway.customer_id,
         runway.wallet_id,
-        cast(null as varchar) as subscription_id,
-        cast(null as varchar) as price_id,
+        cast(null as {{ string_type() }}) as subscription_id,
+        cast(null as {{ string_type() }}) as price_id,
+        cast(null as {{ string_type() }}) as model,
         runway.currency,
         coalesce(
             periods.billing_period_start,
@@ -189,7 +197,7 @@ low_runway as (
         runway.low_runway_days as threshold,
         runway.runway_days as value_after,
         runway.daily_burn_rate as baseline,
-        runway.wallet_id || '|' || strftime(runway.balance_date, '%Y-%m-%d') as source_id
+        runway.wallet_id || '|' || {{ format_timestamp('runway.balance_date', '%Y-%m-%d') }} as source_id
     from runway
     left join periods
         on
@@ -205,6 +213,9 @@ usage_spike as (
     select
         'usage_spike' as alert_type,
         customer_id,
+        cast(null as {{ string_type() }}) as wallet_id,
+        cast(null as {{ string_type() }}) as subscription_id,
+        cast(null as {{ string_type() }}) as price_id,
         model,
         currency,
         billing_period_start,
@@ -214,7 +225,7 @@ usage_spike as (
         value as value_after,
         baseline,
         grain || '|' || metric || '|' || customer_id || '|' || coalesce(model, '*') || '|'
-        || strftime(period_start, '%Y-%m-%dT%H') as source_id
+        || {{ format_timestamp('period_start', '%Y-%m-%dT%H') }} as source_id
     from {{ ref('fct_usage_spikes') }}
 
 ),
@@ -222,13 +233,13 @@ usage_spike as (
 alerts as (
 
     select * from low_balance
-    union all by name
+    {{ union_all_by_name() }}
     select * from allowance
-    union all by name
+    {{ union_all_by_name() }}
     select * from quota
-    union all by name
+    {{ union_all_by_name() }}
     select * from low_runway
-    union all by name
+    {{ union_all_by_name() }}
     select * from usage_spike
 
 )
@@ -238,7 +249,7 @@ select
     -- scale the union gives the column.
     alert_type || '|' || source_id || '|'
     || regexp_replace(
-        regexp_replace(cast(cast(threshold as decimal(38, 18)) as varchar), '0+$', ''), '\.$', ''
+        regexp_replace(cast(cast(threshold as decimal(38, 18)) as {{ string_type() }}), '0+$', ''), '[.]$', ''
     ) as alert_id,
     alert_type,
     customer_id,

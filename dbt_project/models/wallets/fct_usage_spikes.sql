@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Usage spikes: an hour or a UTC day whose tokens (total_tokens) or billed amount (rated
 -- charges, before credits) exceed factor x the trailing baseline, per customer (model null)
@@ -44,8 +44,8 @@ series as (
         '{{ metric }}' as metric,
         {{ dbt.date_trunc(grain, 'usage_hour') }} as period_start,
         customer_id,
-        {% if level == 'model' %}model{% else %}cast(null as varchar){% endif %} as model,
-        {% if metric == 'amount' %}currency{% else %}cast(null as varchar){% endif %} as currency,
+        {% if level == 'model' %}model{% else %}cast(null as {{ string_type() }}){% endif %} as model,
+        {% if metric == 'amount' %}currency{% else %}cast(null as {{ string_type() }}){% endif %} as currency,
         cast(sum({{ metric }}) as decimal(38, 18)) as value
     from hourly_{{ metric }}
     group by all
@@ -127,4 +127,4 @@ left join subscriptions
     on
         spikes.customer_id = subscriptions.customer_id
         and spikes.period_start >= subscriptions.starts_at
-        and spikes.period_start < coalesce(subscriptions.ends_at, 'infinity'::timestamp)
+        and spikes.period_start < coalesce(subscriptions.ends_at, {{ infinity_timestamp() }})

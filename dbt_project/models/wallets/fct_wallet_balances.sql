@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- One row per wallet and UTC day, from the wallet's first entry to the last day the ledger
 -- has booked: the day's movements, the balance at day end (midnight after the day), and the
@@ -42,7 +42,7 @@ day_series as (
         span.wallet_id,
         span.customer_id,
         span.currency,
-        unnest(generate_series(span.first_day, last_day.last_day, interval 1 day)) as day_start
+        {{ unnest_series('span.first_day', 'last_day.last_day', 'interval 1 day') }} as day_start
     from span
     cross join last_day
 

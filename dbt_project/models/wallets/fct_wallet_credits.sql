@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Net prepaid credit used per wallet, subscription and billing period: the one number the
 -- invoice's credits line reads. Deductions draw credit for positive hours; reversals give it

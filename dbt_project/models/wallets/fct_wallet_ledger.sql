@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- The prepaid-wallet ledger as written by the Dagster asset billing/wallet_ledger: the
 -- interface of the wallet marts (invoices read the net credit used per subscription and period

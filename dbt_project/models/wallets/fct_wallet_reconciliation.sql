@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- The balance identity per wallet: grants + top-ups = credit used (deductions - reversals)
 -- + expiries + the balance after the wallet's last entry (difference must be 0), and every

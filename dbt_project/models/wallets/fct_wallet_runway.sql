@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['monthly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['monthly']) }}
 
 -- Credit runway per wallet and UTC day: how many whole days the balance at day end lasts at
 -- the trailing burn rate, the net credit used (deducted - reversed) over the last
@@ -44,7 +44,7 @@ runway as (
         wallets.low_runway_days,
         case
             when burn.burned > 0
-                then {{ whole_quotient('burn.balance_at_day_end', 'burn.burned', 'burn.burn_days') }}
+                then {{ amount_quotient('burn.balance_at_day_end', 'burn.burned', 'burn.burn_days') }}
         end as runway_days
     from burn
     inner join wallets on burn.wallet_id = wallets.wallet_id

@@ -1,4 +1,4 @@
-{{ config(schema='marts', materialized='view', tags=['hourly']) }}
+{{ config(schema='marts', materialized=view_materialization(), tags=['hourly']) }}
 
 -- Everything the Python draw-down (billing/wallet_ledger) reads, and the only thing it reads:
 -- one owner per billing rule. Four kinds of rows per wallet (input_type):
@@ -127,7 +127,7 @@ months as (
 
     select
         wallet_id,
-        unnest(generate_series(first_month, last_month, interval 1 month)) as month_start
+        {{ unnest_series('first_month', 'last_month', 'interval 1 month') }} as month_start
     from bounds
 
 ),
@@ -182,8 +182,8 @@ inputs as (
     select
         wallets.wallet_id,
         'wallet' as input_type,
-        cast(null as varchar) as grant_id,
-        cast(null as varchar) as grant_kind,
+        cast(null as {{ string_type() }}) as grant_id,
+        cast(null as {{ string_type() }}) as grant_kind,
         cast(null as timestamp) as valid_from,
         cast(null as timestamp) as valid_to,
         cast(null as timestamp) as billing_period_start,

@@ -1,0 +1,91 @@
+{#- The agent-run models (models/agent_runs) on each engine (SPARK.md, "Agent runs"). Each
+    default is the project's DuckDB SQL, unchanged; spark__ is what Spark needs instead.
+
+    The run marts (fct_agent_run_costs, fct_request_costs) replace whole runs (requests). DuckDB
+    deletes the stored rows of the runs the window touches and inserts them again
+    (delete+insert on their key). Spark's Parquet tables cannot delete: there the marts are
+    partitioned by the UTC day of a run's first attempt (first_event_date) and a build
+    overwrites whole days (insert_overwrite), so it must produce every run of each day it
+    writes: the days from that of window_start - agent_run_max_hours to that of window_end +
+    agent_run_max_hours. They hold every run the window touches (an attempt in the window),
+    every stored run overlapping it, and the day a run moves from when a late attempt makes it
+    start earlier. Each such run is aggregated from its attempts within agent_run_max_hours of
+    those days. -#}
+
+{#- Whether the run marts keep every run of whole days (Spark) rather than the runs the
+    window touches (DuckDB). -#}
+{% macro agent_runs_by_day() -%}
+    {{- return(adapter.dispatch('agent_runs_by_day', 'tokenbill')()) -}}
+{%- endmacro %}
+
+{% macro default__agent_runs_by_day() -%}
+    {{- return(false) -}}
+{%- endmacro %}
+
+{% macro spark__agent_runs_by_day() -%}
+    {{- return(true) -}}
+{%- endmacro %}
+
+{#- The first and the end of the days a Spark build of a run mart overwrites: midnight of the
+    day of window_start - agent_run_max_hours, and midnight after the day of window_end +
+    agent_run_max_hours (one more day than needed when that is a midnight: harmless, the day
+    is rebuilt whole). -#}
+{% macro agent_runs_days_start() -%}
+    {%- set hours = agent_run_max_hours() | int -%}
+    cast(cast({{ dbt.dateadd('hour', -hours, window_start()) }} as date) as timestamp)
+{%- endmacro %}
+
+{% macro agent_runs_days_end() -%}
+    {%- set hours = agent_run_max_hours() | int -%}
+    {{ dbt.dateadd('day', 1, 'cast(cast(' ~ dbt.dateadd('hour', hours, window_end()) ~ ' as date) as timestamp)') }}
+{%- endmacro %}
+
+{#- The attempts a run mart reads (column: their usage_hour): within agent_run_max_hours of the
+    window on DuckDB, of the days it overwrites on Spark. -#}
+{% macro agent_runs_read_range(column) -%}
+    {{- return(adapter.dispatch('agent_runs_read_range', 'tokenbill')(column)) -}}
+{%- endmacro %}
+
+{% macro default__agent_runs_read_range(column) -%}
+    {%- set hours = agent_run_max_hours() | int -%}
+    {{ column }} >= {{ dbt.dateadd('hour', -hours, window_start()) }}
+        and {{ column }} < {{ dbt.dateadd('hour', hours, window_end()) }}
+{%- endmacro %}
+
+{% macro spark__agent_runs_read_range(column) -%}
+    {%- set hours = agent_run_max_hours() | int -%}
+    {{ column }} >= {{ dbt.dateadd('hour', -hours, agent_runs_days_start()) }}
+        and {{ column }} < {{ dbt.dateadd('hour', hours, agent_runs_days_end()) }}
+{%- endmacro %}
+
+{#- The runs (requests) a Spark build keeps: those whose first attempt is in the days it
+    overwrites. -#}
+{% macro agent_runs_in_days(first_event_at) -%}
+    ({{ first_event_at }} >= {{ agent_runs_days_start() }} and {{ first_event_at }} < {{ agent_runs_days_end() }})
+{%- endmacro %}
+
+{#- An attempt's share of its rated row: amount x quantity / row_quantity, truncated to 18
+    decimals. DuckDB: prorate (macros/rating.sql). Spark: the same on the amount's unscaled
+    decimal(38, 0); the truncating division is exact for any row quantity (the remainder is
+    subtracted first, so the decimal quotient is a whole number), where spark__prorate's
+    division keeps a denominator below 10^7 (an hour's tokens exceed it). -#}
+{% macro attempt_share(amount, quantity, row_quantity) -%}
+    {{- return(adapter.dispatch('attempt_share', 'tokenbill')(amount, quantity, row_quantity)) -}}
+{%- endmacro %}
+
+{% macro default__attempt_share(amount, quantity, row_quantity) -%}
+    {{- prorate(amount, quantity, row_quantity) -}}
+{%- endmacro %}
+
+{% macro spark__attempt_share(amount, quantity, row_quantity) -%}
+    {%- set scaled -%}
+        (cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as string), '.', '') as decimal(38, 0)) * {{ quantity }})
+    {%- endset -%}
+    cast(
+        cast(
+            ({{ scaled }} - {{ scaled }} % {{ row_quantity }}) / {{ row_quantity }}
+            as decimal(38, 0)
+        ) * cast(0.000000000000000001 as decimal(38, 18))
+        as decimal(38, 18)
+    )
+{%- endmacro %}

@@ -111,3 +111,21 @@
 {% macro invoice_grace_days() -%}
     {{- run_setting("invoice_grace_days", "TOKENBILL_INVOICE_GRACE_DAYS", "3") -}}
 {%- endmacro %}
+
+{#- The priced-usage rows (int_rating__priced_usage) that are unpriced usage: billable usage no
+    price rates. fct_unpriced_usage is these rows; int_agent_runs__attempt_costs reads them from
+    the priced usage too, so that the all_usage_is_priced test failing on fct_unpriced_usage (a
+    non-blocking check, but an error in dbt, which skips the failed test's children) never
+    leaves an hour without its attempt costs. Token meters without a price, any meter with an
+    ambiguous price or an unknown provider cost; usage billable under a subscription, or of a
+    customer without one. -#}
+{% macro is_unpriced_usage() -%}
+    (
+        unpriced_reason is not null
+        and (
+            meter in ('uncached_input', 'cached_input', 'cache_write', 'output')
+            or unpriced_reason in ('ambiguous_price', 'unknown_provider_cost')
+        )
+        and (billable_quantity > 0 or subscription_id is null)
+    )
+{%- endmacro %}

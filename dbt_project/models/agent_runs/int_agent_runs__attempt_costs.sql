@@ -119,10 +119,23 @@ rated as (
 
 ),
 
+-- The rows of fct_unpriced_usage, read from the priced usage (macro is_unpriced_usage): not a
+-- child of fct_unpriced_usage, whose failing all_usage_is_priced test would skip it in dbt.
 unpriced as (
 
-    select * from {{ ref('fct_unpriced_usage') }}
-    where {{ in_window('usage_hour') }}
+    select
+        usage_hour,
+        customer_id,
+        meter,
+        provider,
+        model,
+        feature,
+        environment,
+        status,
+        cast(quantity as bigint) as quantity,
+        cast(provider_cost as decimal(38, 18)) as provider_cost
+    from {{ ref('int_rating__priced_usage') }}
+    where {{ is_unpriced_usage() }} and {{ in_window('usage_hour') }}
 
 ),
 

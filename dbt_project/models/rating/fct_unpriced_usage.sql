@@ -16,14 +16,7 @@ with
 unpriced as (
 
     select * from {{ ref('int_rating__priced_usage') }}
-    where
-        unpriced_reason is not null
-        and {{ in_window('usage_hour') }}
-        and (
-            meter in ('uncached_input', 'cached_input', 'cache_write', 'output')
-            or unpriced_reason in ('ambiguous_price', 'unknown_provider_cost')
-        )
-        and (billable_quantity > 0 or subscription_id is null)
+    where {{ is_unpriced_usage() }} and {{ in_window('usage_hour') }}
 
 )
 

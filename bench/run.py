@@ -318,6 +318,10 @@ class RssSampler:
 
     def __init__(self, interval: float = 0.1, exclude: int | None = None):
         self.interval = interval
+        #: {pid: CPU seconds last seen} of every descendant seen (dbt, its Spark JVM): a
+        #: JVM nobody waits for is missing from RUSAGE_CHILDREN; this sums them all (each
+        #: to within one interval of its exit)
+        self.cpu_descendants: dict[int, float] = {}
         self.exclude = {exclude, *descendants(exclude)} if exclude else set()
         #: the S3 server's highest RSS (reported, not counted)
         self.peak_excluded = sum(vm_rss(p) for p in self.exclude)
@@ -325,10 +329,6 @@ class RssSampler:
         self.peak_tree = self.tree()
         #: (seconds after start, this process, the run) when the run's RSS was highest
         self.at_peak = (0.0, self.start, self.peak_tree)
-        #: {pid: CPU seconds last seen} of every descendant seen (dbt, its Spark JVM): a
-        #: JVM nobody waits for is missing from RUSAGE_CHILDREN; this sums them all (each
-        #: to within one interval of its exit)
-        self.cpu_descendants: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -88,9 +88,14 @@ def test_the_sampler_counts_the_cpu_of_a_grandchild_nobody_waits_for():
     import sys
 
     burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
-    with run.RssSampler(interval=0.02) as sampler:
-        # sh waits for python, but this process never waits for sh's child: a grandchild.
-        subprocess.run(["sh", "-c", f"{sys.executable} -c '{burn}'; sleep 0.2"], check=True)
+    # sh waits for python, but this process never waits for sh's child: a grandchild. It
+    # is running when the sampler starts (which samples the tree at once).
+    child = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{burn}'; sleep 0.2"])
+    try:
+        with run.RssSampler(interval=0.02) as sampler:
+            assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
     assert sum(sampler.cpu_descendants.values()) >= 0.4
     assert run.cpu_of(os.getpid()) > 0
     assert run.cpu_of(2**22 + 1) == 0.0  # no such process

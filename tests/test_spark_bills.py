@@ -46,9 +46,12 @@ VOLATILE = {"booked_at", "loaded_at", "ingested_at", "landed_at", "exported_at",
 #: Schemas holding no bill: DuckDB's own.
 NOT_COMPARED = {"main", "information_schema", "pg_catalog"}
 #: The groups compared one test each: a dbt model by its folder (models/<folder>/), any other
-#: relation (ingestion's landing tables, the loaded catalog, the ledger) by its schema.
+#: relation by its schema (raw: ingestion's landing tables; audit: its audits; catalog: the
+#: loaded catalog beside the dim_ views; billing: the wallet ledger the Python asset books).
 GROUPS = [
     "raw",
+    "audit",
+    "billing",
     "staging",
     "marts",
     "catalog",
@@ -148,7 +151,11 @@ def _exports(bucket: str, prefix: str) -> dict[str, object]:
             body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
             name = obj["Key"][len(prefix) + 1 :]
             if name.endswith((".jsonl", ".json")):
-                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                if name.endswith(".json"):
+                    parsed = json.loads(body)
+                    lines = parsed if isinstance(parsed, list) else [parsed]
+                else:
+                    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                 out[name] = sorted(
                     (
                         {k: v for k, v in line.items() if k not in VOLATILE}

@@ -14,6 +14,9 @@ A benchmark, not a test: it measures and reports, it never asserts a time. One i
    one on an hour with no data (the fixed overhead);
 6. prints everything and appends a section to BENCHMARKS.md.
 
+``--engine spark`` does 1 and 2 only, with ``TOKENBILL_ENGINE=spark`` (the lake, dbt-spark, the
+assets' Spark session), and appends a Spark section (:func:`record_spark`).
+
 ``python -m bench.run --events N [--month 2026-10] [--seed 7] [--shapes mixed|canonical]
 [--workdir DIR] [--skip-generate]`` (``--skip-generate`` re-uploads the objects a previous run
 with the same month, events, seed and shapes kept in the work dir instead of generating them
@@ -50,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.timers import timed_functions
-from orchestration.settings import REPO_ROOT
+from orchestration.settings import REPO_ROOT, SETTINGS
 
 DEFAULT_WORKDIR = Path("/tmp/tokenbill-bench")
 BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("duckdb", "spark"),
         default="duckdb",
         help="spark: the same month with TOKENBILL_ENGINE=spark (the Parquet lake and dbt's "
-        "spark target, a local Spark); only the backfill is measured and nothing is recorded",
+        "spark target, a local Spark at TOKENBILL_SPARK_MASTER); only the backfill is "
+        "measured, recorded as a Spark section of its own",
     )
     args = parser.parse_args(argv)
     if args.s3_store == "auto":
@@ -130,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
 
     _quiet()
     os.environ["TOKENBILL_ENGINE"] = args.engine
-    if args.engine == "spark":
-        args.no_record = True  # a different machine set-up: never beside the DuckDB rows
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     short = disk_shortfall(args, workdir)
@@ -170,9 +172,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             print_backfill(results["backfill"], args.events)
             if args.engine == "spark":  # the rest measures DuckDB alone
+                results["machine"]["loadavg_at_end"] = os.getloadavg()
+                results["spark_master"] = os.environ.get(
+                    "TOKENBILL_SPARK_MASTER", SETTINGS["TOKENBILL_SPARK_MASTER"][0]
+                )
                 (workdir / f"results-{args.events}-{args.shapes}-spark.json").write_text(
                     json.dumps(results, indent=2, default=str)
                 )
+                if not args.no_record:
+                    record_spark(results)
+                    print(f"  appended to {BENCHMARKS_MD}")
                 return 0 if all(r["success"] for r in results["backfill"]["runs"]) else 1
             results["ingestion_split"] = instrumented_ingestion(workdir, start, end)
             print_split(results["ingestion_split"])
@@ -286,6 +295,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_of(pid: int) -> float:
+    """A live process's user+system CPU seconds so far (/proc/<pid>/stat; 0 once gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # fields[0] is the state (field 3): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def max_rss(who: int = resource.RUSAGE_SELF) -> int:
     """Peak resident set size (Linux reports KiB), in bytes."""
     return resource.getrusage(who).ru_maxrss * 1024
@@ -299,6 +318,10 @@ class RssSampler:
 
     def __init__(self, interval: float = 0.1, exclude: int | None = None):
         self.interval = interval
+        #: {pid: CPU seconds last seen} of every descendant seen (dbt, its Spark JVM): a
+        #: JVM nobody waits for is missing from RUSAGE_CHILDREN; this sums them all (each
+        #: to within one interval of its exit)
+        self.cpu_descendants: dict[int, float] = {}
         self.exclude = {exclude, *descendants(exclude)} if exclude else set()
         #: the S3 server's highest RSS (reported, not counted)
         self.peak_excluded = sum(vm_rss(p) for p in self.exclude)
@@ -312,6 +335,10 @@ class RssSampler:
     def tree(self) -> int:
         me = os.getpid()
         pids = [p for p in descendants(me) if p not in self.exclude]
+        for pid in pids:
+            cpu = cpu_of(pid)
+            if cpu:
+                self.cpu_descendants[pid] = max(cpu, self.cpu_descendants.get(pid, 0.0))
         return vm_rss() + sum(vm_rss(p) for p in pids)
 
     def _run(self) -> None:
@@ -636,6 +663,7 @@ def backfill(
         "maxrss_children": max_rss(resource.RUSAGE_CHILDREN),
         "cpu_self": cpu1[0] - cpu0[0],
         "cpu_children": cpu1[1] - cpu0[1],
+        "cpu_descendants_sampled": sum(rss.cpu_descendants.values()),
         "event_writes": sum(writes.counts.values()),
         "event_write_seconds": sum(writes.seconds.values()),
         "event_writes_by_type": dict(
@@ -1051,7 +1079,10 @@ def print_backfill(b: dict, events: int) -> None:
         "(fork-inflated: a child counts its parent's pages until it execs); "
         f"the S3 server (not counted) {_mb(b.get('rss_peak_s3', 0))}"
     )
-    print(f"  CPU: this process {b['cpu_self']:.1f}s, children (dbt) {b['cpu_children']:.1f}s")
+    print(
+        f"  CPU: this process {b['cpu_self']:.1f}s, children (dbt) {b['cpu_children']:.1f}s, "
+        f"every descendant sampled (dbt, Spark JVMs) {b.get('cpu_descendants_sampled', 0):.1f}s"
+    )
 
 
 def print_split(s: dict) -> None:
@@ -1215,6 +1246,96 @@ def record(r: dict) -> None:
         f"{'/'.join(f'{x:.1f}' for x in m['loadavg_at_start'])}, at end "
         f"{'/'.join(f'{x:.1f}' for x in m['loadavg_at_end'])} (other work on the machine "
         f"inflates every figure). Objects: {r['generate']['objects']:,} "
+        f"({r['generate']['bytes'] / 1e6:,.1f} MB). Result: {b['checks']}.",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        *(f"| {a} | {v} | {t} | {ok} |" for a, v, t, ok in rows),
+        "",
+    ]
+    if not BENCHMARKS_MD.exists():
+        BENCHMARKS_MD.write_text(HEADER.read_text())
+    with open(BENCHMARKS_MD, "a") as out:
+        out.write("\n".join(text))
+
+
+def cpu_per_event(b: dict, events: int) -> tuple[float, float]:
+    """(CPU microseconds, wall core-microseconds) per event: user+system CPU of this process
+    and of every descendant the sampler saw (or the waited-for children, if more), and the
+    backfill's wall seconds times the cores it may use: what a bill for the machine is
+    proportional to."""
+    cpu = b["cpu_self"] + max(b["cpu_children"], b.get("cpu_descendants_sampled", 0.0))
+    return 1e6 * cpu / events, 1e6 * b["seconds"] * (os.cpu_count() or 1) / events
+
+
+def record_spark(r: dict) -> None:
+    """The Spark backfill as a section of its own (the same month, the same stages and
+    figures as the DuckDB rows where they exist; no ingestion split, reference or
+    incremental runs, which measure DuckDB)."""
+    b, m = r["backfill"], r["machine"]
+    events = r["args"]["events"]
+    rate = events / b["seconds"]
+    cpu_us, core_us = cpu_per_event(b, events)
+    rows = [
+        ("generate (not in pipeline)", f"{r['generate']['seconds']:.1f} s", "", ""),
+        ("backfill end to end", f"{b['seconds']:.1f} s", "", ""),
+        (
+            "events/s",
+            f"{rate:,.0f}",
+            f">= {TARGET_EVENTS / TARGET_SECONDS:,.0f} (10M < 5 min)",
+            _met(rate >= TARGET_EVENTS / TARGET_SECONDS),
+        ),
+        *(
+            (
+                f"run {run['job']} (wall / run overhead)",
+                f"{run['wall']:.1f} s / {run['overhead']:.1f} s"
+                + ("" if run["success"] else " **FAILED**"),
+                "",
+                "",
+            )
+            for run in b["runs"]
+        ),
+        *(
+            (f"stage: {stage}", f"{secs:.1f} s ({100 * secs / b['seconds']:.0f}%)", "", "")
+            for stage, secs in b["stages"].items()
+        ),
+        *(
+            (f"step {step}", f"{secs:.1f} s", "", "")
+            for run in b["runs"]
+            for step, secs in run["steps"].items()
+        ),
+        (
+            "peak RSS of the run: this process + dbt + Spark JVMs (this process alone)",
+            f"{_mb(b['rss_peak_run'])} ({_mb(b['rss_peak_backfill'])})",
+            "<= 2 GiB at 10M",
+            _met(b["rss_peak_run"] <= TARGET_PEAK_BYTES)
+            + ("" if events >= TARGET_EVENTS else f" at {events:,}"),
+        ),
+        (
+            "CPU: this process / every descendant (dbt, JVMs)",
+            f"{b['cpu_self']:.1f} s / {b.get('cpu_descendants_sampled', 0):.1f} s",
+            "",
+            "",
+        ),
+        (
+            "cost per event: CPU / wall x cores",
+            f"{cpu_us:,.0f} us / {core_us:,.0f} core-us",
+            "",
+            "",
+        ),
+    ]
+    loads = "/".join(f"{x:.1f}" for x in m["loadavg_at_start"])
+    loads_end = "/".join(f"{x:.1f}" for x in m["loadavg_at_end"])
+    text = [
+        "",
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {events:,} events, {r['args']['month']}, "
+        f"seed {r['args']['seed']}, {r['args'].get('shapes', 'canonical')} shapes, "
+        f"**Spark engine** (`--engine spark`, master {r['spark_master']})",
+        "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB RAM, Python "
+        f"{m['python']}. Load average (1/5/15 min) at start {loads}, at end {loads_end} "
+        "(other work on the machine inflates every figure). Parquet lake and dbt-spark "
+        f"(session mode, one JVM per dbt process). Objects: {r['generate']['objects']:,} "
         f"({r['generate']['bytes'] / 1e6:,.1f} MB). Result: {b['checks']}.",
         "",
         "| figure | value | target | |",

@@ -79,3 +79,75 @@ def test_the_disk_check_says_what_is_needed_and_what_to_do(tmp_path):
     assert message.endswith("--workdir on a larger disk, or --no-keep (no copy of the objects)")
     lean = run.disk_shortfall(_args(events=10**12, no_keep=True, s3_store="memory"), tmp_path)
     assert "kept objects" not in lean and "disk store" not in lean
+
+
+def test_the_sampler_counts_the_cpu_of_a_grandchild_nobody_waits_for():
+    """A Spark JVM is a grandchild (dbt's, or pyspark's in the asset's session): the sampler
+    adds the CPU of every descendant it sees, which RUSAGE_CHILDREN misses."""
+    import subprocess
+    import sys
+
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    # sh waits for python, but this process never waits for sh's child: a grandchild. It
+    # is running when the sampler starts (which samples the tree at once).
+    child = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{burn}'; sleep 0.2"])
+    try:
+        with run.RssSampler(interval=0.02) as sampler:
+            assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+    assert sum(sampler.cpu_descendants.values()) >= 0.4
+    assert run.cpu_of(os.getpid()) > 0
+    assert run.cpu_of(2**22 + 1) == 0.0  # no such process
+
+
+def test_a_spark_backfill_is_recorded_as_its_own_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")
+    runs = [
+        {"job": "catalog_job", "success": True, "wall": 20.0, "overhead": 2.0, "steps": {}},
+        {
+            "job": "hourly_usage_job",
+            "success": False,
+            "wall": 180.0,
+            "overhead": 30.0,
+            "steps": {"raw_usage_events": 100.0, "dbt_hourly": 50.0},
+        },
+    ]
+    results = {
+        "args": {"events": 200_000, "month": "2026-10", "seed": 7, "shapes": "mixed"},
+        "machine": {
+            "nproc": 2,
+            "cpu": "cpu",
+            "memory_gib": 8.0,
+            "python": "3.11.9",
+            "loadavg_at_start": (2.0, 1.5, 1.0),
+            "loadavg_at_end": (3.0, 2.5, 2.0),
+        },
+        "generate": {"seconds": 10.0, "objects": 1_500, "bytes": 30e6},
+        "spark_master": "local[2]",
+        "backfill": {
+            "seconds": 200.0,
+            "runs": runs,
+            "stages": {"ingestion": 100.0, "dbt": 100.0},
+            "rss_peak_run": 3 * 2**30,
+            "rss_peak_backfill": 2**30,
+            "cpu_self": 100.0,
+            "cpu_children": 10.0,
+            "cpu_descendants_sampled": 200.0,
+            "checks": "matches the generator's manifest",
+        },
+    }
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+    run.record_spark(results)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "seed 7, mixed shapes, **Spark engine** (`--engine spark`, master local[2])" in text
+    assert "Load average (1/5/15 min) at start 2.0/1.5/1.0, at end 3.0/2.5/2.0" in text
+    assert "| events/s | 1,000 | >= 33,333 (10M < 5 min) | **missed** |" in text
+    assert (
+        "| run hourly_usage_job (wall / run overhead) | 180.0 s / 30.0 s **FAILED** |  |  |" in text
+    )
+    assert "| stage: ingestion | 100.0 s (50%) |  |  |" in text
+    assert "| peak RSS of the run: this process + dbt + Spark JVMs (this process alone) | " in text
+    assert "3,072 MiB (1,024 MiB) | <= 2 GiB at 10M | **missed** at 200,000 |" in text
+    # (100 + 200) CPU s / 200k events = 1,500 us; 200 s x 2 cores / 200k = 2,000 core-us
+    assert "| cost per event: CPU / wall x cores | 1,500 us / 2,000 core-us |  |  |" in text

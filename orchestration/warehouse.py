@@ -149,6 +149,10 @@ class DuckDBWarehouse:
         }
 
 
+class SparkQueryError(RuntimeError):
+    """A query Spark rejected, with Spark's own message and the query's start."""
+
+
 class SparkWarehouse:
     """The operations in a ``pyspark.sql.SparkSession`` (session time zone UTC: tokenbill's
     timestamps are naive UTC), reading the tables and views dbt-spark builds through the
@@ -224,7 +228,15 @@ class SparkWarehouse:
         self.replace_tables(schema, {name: merged})
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        return naive_utc_timestamps(self.spark.sql(sql, args=list(params)).toArrow())
+        from pyspark.errors import PySparkException
+
+        try:
+            return naive_utc_timestamps(self.spark.sql(sql, args=list(params)).toArrow())
+        except PySparkException as exc:
+            # Spark's message is read from the JVM, which ends with the step's session: read
+            # now, the error still says what failed once the session is gone.
+            first = " ".join(sql.split())[:160]
+            raise SparkQueryError(f"Spark could not run the query ({first} ...): {exc}") from None
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         # Through Arrow: ``collect()`` would give timestamps in the Python process's zone.
@@ -267,7 +279,10 @@ def spark_conf(warehouse_dir: str) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "2",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # Exact decimal arithmetic, as the dbt target's (profiles.yml, SPARK.md "Money").
+        "spark.sql.decimalOperations.allowPrecisionLoss": "false",
     }
 
 

@@ -36,6 +36,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_spark_per_module() -> Iterator[None]:
+    """A module that started Spark (dbt-spark's session mode, a test's session) ends its JVM
+    when it is done: a session's static settings (warehouse directory, Derby metastore) live
+    as long as the JVM, so the next module's Spark would find the last module's metastore
+    (deleted with its tmp directory: ``HiveException`` on ``DBS``)."""
+    yield
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    from orchestration.warehouse import end_spark_jvm
+
+    # dbt-spark's session is made in a dbt thread: not this thread's active session.
+    session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+    if session is not None:
+        session.stop()
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    end_spark_jvm()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server, spoken to over HTTP like any S3 endpoint."""

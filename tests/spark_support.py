@@ -12,6 +12,7 @@ engines and compare (the whole-month "same bills" test).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,6 +23,8 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 from orchestration.defs.operations.schedules import RANGE_END_TAG, RANGE_START_TAG
 from orchestration.runner import GrainRun, run_period
 from orchestration.warehouse import SparkWarehouse, spark_session
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class EnginePipeline:
@@ -52,8 +55,15 @@ class EnginePipeline:
             self.defs = build_defs(
                 bucket=bucket, prefix=prefix, warehouse_path=self.warehouse, catalog_dir=catalog_dir
             )
-        (root / "home").mkdir()
-        self.instance = DagsterInstance.local_temp(str(root / "home"))
+        # The project's instance settings (orchestration/dagster.yaml): its storage writes a
+        # ranged run's ~7,500 asset events in batches (orchestration/storage.py), minutes
+        # of a month's runs on the stock SQLite storage.
+        home = root / "home"
+        home.mkdir()
+        shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+        self.env["DAGSTER_HOME"] = str(home)
+        with self.environment():
+            self.instance = DagsterInstance.from_config(str(home))
 
     @contextmanager
     def environment(self) -> Iterator[None]:

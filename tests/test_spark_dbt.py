@@ -38,16 +38,7 @@ from orchestration.defs.dbt.args import BUILD_ARGS, dbt_build_env
 from orchestration.defs.dbt.project import DBT_PROJECT_DIR
 from tests.dbt_support import dbt, landing_tables, query, raw_events
 
-# Opt-in for now (TOKENBILL_TEST_SPARK_DBT=1): in the full suite on 2026-12-03 its Spark build
-# failed in the metastore (HiveException on DBS) after tests/test_spark_agent_runs.py left its
-# Spark session running in the same process; run alone it is the check of #16's dbt side.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get("TOKENBILL_TEST_SPARK_DBT"),
-        reason="opt-in (TOKENBILL_TEST_SPARK_DBT=1) until it shares the suite's Spark (#16)",
-    ),
-]
+pytestmark = pytest.mark.slow
 pyspark = pytest.importorskip("pyspark", reason="the Spark extra: pip install -e '.[spark]'")
 
 # The models built on both engines, per folder; each is compared whole. Every model that is not

@@ -63,7 +63,7 @@ group by all order by 4 desc, 1, 2
 """
 BALANCE_SQL = """
 select count(*), sum(balance_at_day_end) from (
-    select wallet_id, arg_max(balance_at_day_end, balance_date) as balance_at_day_end
+    select wallet_id, max_by(balance_at_day_end, balance_date) as balance_at_day_end
     from marts.fct_wallet_balances
     where customer_id = ? and currency = ? and balance_date < ?
     group by wallet_id

@@ -3,6 +3,8 @@
 Each check is a query of the rows that break it (``wallet_id``, what is wrong), over
 ``billing.wallet_ledger`` and its input ``marts.int_wallets__draw_inputs``; a check passes
 when its query returns nothing. The asset runs them all after booking (see ``ledger_asset``).
+The SQL is what DuckDB and Spark both parse (``cast(... as string)``, no ``strftime``): the
+checks run on either engine (``orchestration/warehouse.py``).
 """
 
 from __future__ import annotations
@@ -84,9 +86,9 @@ _CHECK_SQL = {
             where input_type = 'charge'
             group by all
         )
-        select used.wallet_id, strftime(used.billing_period_start, '%Y-%m-%d')
-            || ': credit used ' || cast(used.credit_used as varchar) || ', net charges '
-            || cast(coalesce(charged.net_charges, 0) as varchar)
+        select used.wallet_id, cast(cast(used.billing_period_start as date) as string)
+            || ': credit used ' || cast(used.credit_used as string) || ', net charges '
+            || cast(coalesce(charged.net_charges, 0) as string)
         from used
         left join charged
             on used.wallet_id = charged.wallet_id
@@ -158,10 +160,10 @@ _CHECK_SQL = {
             where running.charge > 0 and running.overage > 0
             group by all
         )
-        select running.wallet_id, strftime(running.hour, '%Y-%m-%d %H:%M') || ': charge '
-            || cast(running.charge as varchar) || ', deducted '
-            || cast(running.deducted as varchar) || ', reversed '
-            || cast(running.reversed as varchar) || ', ' || case
+        select running.wallet_id, substr(cast(running.hour as string), 1, 16) || ': charge '
+            || cast(running.charge as string) || ', deducted '
+            || cast(running.deducted as string) || ', reversed '
+            || cast(running.reversed as string) || ', ' || case
                 when running.billing_period_start is null or running.charge = 0
                     then 'credit drawn for an hour without a charge'
                 when running.charge > 0 and (running.reversed > 0 or running.overage < 0)
@@ -170,12 +172,12 @@ _CHECK_SQL = {
                     then 'gave back more than the hour''s credit'
                 when running.period_overage < 0
                     then 'credit used exceeds the period''s charges to date by '
-                        || cast(-running.period_overage as varchar)
+                        || cast(-running.period_overage as string)
                 when running.charge > 0
-                    then 'left ' || cast(running.overage as varchar) || ' unpaid while '
-                        || cast(eligible.eligible_after as varchar)
+                    then 'left ' || cast(running.overage as string) || ' unpaid while '
+                        || cast(eligible.eligible_after as string)
                         || ' of eligible credit remained'
-                else 'gave credit back while ' || cast(running.period_overage as varchar)
+                else 'gave credit back while ' || cast(running.period_overage as string)
                     || ' of the period''s overage was still due'
             end
         from running

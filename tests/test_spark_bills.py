@@ -26,7 +26,7 @@ import boto3
 import duckdb
 import pytest
 
-from orchestration.defs.ingestion.lake import LAKE_TABLES, lake_name
+from orchestration.defs.ingestion.lake import LAKE_TABLES
 from tests.spark_support import EnginePipeline
 from tools.generator import generate_month, upload
 
@@ -151,23 +151,15 @@ def _spark_snapshot(pipeline: EnginePipeline) -> dict:
                 relation = f"{db.name}.{table.name}"
                 relations[relation] = [c.name for c in session.catalog.listColumns(relation)]
 
-        # Ingestion's own tables that no dbt source declares (duplicates, quarantine, the
-        # audits) are Parquet in the lake, not tables of the metastore: read there.
-        lake_only = {}
-        for table in LAKE_TABLES:
-            if table not in relations:
-                view = table.replace(".", "__")
-                path = str(pipeline.lake / lake_name(table))
-                frame = session.read.option("recursiveFileLookup", "true").parquet(path)
-                frame.createOrReplaceTempView(view)
-                lake_only[table] = view
-                relations[table] = frame.columns
+        # Ingestion's own tables (duplicates, quarantine, objects, audits) are dbt sources:
+        # create_lake_sources made them tables of the metastore over the lake.
+        assert set(LAKE_TABLES) <= set(relations), sorted(set(LAKE_TABLES) - set(relations))
         for relation, columns in relations.items():
             relations[relation] = [c for c in columns if c not in SPARK_ONLY_COLUMNS]
 
         def rows(relation: str, columns: list[str]) -> list:
             cols = ", ".join(f"`{c}`" for c in sorted(columns))
-            return spark.rows(f"select {cols} from {lake_only.get(relation, relation)}")
+            return spark.rows(f"select {cols} from {relation}")
 
         return _snapshot(relations, rows)
 

@@ -70,3 +70,32 @@ def test_types_without_a_warehouse_type_are_refused():
         duckdb_type(pl.Float64)
     with pytest.raises(ValueError, match=r"nullable columns \['nope'\] are not in the schema"):
         create_table_ddl("billing.t", LEDGER_SCHEMA, nullable=["nope"])
+
+
+def test_every_raw_table_is_a_dbt_source_column_for_column():
+    """Ingestion's DDL (DuckDB) and the dbt sources (what Spark's ``create_lake_sources``
+    registers over the lake, what the docs describe) declare the same tables, columns, order
+    and types."""
+    import yaml
+
+    from orchestration.defs.ingestion.landing import RAW_DDL, RAW_MIGRATIONS
+    from orchestration.settings import REPO_ROOT
+
+    con = duckdb.connect()
+    con.execute(RAW_DDL)
+    con.execute(RAW_MIGRATIONS)
+    ddl: dict[str, list[tuple[str, str]]] = {}
+    for table, column, data_type in con.execute(
+        "select table_name, column_name, data_type from information_schema.columns "
+        "where table_schema = 'raw' order by table_name, ordinal_position"
+    ).fetchall():
+        ddl.setdefault(table, []).append((column, data_type.lower()))
+    sources_yml = REPO_ROOT / "dbt_project/models/staging/_tokenbill_raw__sources.yml"
+    (source,) = yaml.safe_load(sources_yml.read_text())["sources"]
+    declared = {
+        table["name"]: [(c["name"], c["data_type"]) for c in table["columns"]]
+        for table in source["tables"]
+    }
+    assert source["schema"] == "raw"
+    assert declared == ddl
+    assert all(c.get("description") for t in source["tables"] for c in t["columns"])

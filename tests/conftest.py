@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ import boto3
 import pytest
 from dagster import DagsterInstance
 from moto.server import ThreadedMotoServer
+
+from orchestration.dagster_services import wait_for
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -98,16 +99,15 @@ def s3_in_a_child() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def serving() -> bool:
+        if child.poll() is not None:
+            raise RuntimeError(f"moto's server exited ({child.returncode}) on port {port}")
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's server did not start on port {port}") from None
-                time.sleep(0.1)
+        wait_for(f"moto's S3 server on port {port}", serving, timeout=60, every=0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
         child.kill()

@@ -7,9 +7,12 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 import pytest
+import yaml
 
+from orchestration.defs.ingestion.landing import RAW_DDL, RAW_MIGRATIONS
 from orchestration.defs.tables import MONEY, create_table_ddl, duckdb_type, typed_frames
 from orchestration.defs.wallets.ledger_table import LEDGER_COLUMNS, LEDGER_DDL, LEDGER_SCHEMA
+from orchestration.settings import REPO_ROOT
 
 
 def test_the_ledger_ddl_creates_the_ledger_table_column_for_column():
@@ -76,11 +79,6 @@ def test_every_raw_table_is_a_dbt_source_column_for_column():
     """Ingestion's DDL (DuckDB) and the dbt sources (what Spark's ``create_lake_sources``
     registers over the lake, what the docs describe) declare the same tables, columns, order
     and types."""
-    import yaml
-
-    from orchestration.defs.ingestion.landing import RAW_DDL, RAW_MIGRATIONS
-    from orchestration.settings import REPO_ROOT
-
     con = duckdb.connect()
     con.execute(RAW_DDL)
     con.execute(RAW_MIGRATIONS)

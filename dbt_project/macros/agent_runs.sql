@@ -110,8 +110,7 @@
     the point). -#}
 {% macro whole_quotient(numerator, denominator, multiplier=1) -%}
     (
-        cast(replace(cast(cast({{ numerator }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
-        * {{ multiplier }}
-        // cast(replace(cast(cast({{ denominator }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
+        {{ unscaled_hugeint(numerator) }} * {{ multiplier }}
+        // {{ unscaled_hugeint(denominator) }}
     )
 {%- endmacro %}

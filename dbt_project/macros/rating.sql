@@ -50,6 +50,12 @@
     end
 {%- endmacro %}
 
+{#- The unscaled integer of an amount as a decimal(38, 18): its digits without the point, as a
+    hugeint (DuckDB has no cast that keeps them: a decimal cast to an integer rounds). -#}
+{% macro unscaled_hugeint(amount) -%}
+    cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
+{%- endmacro %}
+
 {#- amount * numerator / denominator, exact to 18 decimals (truncated), without floating
     point: DuckDB's decimal division returns a double, so the division is done on the amount's
     unscaled integer (its decimal(38, 18) digits without the point, as a hugeint). Used for
@@ -61,8 +67,7 @@
 {% macro default__prorate(amount, numerator, denominator) -%}
     cast(
         cast(
-            cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as varchar), '.', '') as hugeint)
-            * {{ numerator }} // {{ denominator }}
+            {{ unscaled_hugeint(amount) }} * {{ numerator }} // {{ denominator }}
             as decimal(38, 0)
         ) * cast(0.000000000000000001 as decimal(38, 18))
         as decimal(38, 18)

@@ -64,26 +64,79 @@
     ({{ first_event_at }} >= {{ agent_runs_days_start() }} and {{ first_event_at }} < {{ agent_runs_days_end() }})
 {%- endmacro %}
 
-{#- An attempt's share of its rated row: amount x quantity / row_quantity, truncated to 18
-    decimals. DuckDB: prorate (macros/rating.sql). Spark: the same on the amount's unscaled
-    decimal(38, 0); the truncating division is exact for any row quantity (the remainder is
-    subtracted first, so the decimal quotient is a whole number), where spark__prorate's
-    division keeps a denominator below 10^7 (an hour's tokens exceed it). -#}
-{% macro attempt_share(amount, quantity, row_quantity) -%}
-    {{- return(adapter.dispatch('attempt_share', 'tokenbill')(amount, quantity, row_quantity)) -}}
+{#- An attempt's share of its rated row: amount x quantity / row_quantity, truncated toward zero
+    to 18 decimals (what prorate computes). Each rated row is shared by many attempts, so the
+    costly part is done once per row: the amount's unscaled integer U (its decimal(38, 18)
+    digits without the point, attempt_share_unscaled) split by the row quantity Q into a whole
+    part W = U / Q and a rest R = U % Q (truncating; |R| < Q fits a bigint). An attempt of
+    quantity q then gets W x q + R x q / Q: exact, since U x q = W x Q x q + R x q with both
+    terms of U's sign. R x q / Q is a native bigint division whenever R x q fits one, a 128-bit
+    one otherwise (a 128-bit division and a decimal-to-text cast per attempt and meter were
+    most of the hourly attempt costs' time). attempt_share reads the columns <name>_whole and
+    <name>_rest. -#}
+{% macro attempt_share_unscaled(amount) -%}
+    {{- return(adapter.dispatch('attempt_share_unscaled', 'tokenbill')(amount)) -}}
 {%- endmacro %}
 
-{% macro default__attempt_share(amount, quantity, row_quantity) -%}
-    {{- prorate(amount, quantity, row_quantity) -}}
+{% macro default__attempt_share_unscaled(amount) -%}
+    {{ unscaled_hugeint(amount) }}
 {%- endmacro %}
 
-{% macro spark__attempt_share(amount, quantity, row_quantity) -%}
-    {%- set scaled -%}
-        (cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as string), '.', '') as decimal(38, 0)) * {{ quantity }})
+{% macro spark__attempt_share_unscaled(amount) -%}
+    cast(replace(cast(cast({{ amount }} as decimal(38, 18)) as string), '.', '') as decimal(38, 0))
+{%- endmacro %}
+
+{% macro attempt_share_whole(unscaled, row_quantity) -%}
+    {{- return(adapter.dispatch('attempt_share_whole', 'tokenbill')(unscaled, row_quantity)) -}}
+{%- endmacro %}
+
+{% macro default__attempt_share_whole(unscaled, row_quantity) -%}
+    ({{ unscaled }} // {{ row_quantity }})
+{%- endmacro %}
+
+{#- Spark: the truncating quotient of the decimal(38, 0) is exact once the remainder (of the
+    dividend's sign) is subtracted. -#}
+{% macro spark__attempt_share_whole(unscaled, row_quantity) -%}
+    cast(({{ unscaled }} - {{ unscaled }} % {{ row_quantity }}) / {{ row_quantity }} as decimal(38, 0))
+{%- endmacro %}
+
+{% macro attempt_share_rest(unscaled, row_quantity) -%}
+    cast({{ unscaled }} % {{ row_quantity }} as bigint)
+{%- endmacro %}
+
+{% macro attempt_share(name, quantity, row_quantity) -%}
+    {{- return(adapter.dispatch('attempt_share', 'tokenbill')(name, quantity, row_quantity)) -}}
+{%- endmacro %}
+
+{% macro default__attempt_share(name, quantity, row_quantity) -%}
+    cast(
+        cast(
+            {{ name }}_whole * {{ quantity }}
+            + case
+                when abs({{ name }}_rest) <= 9223372036854775807 // {{ quantity }}
+                    then {{ name }}_rest * {{ quantity }} // {{ row_quantity }}
+                else cast({{ name }}_rest as hugeint) * {{ quantity }} // {{ row_quantity }}
+            end
+            as decimal(38, 0)
+        ) * cast(0.000000000000000001 as decimal(38, 18))
+        as decimal(38, 18)
+    )
+{%- endmacro %}
+
+{#- Spark: `div` truncates as DuckDB's integer division does; the decimal(38, 0) fallback is
+    exact as spark__attempt_share_whole is. -#}
+{% macro spark__attempt_share(name, quantity, row_quantity) -%}
+    {%- set scaled_rest -%}
+        (cast({{ name }}_rest as decimal(38, 0)) * {{ quantity }})
     {%- endset -%}
     cast(
         cast(
-            ({{ scaled }} - {{ scaled }} % {{ row_quantity }}) / {{ row_quantity }}
+            {{ name }}_whole * {{ quantity }}
+            + case
+                when abs({{ name }}_rest) <= 9223372036854775807 div {{ quantity }}
+                    then ({{ name }}_rest * {{ quantity }}) div {{ row_quantity }}
+                else ({{ scaled_rest }} - {{ scaled_rest }} % {{ row_quantity }}) / {{ row_quantity }}
+            end
             as decimal(38, 0)
         ) * cast(0.000000000000000001 as decimal(38, 18))
         as decimal(38, 18)

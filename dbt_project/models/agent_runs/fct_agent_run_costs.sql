@@ -22,11 +22,12 @@
 -- after the day's hours are rated and again after a late hour is re-rated (rollup_sensor).
 --
 -- The attempts' costs are computed once per hour (int_agent_runs__attempt_costs); here they
--- are only summed, in steps that keep memory flat over a month-wide window: per call and
--- model first (the only step over attempts), then per model (its calls are its rows: no
--- count(distinct)), then per run (a short list per run for the map). Every run of the read
--- range is aggregated and the touched ones are kept: the same rows as aggregating the touched
--- runs' attempts, without a join of attempts to runs.
+-- are only summed, each measure once: every run of the read range in one pass over its
+-- attempts (runs; sums, counts, first and last, its first and last model), and its logical
+-- calls from the attempts' keys alone (run_calls; the calls per model only for the few runs
+-- on more than one model). Every run of the read range is aggregated and the touched ones are
+-- kept: the same rows as aggregating the touched runs' attempts, without a join of attempts
+-- to runs.
 --
 -- On Spark (macros/portable/agent_runs.sql) the mart is partitioned by first_event_date and a
 -- build overwrites whole days: it keeps every run whose first attempt falls in the days of the
@@ -46,21 +47,19 @@ attempt_costs as (
 
 ),
 
--- The measures of each logical call's attempts on one model (a call retried on another
--- model has a row per model). Money is kept as (sum, count of known values, count of
--- values) so that the run's known_sum is exact from the parts.
-call_models as (
+-- Every run of the read range, from its attempts.
+runs as (
 
     select
         customer_id,
         run_id,
-        request_id,
-        model,
         max(trace_id) as trace_id,
         max(currency) as currency,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,
         bool_or({{ in_window('usage_hour') }}) as in_window,
+        min(model) as first_model,
+        max(model) as last_model,
         count(*) as attempts,
         count(*) filter (where attempt > 1) as retries,
         count(*) filter (where status = 'failed') as failed_attempts,
@@ -73,11 +72,19 @@ call_models as (
         sum(output_tokens) as output_tokens,
         sum(reasoning_tokens) as reasoning_tokens,
         sum(total_tokens) as total_tokens,
-        sum(provider_cost) as provider_cost,
-        count(provider_cost) as costed_attempts,
-        sum(billed_amount) as billed_amount,
-        count(billed_amount) as billed_attempts,
+        {{ known_sum('provider_cost') }} as provider_cost,
+        {{ known_sum('billed_amount') }} as billed_amount,
         bool_or(has_unpriced_usage) as has_unpriced_usage
+    from attempt_costs
+    group by customer_id, run_id
+
+),
+
+-- The logical calls of each run on each model (a call retried on another model has a row per
+-- model): keys only.
+call_models as (
+
+    select customer_id, run_id, request_id, model
     from attempt_costs
     group by customer_id, run_id, request_id, model
 
@@ -92,74 +99,6 @@ run_calls as (
         from call_models
         group by customer_id, run_id, request_id
     ) as calls
-    group by customer_id, run_id
-
-),
-
-run_models as (
-
-    select
-        customer_id,
-        run_id,
-        model,
-        count(*) as calls,
-        max(trace_id) as trace_id,
-        max(currency) as currency,
-        min(first_event_at) as first_event_at,
-        max(last_event_at) as last_event_at,
-        bool_or(in_window) as in_window,
-        sum(attempts) as attempts,
-        sum(retries) as retries,
-        sum(failed_attempts) as failed_attempts,
-        sum(retried_attempts) as retried_attempts,
-        sum(cancelled_attempts) as cancelled_attempts,
-        sum(input_tokens) as input_tokens,
-        sum(cached_input_tokens) as cached_input_tokens,
-        sum(cache_write_tokens) as cache_write_tokens,
-        sum(uncached_input_tokens) as uncached_input_tokens,
-        sum(output_tokens) as output_tokens,
-        sum(reasoning_tokens) as reasoning_tokens,
-        sum(total_tokens) as total_tokens,
-        sum(provider_cost) as provider_cost,
-        sum(costed_attempts) as costed_attempts,
-        sum(billed_amount) as billed_amount,
-        sum(billed_attempts) as billed_attempts,
-        bool_or(has_unpriced_usage) as has_unpriced_usage
-    from call_models
-    group by customer_id, run_id, model
-
-),
-
-runs as (
-
-    select
-        customer_id,
-        run_id,
-        max(trace_id) as trace_id,
-        max(currency) as currency,
-        min(first_event_at) as first_event_at,
-        max(last_event_at) as last_event_at,
-        bool_or(in_window) as in_window,
-        count(*) as models,
-        min(model) as first_model,
-        sum(calls) as calls,
-        sum(attempts) as attempts,
-        sum(retries) as retries,
-        sum(failed_attempts) as failed_attempts,
-        sum(retried_attempts) as retried_attempts,
-        sum(cancelled_attempts) as cancelled_attempts,
-        sum(input_tokens) as input_tokens,
-        sum(cached_input_tokens) as cached_input_tokens,
-        sum(cache_write_tokens) as cache_write_tokens,
-        sum(uncached_input_tokens) as uncached_input_tokens,
-        sum(output_tokens) as output_tokens,
-        sum(reasoning_tokens) as reasoning_tokens,
-        sum(total_tokens) as total_tokens,
-        -- known_sum over the attempts: known only if every attempt's value is
-        case when sum(costed_attempts) = sum(attempts) then sum(provider_cost) end as provider_cost,
-        case when sum(billed_attempts) = sum(attempts) then sum(billed_amount) end as billed_amount,
-        bool_or(has_unpriced_usage) as has_unpriced_usage
-    from run_models
     group by customer_id, run_id
 
 ),
@@ -198,18 +137,22 @@ touched as (
 -- The calls per model of the runs that used more than one model (a call retried on another
 -- model): a list per run, built only for these (a few percent of runs; a list aggregate's
 -- state is not spilled, so over every run of a month-wide window it outgrew DuckDB's memory
--- limit at 10M events). A one-model run's map is built from its row (model_calls_by_model).
+-- limit at 10M events). A one-model run's map is its model -> its calls.
 multi_model_maps as (
 
     select
-        run_models.customer_id,
-        run_models.run_id,
-        {{ map_agg('run_models.model', 'run_models.calls') }} as model_calls_by_model
-    from run_models
-    inner join touched
-        on run_models.customer_id = touched.customer_id and run_models.run_id = touched.run_id
-    where touched.models > 1
-    group by run_models.customer_id, run_models.run_id
+        customer_id,
+        run_id,
+        {{ map_agg('model', 'calls') }} as model_calls_by_model
+    from (
+        select call_models.customer_id, call_models.run_id, call_models.model, count(*) as calls
+        from call_models
+        inner join touched
+            on call_models.customer_id = touched.customer_id and call_models.run_id = touched.run_id
+        where touched.first_model <> touched.last_model
+        group by call_models.customer_id, call_models.run_id, call_models.model
+    ) as model_calls
+    group by customer_id, run_id
 
 )
 
@@ -224,7 +167,7 @@ select
     cast(run_calls.model_calls as bigint) as model_calls,
     coalesce(
         multi_model_maps.model_calls_by_model,
-        {{ map_of_one('touched.first_model', 'cast(touched.calls as bigint)') }}
+        {{ map_of_one('touched.first_model', 'cast(run_calls.model_calls as bigint)') }}
     ) as model_calls_by_model,
     cast(touched.retries as bigint) as retries,
     cast(touched.failed_attempts as bigint) as failed_attempts,

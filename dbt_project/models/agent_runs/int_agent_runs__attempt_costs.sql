@@ -71,170 +71,210 @@ attempts as (
 
 ),
 
--- The meters an attempt's tokens are rated on (those fct_rated_charges_hourly joins on).
-meters as (
+-- The meters an attempt's tokens are rated on (those fct_rated_charges_hourly joins on), each
+-- with the attempt's quantity of it.
+{%- set meters = {
+    'uncached_input': 'uncached_input_tokens',
+    'cached_input': 'cached_input_tokens',
+    'cache_write': 'cache_write_tokens',
+    'output': 'output_tokens',
+    'reasoning': 'reasoning_tokens',
+    'requests': 'cast(1 as bigint)',
+} %}
+{%- set row_keys = ['usage_hour', 'customer_id', 'provider', 'model', 'feature', 'environment', 'status'] %}
 
-    select meter
-    from (
-        values
-        ('uncached_input'),
-        ('cached_input'),
-        ('cache_write'),
-        ('output'),
-        ('reasoning'),
-        ('requests')
-    ) as meter_names (meter)
-
-),
-
-attempt_meters as (
+-- The rated rows of the window, one row per hour, customer, provider, model, feature,
+-- environment and status, with each meter's quantity and the parts of its amount and provider
+-- cost that every attempt's share is computed from (attempt_share: the costly part once per
+-- rated row, not per attempt). At most one rated row per key and meter: a customer has at most
+-- one active subscription at an hour, and a meter two prices match is unpriced
+-- (ambiguous_price).
+rated_parts as (
 
     select
-        attempts.event_id,
-        attempts.usage_hour,
-        attempts.customer_id,
-        attempts.provider,
-        attempts.model,
-        attempts.feature,
-        attempts.environment,
-        attempts.status,
-        meters.meter,
-        case meters.meter
-            when 'uncached_input' then attempts.uncached_input_tokens
-            when 'cached_input' then attempts.cached_input_tokens
-            when 'cache_write' then attempts.cache_write_tokens
-            when 'output' then attempts.output_tokens
-            when 'reasoning' then attempts.reasoning_tokens
-            when 'requests' then cast(1 as bigint)
-        end as quantity
-    from attempts
-    cross join meters
+        {{ row_keys | join(',\n        ') }},
+        meter,
+        quantity,
+        {{ attempt_share_whole('amount_unscaled', 'quantity') }} as amount_whole,
+        {{ attempt_share_rest('amount_unscaled', 'quantity') }} as amount_rest,
+        {{ attempt_share_whole('cost_unscaled', 'quantity') }} as cost_whole,
+        {{ attempt_share_rest('cost_unscaled', 'quantity') }} as cost_rest
+    from (
+        select
+            *,
+            {{ attempt_share_unscaled('amount') }} as amount_unscaled,
+            {{ attempt_share_unscaled('provider_cost') }} as cost_unscaled
+        from {{ ref('fct_rated_charges_hourly') }}
+        where {{ in_window('usage_hour') }}
+    ) as rated_rows
 
 ),
 
 rated as (
 
-    select * from {{ ref('fct_rated_charges_hourly') }}
-    where {{ in_window('usage_hour') }}
+    select
+        {{ row_keys | join(',\n        ') }},
+        {%- for meter in meters %}
+        bool_or(true) filter (where meter = '{{ meter }}') as {{ meter }}_present,
+        max(quantity) filter (where meter = '{{ meter }}') as {{ meter }}_quantity,
+        max(amount_whole) filter (where meter = '{{ meter }}') as {{ meter }}_amount_whole,
+        max(amount_rest) filter (where meter = '{{ meter }}') as {{ meter }}_amount_rest,
+        bool_or(cost_whole is not null) filter (where meter = '{{ meter }}') as {{ meter }}_cost_known,
+        max(cost_whole) filter (where meter = '{{ meter }}') as {{ meter }}_cost_whole,
+        max(cost_rest) filter (where meter = '{{ meter }}') as {{ meter }}_cost_rest
+        {%- if not loop.last %},{% endif %}
+        {%- endfor %}
+    from rated_parts
+    group by {{ row_keys | join(', ') }}
 
 ),
 
 -- The rows of fct_unpriced_usage, read from the priced usage (macro is_unpriced_usage): not a
 -- child of fct_unpriced_usage, whose failing all_usage_is_priced test would skip it in dbt.
+-- Pivoted as the rated rows (at most one per key and meter, as there).
+unpriced_parts as (
+
+    select
+        {{ row_keys | join(',\n        ') }},
+        meter,
+        quantity,
+        {{ attempt_share_whole('cost_unscaled', 'quantity') }} as cost_whole,
+        {{ attempt_share_rest('cost_unscaled', 'quantity') }} as cost_rest
+    from (
+        select
+            {{ row_keys | join(',\n            ') }},
+            meter,
+            cast(quantity as bigint) as quantity,
+            {{ attempt_share_unscaled('provider_cost') }} as cost_unscaled
+        from {{ ref('int_rating__priced_usage') }}
+        where {{ is_unpriced_usage() }} and {{ in_window('usage_hour') }}
+    ) as unpriced_rows
+
+),
+
 unpriced as (
 
     select
-        usage_hour,
-        customer_id,
-        meter,
-        provider,
-        model,
-        feature,
-        environment,
-        status,
-        cast(quantity as bigint) as quantity,
-        cast(provider_cost as decimal(38, 18)) as provider_cost
-    from {{ ref('int_rating__priced_usage') }}
-    where {{ is_unpriced_usage() }} and {{ in_window('usage_hour') }}
+        {{ row_keys | join(',\n        ') }},
+        {%- for meter in meters %}
+        bool_or(true) filter (where meter = '{{ meter }}') as {{ meter }}_present,
+        max(quantity) filter (where meter = '{{ meter }}') as {{ meter }}_quantity,
+        bool_or(cost_whole is not null) filter (where meter = '{{ meter }}') as {{ meter }}_cost_known,
+        max(cost_whole) filter (where meter = '{{ meter }}') as {{ meter }}_cost_whole,
+        max(cost_rest) filter (where meter = '{{ meter }}') as {{ meter }}_cost_rest
+        {%- if not loop.last %},{% endif %}
+        {%- endfor %}
+    from unpriced_parts
+    group by {{ row_keys | join(', ') }}
 
 ),
 
+-- Each attempt's billed amount and provider cost on each meter it has a quantity of: its
+-- share of the meter's rated row; unknown (null) when no price rates it (unpriced); 0 when
+-- there is neither (unbilled). Its provider cost: its share of the rated or unpriced row's
+-- cost, unknown when that is; free for reasoning and request meters without a row. A meter
+-- of zero quantity adds 0 to both (and is not unpriced).
 meter_costs as (
 
     select
-        attempt_meters.event_id,
-        attempt_meters.usage_hour,
+        attempts.*,
+        {%- for meter, quantity in meters.items() %}
+        {%- set q = 'attempts.' ~ quantity if quantity.endswith('_tokens') else quantity %}
         case
-            when rated.usage_hour is not null
-                then {{ attempt_share('rated.amount', 'attempt_meters.quantity', 'rated.quantity') }}
-            when unpriced.usage_hour is not null then null
+            when {{ q }} <= 0 then 0
+            when rated.{{ meter }}_present
+                then {{ attempt_share('rated.' ~ meter ~ '_amount', q, 'rated.' ~ meter ~ '_quantity') }}
+            when unpriced.{{ meter }}_present then null
             else 0
-        end as billed_amount,
+        end as {{ meter }}_billed_amount,
         case
-            when rated.usage_hour is not null and rated.provider_cost is not null
-                then {{ attempt_share('rated.provider_cost', 'attempt_meters.quantity', 'rated.quantity') }}
-            when rated.usage_hour is not null then null
-            when unpriced.usage_hour is not null and unpriced.provider_cost is not null
-                then {{ attempt_share('unpriced.provider_cost', 'attempt_meters.quantity', 'unpriced.quantity') }}
-            when unpriced.usage_hour is not null then null
-            when attempt_meters.meter in ('reasoning', 'requests') then 0
-        end as provider_cost,
-        unpriced.usage_hour is not null as is_unpriced
-    from attempt_meters
+            when {{ q }} <= 0 then 0
+            when rated.{{ meter }}_cost_known
+                then {{ attempt_share('rated.' ~ meter ~ '_cost', q, 'rated.' ~ meter ~ '_quantity') }}
+            when rated.{{ meter }}_present then null
+            when unpriced.{{ meter }}_cost_known
+                then {{ attempt_share('unpriced.' ~ meter ~ '_cost', q, 'unpriced.' ~ meter ~ '_quantity') }}
+            when unpriced.{{ meter }}_present then null
+            {%- if meter in ('reasoning', 'requests') %}
+            else 0
+            {%- endif %}
+        end as {{ meter }}_provider_cost,
+        {{ q }} > 0 and coalesce(unpriced.{{ meter }}_present, false) as {{ meter }}_is_unpriced
+        {%- if not loop.last %},{% endif %}
+        {%- endfor %}
+    from attempts
     left join rated
         on
-            attempt_meters.usage_hour = rated.usage_hour
-            and attempt_meters.customer_id = rated.customer_id
-            and attempt_meters.meter = rated.meter
-            and attempt_meters.model = rated.model
-            and attempt_meters.status = rated.status
-            and attempt_meters.provider is not distinct from rated.provider
-            and attempt_meters.feature is not distinct from rated.feature
-            and attempt_meters.environment is not distinct from rated.environment
+            attempts.usage_hour = rated.usage_hour
+            and attempts.customer_id = rated.customer_id
+            and attempts.model = rated.model
+            and attempts.status = rated.status
+            and attempts.provider is not distinct from rated.provider
+            and attempts.feature is not distinct from rated.feature
+            and attempts.environment is not distinct from rated.environment
     left join unpriced
         on
-            attempt_meters.usage_hour = unpriced.usage_hour
-            and attempt_meters.customer_id = unpriced.customer_id
-            and attempt_meters.meter = unpriced.meter
-            and attempt_meters.model = unpriced.model
-            and attempt_meters.status = unpriced.status
-            and attempt_meters.provider is not distinct from unpriced.provider
-            and attempt_meters.feature is not distinct from unpriced.feature
-            and attempt_meters.environment is not distinct from unpriced.environment
-    where attempt_meters.quantity > 0
-
-),
-
--- An attempt is its event id in its hour: the same id more than dedup_lookback_hours later is
--- another attempt (ingestion and the dedup keep one row per id and hour).
-costs_by_attempt as (
-
-    select
-        event_id,
-        usage_hour,
-        {{ known_sum('provider_cost') }} as provider_cost,
-        {{ known_sum('billed_amount') }} as billed_amount,
-        bool_or(is_unpriced) as has_unpriced_usage
-    from meter_costs
-    group by event_id, usage_hour
+            attempts.usage_hour = unpriced.usage_hour
+            and attempts.customer_id = unpriced.customer_id
+            and attempts.model = unpriced.model
+            and attempts.status = unpriced.status
+            and attempts.provider is not distinct from unpriced.provider
+            and attempts.feature is not distinct from unpriced.feature
+            and attempts.environment is not distinct from unpriced.environment
 
 )
 
+-- An attempt is its event id in its hour: the same id more than dedup_lookback_hours later is
+-- another attempt (ingestion and the dedup keep one row per id and hour). Its provider cost
+-- and billed amount are the sums over its meters, known only if every meter's is (known_sum).
 select
     -- ids
-    attempts.event_id,
-    attempts.run_id,
-    attempts.request_id,
-    attempts.trace_id,
-    attempts.request_group_id,
-    attempts.customer_id,
+    meter_costs.event_id,
+    meter_costs.run_id,
+    meter_costs.request_id,
+    meter_costs.trace_id,
+    meter_costs.request_group_id,
+    meter_costs.customer_id,
 
     -- dimensions
-    attempts.provider,
-    attempts.model,
-    attempts.feature,
-    attempts.environment,
-    attempts.status,
-    attempts.attempt,
+    meter_costs.provider,
+    meter_costs.model,
+    meter_costs.feature,
+    meter_costs.environment,
+    meter_costs.status,
+    meter_costs.attempt,
 
     -- timestamps
-    attempts.event_ts,
-    attempts.usage_hour,
+    meter_costs.event_ts,
+    meter_costs.usage_hour,
 
     -- measures
-    attempts.input_tokens,
-    attempts.cached_input_tokens,
-    attempts.cache_write_tokens,
-    attempts.uncached_input_tokens,
-    attempts.output_tokens,
-    attempts.reasoning_tokens,
-    attempts.total_tokens,
+    meter_costs.input_tokens,
+    meter_costs.cached_input_tokens,
+    meter_costs.cache_write_tokens,
+    meter_costs.uncached_input_tokens,
+    meter_costs.output_tokens,
+    meter_costs.reasoning_tokens,
+    meter_costs.total_tokens,
     customers.currency,
-    cast(costs_by_attempt.provider_cost as decimal(38, 18)) as provider_cost,
-    cast(costs_by_attempt.billed_amount as decimal(38, 18)) as billed_amount,
-    coalesce(costs_by_attempt.has_unpriced_usage, false) as has_unpriced_usage
-from attempts
-left join costs_by_attempt
-    on attempts.event_id = costs_by_attempt.event_id and attempts.usage_hour = costs_by_attempt.usage_hour
+    {%- for measure in ['provider_cost', 'billed_amount'] %}
+    cast(
+        case
+            when
+                {%- for meter in meters %}
+                meter_costs.{{ meter }}_{{ measure }} is not null{% if not loop.last %} and{% endif %}
+                {%- endfor %}
+                then
+                {%- for meter in meters %}
+                meter_costs.{{ meter }}_{{ measure }}{% if not loop.last %} +{% endif %}
+                {%- endfor %}
+        end
+        as decimal(38, 18)
+    ) as {{ measure }},
+    {%- endfor %}
+    {%- for meter in meters %}
+    meter_costs.{{ meter }}_is_unpriced{% if not loop.last %} or{% endif %}
+    {%- endfor %} as has_unpriced_usage
+from meter_costs
 left join {{ ref('dim_customers') }} as customers
-    on attempts.customer_id = customers.customer_id
+    on meter_costs.customer_id = customers.customer_id

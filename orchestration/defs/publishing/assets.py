@@ -71,13 +71,16 @@ def analyst_snapshot_asset(upstream: Sequence[AssetsDefinition]) -> AssetsDefini
         published = publish_snapshot(warehouse)
         context.log.info(
             f"published {published.path} ({published.size_bytes / 2**20:.1f} MiB, "
-            f"{published.tables} tables and views) in {published.seconds:.2f}s"
+            f"{published.tables} tables and views) in {published.seconds:.2f}s: "
+            f"{published.method}, {published.written_bytes / 2**20:.1f} MiB written"
         )
         return MaterializeResult(
             metadata={
                 "path": MetadataValue.path(str(published.path)),
                 "size_bytes": MetadataValue.int(published.size_bytes),
                 "seconds": MetadataValue.float(round(published.seconds, 3)),
+                "method": MetadataValue.text(published.method),
+                "written_bytes": MetadataValue.int(published.written_bytes),
                 "tables_and_views": MetadataValue.int(published.tables),
                 "open_it": MetadataValue.text(f"duckdb -readonly {published.path}"),
             }

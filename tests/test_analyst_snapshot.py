@@ -217,7 +217,7 @@ def _hold(path: Path, read_only: bool) -> subprocess.Popen:
 
 
 def _grow(path: Path, table: str, rows: int) -> None:
-    """A table of ``rows`` rows that do not compress (hashes): about 40 bytes a row on disk."""
+    """A table of ``rows`` rows that barely compress (hashes), so the file grows with them."""
     with duckdb.connect(str(path)) as con:
         con.execute(
             f"create or replace table {table} as select md5(range::varchar) as x from range({rows})"

@@ -22,9 +22,10 @@ every 1 MiB chunk of the warehouse is compared with the slot's and only the chun
 are written (reads of both files, mostly from the page cache, and a few writes, instead of
 writing the whole file). That is safe only while no one reads the slot: a DuckDB session holds a
 POSIX lock on the file it opened (shared when read-only), so the slot is updated only if an
-exclusive lock on it is granted at once, and that lock is held until the swap (a session trying
-to open the slot then fails rather than read a half-updated file; no one opens it but through
-the link, which does not point to it). A slot a session still holds is never written: a new slot
+exclusive lock on it is granted at once, and that lock is held while the slot is written (a
+session trying to open the slot then fails rather than read a half-updated file; after it, until
+the swap, no one opens the slot, as no one opens it but through the link, which does not point to
+it yet). A slot a session still holds is never written: a new slot
 is made by a full copy, and the held one is unlinked (the session keeps reading its file, which
 the system frees when the session closes). Slots other than the published one and the one
 before it are removed after the swap. A publish that stops half-way leaves the link on the
